@@ -1,0 +1,5 @@
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+}

@@ -1,0 +1,1249 @@
+//! The shared-memory store: one region per cluster, written by exactly one watcher process and read lock-free by
+//! every nginx worker.
+//!
+//! The region is an anonymous `MAP_SHARED` mapping made in the nginx master before it forks, so every worker (and
+//! the watcher) sees the same pages. Everything in the region is accessed through atomics: a reader in one process
+//! races the writer in another, and plain loads of such memory would be a data race.
+//!
+//! Layout (all offsets from the region start, everything 8-byte aligned):
+//! ```text
+//! [ Header (HEADER_BYTES) ][ slot table: slot_count x Slot ][ heap: 8-byte words holding records ]
+//! ```
+//! * A slot is a seqlock-protected pointer: `{seq, hash, version, loc}`. `loc` packs the record's heap word offset
+//!   (high 32 bits, +1 so that 0 means "empty, never used") and its byte length (low 32 bits); `TOMBSTONE` marks a
+//!   deleted key whose probe chain must continue. Open addressing with linear probing.
+//! * A record is immutable once published: `[u32 key_len][u16 kind][u16 0][u32 count][u32 0][key, padded][body]`.
+//!   For a port entry the body is `count` nodes, each `[u16 port LE][u8 host_len][host bytes]`; for a service
+//!   marker it is `count` port names, each `[u8 len][name bytes]`.
+//! * Updating a key writes a new record into free heap space, then swaps the slot under its seqlock, then frees the
+//!   old record. A reader copies the record out and re-checks the slot's sequence: if the block was reused in the
+//!   meantime the sequence has moved on (the writer bumps it before freeing), so a torn copy is never interpreted.
+//! * Versions come from one counter in the header that only grows, so a (slot, version) pair names one record for
+//!   the region's whole life: a reader that still holds that pair knows its copy is current without touching the
+//!   record (the `nodes()` fast path).
+//!
+//! Exactly one writer: a writer claims the region by storing a fresh owner token, then serialises with any previous
+//! writer through the `lock` word (held only for the length of a batch). A writer whose token is no longer the owner
+//! stops at its next batch. A lock left by a dead process is taken over; the new writer repairs half-done slots.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crate::model::Node;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"K8SDISC1");
+const LAYOUT_VERSION: u64 = 1;
+/// Bytes reserved at the start of the region for the header and status block.
+const HEADER_BYTES: usize = 4096;
+const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+const EMPTY: u64 = 0;
+const TOMBSTONE: u64 = u64::MAX;
+/// How many times a reader re-reads a slot that a writer is changing before reporting "busy".
+const READ_RETRIES: u32 = 1000;
+/// Bytes of the last-error message kept in the status block.
+const ERROR_TEXT_WORDS: usize = 48;
+pub const ERROR_TEXT_BYTES: usize = ERROR_TEXT_WORDS * 8;
+/// Smallest region we accept: header, a minimal slot table and a little heap.
+pub const MIN_REGION_BYTES: usize = 64 * 1024;
+
+/// Record kinds.
+pub const KIND_PORT: u16 = 1;
+pub const KIND_SERVICE: u16 = 2;
+
+#[repr(C)]
+struct Slot {
+    seq: AtomicU64,
+    hash: AtomicU64,
+    version: AtomicU64,
+    loc: AtomicU64,
+}
+
+/// Watcher state shown in the dump and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SyncState {
+    Starting = 0,
+    Listing = 1,
+    Watching = 2,
+    Backoff = 3,
+}
+
+impl SyncState {
+    fn from_u32(v: u32) -> Self {
+        match v {
+            1 => SyncState::Listing,
+            2 => SyncState::Watching,
+            3 => SyncState::Backoff,
+            _ => SyncState::Starting,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Starting => "starting",
+            SyncState::Listing => "listing",
+            SyncState::Watching => "watching",
+            SyncState::Backoff => "backoff",
+        }
+    }
+}
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    layout: AtomicU64,
+    size: AtomicU64,
+    slot_count: AtomicU64,
+    heap_start: AtomicU64,
+    /// Token of the writer that owns the region (pid << 32 | claim number).
+    owner: AtomicU64,
+    /// Token of the writer inside a batch, 0 when none.
+    lock: AtomicU64,
+    claims: AtomicU64,
+    next_version: AtomicU64,
+    /// Bumped on every published change; lets readers and tests see that something happened.
+    change_count: AtomicU64,
+    ready: AtomicU64,
+    state: AtomicU64,
+    lists: AtomicU64,
+    watch_events: AtomicU64,
+    full_rejections: AtomicU64,
+    /// Keys currently held back because the region is full.
+    pending_full: AtomicU64,
+    last_sync_ms: AtomicU64,
+    entries: AtomicU64,
+    heap_used: AtomicU64,
+    status_seq: AtomicU64,
+    last_error_ms: AtomicU64,
+    last_error: [AtomicU64; ERROR_TEXT_WORDS],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The region cannot be created or has an unexpected layout.
+    Region(String),
+    /// Another writer has claimed the region since this one did.
+    Superseded,
+    /// Another live writer is in the middle of a batch; try again shortly.
+    Locked,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Region(m) => write!(f, "shared memory region: {m}"),
+            StoreError::Superseded => f.write_str("another watcher took over the shared memory region"),
+            StoreError::Locked => f.write_str("shared memory region is locked by another live watcher"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Outcome of writing one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Unchanged,
+    Written,
+    /// Did not fit; the previous content (if any) is still served.
+    Full,
+}
+
+/// Outcome of a reader lookup.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The caller's (slot, version) is still current.
+    Unchanged,
+    /// A record was copied into the caller's buffer; `len` bytes of body, `count` items.
+    Found { slot: u32, version: u64, count: u32, len: usize },
+    NotFound,
+    /// The caller's buffer is too small; `need` bytes are required.
+    TooSmall { need: usize },
+    /// The writer kept changing the slot; try again later.
+    Busy,
+}
+
+/// A mapped region. The mapping stays valid for the life of the value and is shared with forked children.
+pub struct Region {
+    base: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the region is only ever accessed through atomics (see module docs); the raw pointer itself is immutable.
+unsafe impl Send for Region {}
+// SAFETY: as above; concurrent access from several threads is what the atomics are for.
+unsafe impl Sync for Region {}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: base/size came from a successful mmap in `create` and are unmapped exactly once here. Forked
+        // children keep their own mapping, so this never pulls pages from under a worker.
+        unsafe {
+            libc::munmap(self.base.cast(), self.size);
+        }
+    }
+}
+
+fn round_up8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// FNV-1a: cheap, stable across processes and builds (the hash is stored in shared memory).
+pub fn key_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Slot count for a region size: one slot per 256 bytes, a power of two, at least 64.
+fn slot_count_for(size: usize) -> usize {
+    let wanted = (size / 256).max(64);
+    let pow = wanted.next_power_of_two();
+    if pow > wanted { pow / 2 } else { pow }.max(64)
+}
+
+impl Region {
+    /// Maps and formats a new region of `size` bytes.
+    pub fn create(size: usize) -> Result<Region, StoreError> {
+        if size < MIN_REGION_BYTES {
+            return Err(StoreError::Region(format!("size {size} is below the minimum {MIN_REGION_BYTES}")));
+        }
+        let size = round_up8(size);
+        let slots = slot_count_for(size);
+        let heap_start = HEADER_BYTES + slots * SLOT_BYTES;
+        if heap_start + 4096 > size {
+            return Err(StoreError::Region(format!("size {size} leaves no room for data")));
+        }
+        // SAFETY: anonymous shared mapping with no address hint; the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(StoreError::Region(format!(
+                "mmap of {size} bytes failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // Fresh anonymous pages are zero, which is "empty" for every slot and counter.
+        let region = Region { base: base.cast(), size };
+        let h = region.header();
+        h.layout.store(LAYOUT_VERSION, Ordering::Relaxed);
+        h.size.store(size as u64, Ordering::Relaxed);
+        h.slot_count.store(slots as u64, Ordering::Relaxed);
+        h.heap_start.store(heap_start as u64, Ordering::Relaxed);
+        h.next_version.store(1, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(region)
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_BYTES long, page aligned, and Header consists of atomics only, so a
+        // shared reference is sound even while other processes modify it.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    fn slot_count(&self) -> usize {
+        self.header().slot_count.load(Ordering::Relaxed) as usize
+    }
+
+    fn slot(&self, i: usize) -> &Slot {
+        debug_assert!(i < self.slot_count());
+        let i = i % self.slot_count();
+        // SAFETY: `i < slot_count`, and the slot table lies within the mapping by construction in `create`; Slot
+        // is all atomics.
+        unsafe { &*(self.base.add(HEADER_BYTES + i * SLOT_BYTES) as *const Slot) }
+    }
+
+    fn heap_words(&self) -> &[AtomicU64] {
+        let start = self.header().heap_start.load(Ordering::Relaxed) as usize;
+        // SAFETY: [heap_start, size) lies within the mapping, is 8-byte aligned, and AtomicU64 has the size and
+        // alignment of u64.
+        unsafe { std::slice::from_raw_parts(self.base.add(start) as *const AtomicU64, (self.size - start) / 8) }
+    }
+
+    /// Looks a key up. `known` is the caller's cached (slot, version), checked first without hashing.
+    pub fn lookup(&self, key: &[u8], known: Option<(u32, u64)>, out: &mut [u8]) -> Lookup {
+        if let Some((slot, version)) = known
+            && (slot as usize) < self.slot_count()
+            && version != 0
+        {
+            let s = self.slot(slot as usize);
+            for _ in 0..READ_RETRIES {
+                let seq = s.seq.load(Ordering::Acquire);
+                if seq & 1 == 1 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let v = s.version.load(Ordering::Relaxed);
+                fence(Ordering::Acquire);
+                if s.seq.load(Ordering::Relaxed) != seq {
+                    continue;
+                }
+                if v == version {
+                    return Lookup::Unchanged;
+                }
+                break;
+            }
+        }
+        self.find(key, KIND_PORT, out)
+    }
+
+    /// Probes for `key` and copies its record body into `out`.
+    fn find(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
+        let n = self.slot_count();
+        let hash = key_hash(key);
+        let mut i = (hash as usize) & (n - 1);
+        for _ in 0..n {
+            match self.read_slot(i, hash, key, kind, out) {
+                SlotRead::Empty => return Lookup::NotFound,
+                SlotRead::Other => {}
+                SlotRead::Busy => return Lookup::Busy,
+                SlotRead::Hit(l) => return l,
+            }
+            i = (i + 1) & (n - 1);
+        }
+        Lookup::NotFound
+    }
+
+    fn read_slot(&self, i: usize, hash: u64, key: &[u8], kind: u16, out: &mut [u8]) -> SlotRead {
+        let s = self.slot(i);
+        let words = self.heap_words();
+        let mut scratch: Vec<u8> = Vec::new();
+        for _ in 0..READ_RETRIES {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let h = s.hash.load(Ordering::Relaxed);
+            let version = s.version.load(Ordering::Relaxed);
+            let loc = s.loc.load(Ordering::Relaxed);
+            if loc == EMPTY || loc == TOMBSTONE || h != hash {
+                fence(Ordering::Acquire);
+                if s.seq.load(Ordering::Relaxed) != seq {
+                    continue;
+                }
+                return if loc == EMPTY { SlotRead::Empty } else { SlotRead::Other };
+            }
+            let Some((off, len)) = decode_loc(loc, words.len()) else {
+                // A torn or corrupt pointer: only trust it after re-validating the sequence.
+                fence(Ordering::Acquire);
+                if s.seq.load(Ordering::Relaxed) != seq {
+                    continue;
+                }
+                return SlotRead::Other;
+            };
+            // Copy the whole record out (into `out` when it fits, else a scratch buffer to learn the size).
+            let padded = round_up8(len);
+            let dst: &mut [u8] = if padded <= out.len() {
+                &mut out[..padded]
+            } else {
+                scratch.resize(padded, 0);
+                &mut scratch[..]
+            };
+            for (w, chunk) in words[off..off + padded / 8].iter().zip(dst.chunks_exact_mut(8)) {
+                chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) != seq {
+                continue;
+            }
+            // The copy is consistent; now it may be interpreted.
+            let Some(rec) = RecordView::parse(&dst[..len]) else {
+                return SlotRead::Other;
+            };
+            if rec.key != key || rec.kind != kind {
+                return SlotRead::Other;
+            }
+            let body_start = rec.body_start;
+            let count = rec.count;
+            if padded > out.len() {
+                return SlotRead::Hit(Lookup::TooSmall { need: padded });
+            }
+            out.copy_within(body_start..len, 0);
+            return SlotRead::Hit(Lookup::Found { slot: i as u32, version, count, len: len - body_start });
+        }
+        SlotRead::Busy
+    }
+
+    /// Reads a service marker: the port names the service declares, or None if the service is unknown.
+    pub fn service_ports(&self, service: &str) -> Option<Vec<String>> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match self.find(service.as_bytes(), KIND_SERVICE, &mut buf) {
+                Lookup::Found { count, len, .. } => return Some(decode_names(&buf[..len], count)),
+                Lookup::TooSmall { need } => buf.resize(need, 0),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A consistent copy of every live record, for the dump. Skips slots that stay busy.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for i in 0..self.slot_count() {
+            let s = self.slot(i);
+            let loc = s.loc.load(Ordering::Relaxed);
+            if loc == EMPTY || loc == TOMBSTONE {
+                continue;
+            }
+            // Read the record's key first to know what to look for, then re-read it under the seqlock.
+            let hash = s.hash.load(Ordering::Relaxed);
+            let Some(key) = self.slot_key(i) else { continue };
+            for kind in [KIND_SERVICE, KIND_PORT] {
+                loop {
+                    match self.read_slot(i, hash, &key, kind, &mut buf) {
+                        SlotRead::Hit(Lookup::Found { count, len, version, .. }) => {
+                            let key = String::from_utf8_lossy(&key).into_owned();
+                            let body = &buf[..len];
+                            entries.push(if kind == KIND_SERVICE {
+                                Entry::Service { key, ports: decode_names(body, count), version }
+                            } else {
+                                Entry::Port { key, nodes: decode_nodes(body, count), version }
+                            });
+                        }
+                        SlotRead::Hit(Lookup::TooSmall { need }) => {
+                            buf.resize(need, 0);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+        }
+        entries
+    }
+
+    /// The key bytes of the record a slot points at (unvalidated; used only to drive a validated re-read).
+    fn slot_key(&self, i: usize) -> Option<Vec<u8>> {
+        let words = self.heap_words();
+        let (off, len) = decode_loc(self.slot(i).loc.load(Ordering::Relaxed), words.len())?;
+        let mut bytes = Vec::with_capacity(round_up8(len));
+        for w in &words[off..off + round_up8(len) / 8] {
+            bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let rec = RecordView::parse(&bytes[..len])?;
+        Some(rec.key.to_vec())
+    }
+
+    pub fn status(&self) -> Status {
+        let h = self.header();
+        let mut text = [0u8; ERROR_TEXT_BYTES];
+        let mut last_error_ms = 0;
+        for _ in 0..READ_RETRIES {
+            let seq = h.status_seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            last_error_ms = h.last_error_ms.load(Ordering::Relaxed);
+            for (w, chunk) in h.last_error.iter().zip(text.chunks_exact_mut(8)) {
+                chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            if h.status_seq.load(Ordering::Relaxed) == seq {
+                break;
+            }
+        }
+        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+        let used = h.heap_used.load(Ordering::Relaxed);
+        let heap = (self.size as u64).saturating_sub(h.heap_start.load(Ordering::Relaxed));
+        Status {
+            ready: h.ready.load(Ordering::Acquire) == 1,
+            state: SyncState::from_u32(h.state.load(Ordering::Relaxed) as u32),
+            lists: h.lists.load(Ordering::Relaxed),
+            watch_events: h.watch_events.load(Ordering::Relaxed),
+            full_rejections: h.full_rejections.load(Ordering::Relaxed),
+            pending_full: h.pending_full.load(Ordering::Relaxed),
+            last_sync_ms: h.last_sync_ms.load(Ordering::Relaxed),
+            entries: h.entries.load(Ordering::Relaxed),
+            heap_used: used,
+            heap_bytes: heap,
+            changes: h.change_count.load(Ordering::Acquire),
+            writer_pid: (h.owner.load(Ordering::Relaxed) >> 32) as u32,
+            last_error_ms,
+            last_error: String::from_utf8_lossy(&text[..end]).into_owned(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.header().ready.load(Ordering::Acquire) == 1
+    }
+
+    /// Counts a watch event (statistics only; any process may call it, but only the writer does).
+    pub fn count_watch_events(&self, n: u64) {
+        self.header().watch_events.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+enum SlotRead {
+    Empty,
+    Other,
+    Busy,
+    Hit(Lookup),
+}
+
+/// Health and statistics of one region, as the watcher last published them.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub ready: bool,
+    pub state: SyncState,
+    pub lists: u64,
+    pub watch_events: u64,
+    pub full_rejections: u64,
+    pub pending_full: u64,
+    pub last_sync_ms: u64,
+    pub entries: u64,
+    pub heap_used: u64,
+    pub heap_bytes: u64,
+    pub changes: u64,
+    pub writer_pid: u32,
+    pub last_error_ms: u64,
+    pub last_error: String,
+}
+
+/// One record as seen in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Service { key: String, ports: Vec<String>, version: u64 },
+    Port { key: String, nodes: Vec<Node>, version: u64 },
+}
+
+fn decode_loc(loc: u64, heap_words: usize) -> Option<(usize, usize)> {
+    if loc == EMPTY || loc == TOMBSTONE {
+        return None;
+    }
+    let off = ((loc >> 32) as usize).checked_sub(1)?;
+    let len = (loc & 0xffff_ffff) as usize;
+    let words = round_up8(len) / 8;
+    (len >= RECORD_HEADER && off.checked_add(words)? <= heap_words).then_some((off, len))
+}
+
+fn encode_loc(off_words: usize, len: usize) -> u64 {
+    ((off_words as u64 + 1) << 32) | len as u64
+}
+
+const RECORD_HEADER: usize = 16;
+
+struct RecordView<'a> {
+    key: &'a [u8],
+    kind: u16,
+    count: u32,
+    body_start: usize,
+}
+
+impl<'a> RecordView<'a> {
+    fn parse(b: &'a [u8]) -> Option<Self> {
+        if b.len() < RECORD_HEADER {
+            return None;
+        }
+        let key_len = u32::from_le_bytes(b[0..4].try_into().ok()?) as usize;
+        let kind = u16::from_le_bytes(b[4..6].try_into().ok()?);
+        let count = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        let key_end = RECORD_HEADER.checked_add(key_len)?;
+        let body_start = round_up8(key_end);
+        if body_start > b.len() {
+            return None;
+        }
+        Some(RecordView { key: &b[RECORD_HEADER..key_end], kind, count, body_start })
+    }
+}
+
+fn encode_record(key: &[u8], kind: u16, count: u32, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(round_up8(RECORD_HEADER + key.len()) + body.len() + 8);
+    r.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    r.extend_from_slice(&kind.to_le_bytes());
+    r.extend_from_slice(&[0, 0]);
+    r.extend_from_slice(&count.to_le_bytes());
+    r.extend_from_slice(&[0, 0, 0, 0]);
+    r.extend_from_slice(key);
+    r.resize(round_up8(r.len()), 0);
+    r.extend_from_slice(body);
+    r
+}
+
+/// Encodes nodes as a port-entry body: `[u16 port][u8 host_len][host]` each. Hosts longer than 255 bytes cannot
+/// be IP addresses and are skipped by the caller's validation; here they are truncated defensively.
+pub fn encode_nodes(nodes: &[Node]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(nodes.len() * 16);
+    for n in nodes {
+        let host = &n.host.as_bytes()[..n.host.len().min(255)];
+        b.extend_from_slice(&n.port.to_le_bytes());
+        b.push(host.len() as u8);
+        b.extend_from_slice(host);
+    }
+    b
+}
+
+pub fn decode_nodes(body: &[u8], count: u32) -> Vec<Node> {
+    let mut nodes = Vec::with_capacity(count as usize);
+    let mut p = 0;
+    for _ in 0..count {
+        let Some(hdr) = body.get(p..p + 3) else { break };
+        let port = u16::from_le_bytes([hdr[0], hdr[1]]);
+        let hl = hdr[2] as usize;
+        let Some(host) = body.get(p + 3..p + 3 + hl) else { break };
+        nodes.push(Node { host: String::from_utf8_lossy(host).into_owned(), port });
+        p += 3 + hl;
+    }
+    nodes
+}
+
+fn encode_names<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for n in names {
+        let n = &n.as_ref().as_bytes()[..n.as_ref().len().min(255)];
+        b.push(n.len() as u8);
+        b.extend_from_slice(n);
+    }
+    b
+}
+
+fn decode_names(body: &[u8], count: u32) -> Vec<String> {
+    let mut names = Vec::with_capacity(count as usize);
+    let mut p = 0;
+    for _ in 0..count {
+        let Some(&l) = body.get(p) else { break };
+        let Some(n) = body.get(p + 1..p + 1 + l as usize) else { break };
+        names.push(String::from_utf8_lossy(n).into_owned());
+        p += 1 + l as usize;
+    }
+    names
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission; it has no effect on the target.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Free heap space, tracked privately by the writer (readers never need it).
+#[derive(Default)]
+struct FreeSpace {
+    by_offset: BTreeMap<usize, usize>,
+    by_size: BTreeSet<(usize, usize)>,
+}
+
+impl FreeSpace {
+    fn insert(&mut self, mut off: usize, mut len: usize) {
+        if len == 0 {
+            return;
+        }
+        // Coalesce with the neighbours so fragmentation does not creep up over time.
+        if let Some((&p_off, &p_len)) = self.by_offset.range(..off).next_back()
+            && p_off + p_len == off
+        {
+            self.remove(p_off, p_len);
+            off = p_off;
+            len += p_len;
+        }
+        if let Some(&n_len) = self.by_offset.get(&(off + len)) {
+            self.remove(off + len, n_len);
+            len += n_len;
+        }
+        self.by_offset.insert(off, len);
+        self.by_size.insert((len, off));
+    }
+
+    fn remove(&mut self, off: usize, len: usize) {
+        self.by_offset.remove(&off);
+        self.by_size.remove(&(len, off));
+    }
+
+    /// Best fit, in words.
+    fn alloc(&mut self, words: usize) -> Option<usize> {
+        let &(len, off) = self.by_size.range((words, 0)..).next()?;
+        self.remove(off, len);
+        if len > words {
+            self.insert(off + words, len - words);
+        }
+        Some(off)
+    }
+}
+
+/// What the writer knows about one key.
+struct Known {
+    slot: usize,
+    kind: u16,
+    off: usize,
+    len: usize,
+}
+
+/// The single writer of a region. Holds the free-space map and key index privately.
+pub struct Writer<'r> {
+    region: &'r Region,
+    token: u64,
+    free: FreeSpace,
+    keys: HashMap<Vec<u8>, Known>,
+    /// Non-empty slots (live or tombstone); bounds the probe-chain load factor.
+    used_slots: usize,
+    /// Keys whose latest content did not fit; they keep old content and are retried when space frees.
+    held_back: HashMap<Vec<u8>, (u16, u32, Vec<u8>)>,
+    heap_used: usize,
+}
+
+impl<'r> Writer<'r> {
+    /// Claims the region. Fails with `Locked` while another live writer is inside a batch; the caller retries.
+    pub fn claim(region: &'r Region) -> Result<Writer<'r>, StoreError> {
+        let h = region.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC || h.layout.load(Ordering::Relaxed) != LAYOUT_VERSION {
+            return Err(StoreError::Region("bad magic or layout version".into()));
+        }
+        let pid = std::process::id() as u64;
+        let token = (pid << 32) | (h.claims.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xffff_ffff);
+        h.owner.store(token, Ordering::SeqCst);
+        let mut w = Writer {
+            region,
+            token,
+            free: FreeSpace::default(),
+            keys: HashMap::new(),
+            used_slots: 0,
+            held_back: HashMap::new(),
+            heap_used: 0,
+        };
+        w.lock()?;
+        w.rebuild();
+        w.unlock();
+        Ok(w)
+    }
+
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    fn lock(&self) -> Result<(), StoreError> {
+        let h = self.region.header();
+        for _ in 0..1000 {
+            match h.lock.compare_exchange(0, self.token, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(holder) if holder == self.token => return Ok(()),
+                Err(holder) => {
+                    if !pid_alive((holder >> 32) as u32)
+                        && h.lock.compare_exchange(holder, self.token, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                    {
+                        return Ok(());
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        Err(StoreError::Locked)
+    }
+
+    fn unlock(&self) {
+        let _ = self.region.header().lock.compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// Rebuilds the private index and free map from the region, repairing slots a dead writer left half-updated.
+    fn rebuild(&mut self) {
+        let r = self.region;
+        let words = r.heap_words();
+        let mut live: Vec<(usize, usize)> = Vec::new();
+        self.keys.clear();
+        self.used_slots = 0;
+        for i in 0..r.slot_count() {
+            let s = r.slot(i);
+            let seq = s.seq.load(Ordering::Relaxed);
+            let loc = s.loc.load(Ordering::Relaxed);
+            if loc == EMPTY {
+                if seq & 1 == 1 {
+                    s.seq.store(seq + 1, Ordering::Release);
+                }
+                continue;
+            }
+            self.used_slots += 1;
+            let valid = decode_loc(loc, words.len()).and_then(|(off, len)| {
+                let mut bytes = Vec::with_capacity(round_up8(len));
+                for w in &words[off..off + round_up8(len) / 8] {
+                    bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+                }
+                let rec = RecordView::parse(&bytes[..len])?;
+                let overlaps = live.iter().any(|&(o, l)| off < o + l && o < off + round_up8(len) / 8);
+                (key_hash(rec.key) == s.hash.load(Ordering::Relaxed) && !overlaps && !self.keys.contains_key(rec.key))
+                    .then(|| (rec.key.to_vec(), rec.kind, off, len))
+            });
+            match valid {
+                Some((key, kind, off, len)) => {
+                    live.push((off, round_up8(len) / 8));
+                    self.keys.insert(key, Known { slot: i, kind, off, len });
+                }
+                None if loc != TOMBSTONE => {
+                    s.seq.store(seq | 1, Ordering::Relaxed);
+                    fence(Ordering::Release);
+                    s.loc.store(TOMBSTONE, Ordering::Relaxed);
+                    s.version.store(0, Ordering::Relaxed);
+                    s.seq.store((seq | 1) + 1, Ordering::Release);
+                    continue;
+                }
+                None => {}
+            }
+            if seq & 1 == 1 {
+                s.seq.store(seq + 1, Ordering::Release);
+            }
+        }
+        live.sort_unstable();
+        self.free = FreeSpace::default();
+        let mut cursor = 0;
+        self.heap_used = 0;
+        for (off, w) in live {
+            self.free.insert(cursor, off - cursor);
+            cursor = off + w;
+            self.heap_used += w * 8;
+        }
+        self.free.insert(cursor, words.len() - cursor);
+        self.publish_counts();
+    }
+
+    /// Starts a batch of changes. Fails with `Superseded` once another writer has claimed the region.
+    pub fn batch(&mut self) -> Result<Batch<'_, 'r>, StoreError> {
+        let h = self.region.header();
+        self.lock()?;
+        if h.owner.load(Ordering::SeqCst) != self.token {
+            self.unlock();
+            return Err(StoreError::Superseded);
+        }
+        Ok(Batch { w: self, changed: false })
+    }
+
+    /// Every key the region holds, with its kind.
+    pub fn keys(&self) -> impl Iterator<Item = (&[u8], u16)> {
+        self.keys.iter().map(|(k, v)| (k.as_slice(), v.kind))
+    }
+
+    pub fn held_back(&self) -> usize {
+        self.held_back.len()
+    }
+
+    fn publish_counts(&self) {
+        let h = self.region.header();
+        h.entries.store(self.keys.len() as u64, Ordering::Relaxed);
+        h.heap_used.store(self.heap_used as u64, Ordering::Relaxed);
+        h.pending_full.store(self.held_back.len() as u64, Ordering::Relaxed);
+    }
+
+    fn record_bytes(&self, k: &Known) -> Vec<u8> {
+        let words = self.region.heap_words();
+        let mut bytes = Vec::with_capacity(round_up8(k.len));
+        for w in &words[k.off..k.off + round_up8(k.len) / 8] {
+            bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        bytes.truncate(k.len);
+        bytes
+    }
+
+    fn put_record(&mut self, key: &[u8], kind: u16, record: Vec<u8>) -> Put {
+        if let Some(k) = self.keys.get(key)
+            && k.kind == kind
+            && self.record_bytes(k) == record
+        {
+            self.held_back.remove(key);
+            return Put::Unchanged;
+        }
+        let r = self.region;
+        let words_needed = round_up8(record.len()) / 8;
+        // A new key needs a slot; keep the table at most 7/8 used so probe chains stay short and end.
+        let (slot, was_empty) = match self.keys.get(key) {
+            Some(k) => (k.slot, false),
+            None => match self.free_slot(key) {
+                Some(s) => s,
+                None => return self.hold_back(key, kind, record),
+            },
+        };
+        let Some(off) = self.free.alloc(words_needed) else {
+            return self.hold_back(key, kind, record);
+        };
+        let words = r.heap_words();
+        let mut padded = record.clone();
+        padded.resize(words_needed * 8, 0);
+        for (w, chunk) in words[off..off + words_needed].iter().zip(padded.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        let version = r.header().next_version.fetch_add(1, Ordering::Relaxed);
+        let s = r.slot(slot);
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.hash.store(key_hash(key), Ordering::Relaxed);
+        s.version.store(version, Ordering::Relaxed);
+        s.loc.store(encode_loc(off, record.len()), Ordering::Relaxed);
+        s.seq.store(seq + 2, Ordering::Release);
+        if was_empty {
+            self.used_slots += 1;
+        }
+        self.heap_used += words_needed * 8;
+        if let Some(old) = self.keys.insert(key.to_vec(), Known { slot, kind, off, len: record.len() }) {
+            self.heap_used -= round_up8(old.len);
+            self.free.insert(old.off, round_up8(old.len) / 8);
+        }
+        self.held_back.remove(key);
+        Put::Written
+    }
+
+    fn hold_back(&mut self, key: &[u8], kind: u16, record: Vec<u8>) -> Put {
+        let h = self.region.header();
+        if !self.held_back.contains_key(key) {
+            h.full_rejections.fetch_add(1, Ordering::Relaxed);
+        }
+        let count = RecordView::parse(&record).map(|r| r.count).unwrap_or(0);
+        self.held_back.insert(key.to_vec(), (kind, count, record));
+        Put::Full
+    }
+
+    /// The slot a new key goes into (the first tombstone or empty slot of its probe chain), and whether it was
+    /// empty (a fresh slot lengthens probe chains; a reused tombstone does not).
+    fn free_slot(&mut self, key: &[u8]) -> Option<(usize, bool)> {
+        let r = self.region;
+        let n = r.slot_count();
+        let mut i = (key_hash(key) as usize) & (n - 1);
+        for _ in 0..n {
+            let loc = r.slot(i).loc.load(Ordering::Relaxed);
+            if loc == TOMBSTONE {
+                return Some((i, false));
+            }
+            if loc == EMPTY {
+                if (self.used_slots + 1) * 8 > n * 7 {
+                    return None;
+                }
+                return Some((i, true));
+            }
+            i = (i + 1) & (n - 1);
+        }
+        None
+    }
+
+    fn remove_key(&mut self, key: &[u8]) -> bool {
+        self.held_back.remove(key);
+        let Some(k) = self.keys.remove(key) else { return false };
+        let s = self.region.slot(k.slot);
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.loc.store(TOMBSTONE, Ordering::Relaxed);
+        s.version.store(0, Ordering::Relaxed);
+        s.seq.store(seq + 2, Ordering::Release);
+        self.heap_used -= round_up8(k.len);
+        self.free.insert(k.off, round_up8(k.len) / 8);
+        true
+    }
+}
+
+/// A run of changes made while holding the region's writer lock.
+pub struct Batch<'w, 'r> {
+    w: &'w mut Writer<'r>,
+    changed: bool,
+}
+
+impl Batch<'_, '_> {
+    /// Stores the nodes of one `ns/name:port` key.
+    pub fn put_port(&mut self, key: &str, nodes: &[Node]) -> Put {
+        let rec = encode_record(key.as_bytes(), KIND_PORT, nodes.len() as u32, &encode_nodes(nodes));
+        self.put(key.as_bytes(), KIND_PORT, rec)
+    }
+
+    /// Stores the marker of one `ns/name` service with its port names.
+    pub fn put_service<S: AsRef<str>>(&mut self, key: &str, ports: &[S]) -> Put {
+        let rec = encode_record(key.as_bytes(), KIND_SERVICE, ports.len() as u32, &encode_names(ports));
+        self.put(key.as_bytes(), KIND_SERVICE, rec)
+    }
+
+    fn put(&mut self, key: &[u8], kind: u16, rec: Vec<u8>) -> Put {
+        let p = self.w.put_record(key, kind, rec);
+        self.changed |= p == Put::Written;
+        p
+    }
+
+    pub fn remove(&mut self, key: &str) -> bool {
+        let removed = self.w.remove_key(key.as_bytes());
+        self.changed |= removed;
+        removed
+    }
+
+    /// Retries keys that did not fit earlier, now that space may have freed.
+    fn retry_held_back(&mut self) {
+        if self.w.held_back.is_empty() {
+            return;
+        }
+        let pending: Vec<_> = self.w.held_back.drain().collect();
+        for (key, (kind, _count, rec)) in pending {
+            let p = self.w.put_record(&key, kind, rec);
+            self.changed |= p == Put::Written;
+        }
+    }
+
+    pub fn keys(&self) -> Vec<(Vec<u8>, u16)> {
+        self.w.keys.iter().map(|(k, v)| (k.clone(), v.kind)).collect()
+    }
+
+    pub fn set_ready(&mut self) {
+        self.w.region.header().ready.store(1, Ordering::Release);
+    }
+
+    pub fn set_state(&mut self, s: SyncState) {
+        self.w.region.header().state.store(s as u64, Ordering::Relaxed);
+    }
+
+    pub fn note_list(&mut self) {
+        let h = self.w.region.header();
+        h.lists.fetch_add(1, Ordering::Relaxed);
+        h.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn note_sync(&mut self) {
+        self.w.region.header().last_sync_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records the latest error for the dump (truncated to the status block's size).
+    pub fn set_error(&mut self, msg: &str) {
+        let h = self.w.region.header();
+        let mut text = [0u8; ERROR_TEXT_BYTES];
+        let mut n = msg.len().min(ERROR_TEXT_BYTES - 1);
+        while !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        text[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        let seq = h.status_seq.load(Ordering::Relaxed);
+        h.status_seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (w, chunk) in h.last_error.iter().zip(text.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        h.last_error_ms.store(if msg.is_empty() { 0 } else { now_ms() }, Ordering::Relaxed);
+        h.status_seq.store(seq + 2, Ordering::Release);
+    }
+}
+
+impl Drop for Batch<'_, '_> {
+    fn drop(&mut self) {
+        self.retry_held_back();
+        if self.changed {
+            self.w.region.header().change_count.fetch_add(1, Ordering::Release);
+        }
+        self.w.publish_counts();
+        self.w.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize, port: u16) -> Vec<Node> {
+        (0..n).map(|i| Node { host: format!("10.0.{}.{}", i / 250, i % 250), port }).collect()
+    }
+
+    fn get(r: &Region, key: &str) -> Option<(u32, u64, Vec<Node>)> {
+        let mut buf = vec![0u8; 1 << 16];
+        match r.lookup(key.as_bytes(), None, &mut buf) {
+            Lookup::Found { slot, version, count, len } => Some((slot, version, decode_nodes(&buf[..len], count))),
+            Lookup::NotFound => None,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_lookup_unchanged_and_remove() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut w = Writer::claim(&r).unwrap();
+        assert_eq!(get(&r, "ns/a:http"), None);
+        {
+            let mut b = w.batch().unwrap();
+            assert_eq!(b.put_port("ns/a:http", &nodes(3, 80)), Put::Written);
+            assert_eq!(b.put_service("ns/a", &["http"]), Put::Written);
+        }
+        let (slot, v1, got) = get(&r, "ns/a:http").unwrap();
+        assert_eq!(got, nodes(3, 80));
+        let mut buf = [0u8; 64];
+        assert_eq!(r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf), Lookup::Unchanged);
+        // Same content: no new version.
+        assert_eq!(w.batch().unwrap().put_port("ns/a:http", &nodes(3, 80)), Put::Unchanged);
+        assert_eq!(r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf), Lookup::Unchanged);
+        // New content: new version, same key.
+        assert_eq!(w.batch().unwrap().put_port("ns/a:http", &nodes(2, 80)), Put::Written);
+        let (_, v2, got) = get(&r, "ns/a:http").unwrap();
+        assert!(v2 > v1);
+        assert_eq!(got.len(), 2);
+        assert_eq!(r.service_ports("ns/a"), Some(vec!["http".to_string()]));
+        // A port key is not a service marker and vice versa.
+        assert_eq!(get(&r, "ns/a"), None);
+        assert!(w.batch().unwrap().remove("ns/a:http"));
+        assert_eq!(get(&r, "ns/a:http"), None);
+        assert_eq!(r.lookup(b"ns/a:http", Some((slot, v2)), &mut buf), Lookup::NotFound);
+    }
+
+    #[test]
+    fn small_buffer_reports_needed_size() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut w = Writer::claim(&r).unwrap();
+        w.batch().unwrap().put_port("ns/big:80", &nodes(100, 80));
+        let mut small = [0u8; 32];
+        let Lookup::TooSmall { need } = r.lookup(b"ns/big:80", None, &mut small) else { panic!() };
+        let mut buf = vec![0u8; need];
+        assert!(matches!(r.lookup(b"ns/big:80", None, &mut buf), Lookup::Found { count: 100, .. }));
+    }
+
+    #[test]
+    fn full_region_keeps_old_data_and_retries_when_space_frees() {
+        let r = Region::create(MIN_REGION_BYTES).unwrap();
+        let mut w = Writer::claim(&r).unwrap();
+        let mut b = w.batch().unwrap();
+        assert_eq!(b.put_port("ns/a:80", &nodes(10, 80)), Put::Written);
+        let mut fillers = 0;
+        while b.put_port(&format!("ns/filler{fillers}:80"), &nodes(300, 80)) == Put::Written {
+            fillers += 1;
+        }
+        assert!(fillers > 2);
+        assert_eq!(b.put_port("ns/a:80", &nodes(1200, 81)), Put::Full);
+        drop(b);
+        assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(10, 80), "old content is still served");
+        assert_eq!(get(&r, &format!("ns/filler{fillers}:80")), None, "a new key that did not fit is not visible");
+        assert!(r.status().full_rejections >= 2);
+        assert_eq!(w.held_back(), 2);
+        // Freeing space lets the held-back updates land without the caller writing them again.
+        let mut b = w.batch().unwrap();
+        for i in 0..fillers {
+            b.remove(&format!("ns/filler{i}:80"));
+        }
+        drop(b);
+        assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(1200, 81));
+        assert_eq!(get(&r, &format!("ns/filler{fillers}:80")).unwrap().2.len(), 300);
+        assert_eq!(w.held_back(), 0);
+    }
+
+    #[test]
+    fn churn_reuses_space() {
+        let r = Region::create(256 * 1024).unwrap();
+        let mut w = Writer::claim(&r).unwrap();
+        for round in 0..2000u32 {
+            let mut b = w.batch().unwrap();
+            let key = format!("ns/s{}:80", round % 50);
+            assert_eq!(b.put_port(&key, &nodes(1 + (round as usize % 20), round as u16)), Put::Written);
+            if round % 3 == 0 {
+                b.remove(&format!("ns/s{}:80", (round + 7) % 50));
+            }
+        }
+        assert!(r.status().heap_used < 64 * 1024, "freed records are reused: {:?}", r.status());
+    }
+
+    #[test]
+    fn second_writer_supersedes_first() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut a = Writer::claim(&r).unwrap();
+        a.batch().unwrap().put_port("ns/a:80", &nodes(1, 80));
+        let mut b = Writer::claim(&r).unwrap();
+        assert!(matches!(a.batch(), Err(StoreError::Superseded)));
+        // The new writer sees what the old one wrote and carries on.
+        assert_eq!(b.batch().unwrap().put_port("ns/a:80", &nodes(1, 80)), Put::Unchanged);
+        assert_eq!(b.batch().unwrap().put_port("ns/a:80", &nodes(2, 80)), Put::Written);
+    }
+
+    #[test]
+    fn lock_of_dead_process_is_taken_over_and_half_done_slot_repaired() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut a = Writer::claim(&r).unwrap();
+        a.batch().unwrap().put_port("ns/a:80", &nodes(3, 80));
+        // SAFETY: fork in a test; the child exits immediately without touching shared state.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: terminate the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child forked above.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        // Pretend the dead child died inside a batch, mid-way through updating a slot.
+        let h = r.header();
+        h.lock.store((child as u64) << 32 | 7, Ordering::SeqCst);
+        let slot = a.keys[b"ns/a:80".as_slice()].slot;
+        r.slot(slot).seq.fetch_add(1, Ordering::SeqCst);
+        let mut buf = [0u8; 256];
+        assert_eq!(r.lookup(b"ns/a:80", None, &mut buf), Lookup::Busy);
+        let mut b = Writer::claim(&r).unwrap();
+        assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(3, 80));
+        assert_eq!(b.batch().unwrap().put_port("ns/a:80", &nodes(4, 80)), Put::Written);
+    }
+
+    /// A reader in another process never sees a torn record while the writer rewrites and reuses space.
+    #[test]
+    fn reader_in_forked_process_sees_only_whole_records() {
+        let r = Region::create(512 * 1024).unwrap();
+        let mut w = Writer::claim(&r).unwrap();
+        w.batch().unwrap().put_port("ns/hot:80", &nodes(1, 1));
+        // SAFETY: fork in a test. The child only reads the shared mapping and exits with _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut seen_versions = 0u32;
+            let mut last = 0;
+            let mut bad = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                match r.lookup(b"ns/hot:80", None, &mut buf) {
+                    Lookup::Found { version, count, len, .. } => {
+                        let got = decode_nodes(&buf[..len], count);
+                        // Every record written has count == 1 + port % 13 and all nodes share the port.
+                        let port = got.first().map(|n| n.port).unwrap_or(0);
+                        if got.len() != count as usize
+                            || count as u16 != 1 + port % 13
+                            || got.iter().enumerate().any(|(i, n)| *n != nodes(count as usize, port)[i])
+                        {
+                            bad += 1;
+                        }
+                        if version != last {
+                            seen_versions += 1;
+                            last = version;
+                        }
+                        if port == 60000 {
+                            break;
+                        }
+                    }
+                    Lookup::Busy => {}
+                    _ => bad += 1,
+                }
+            }
+            let code = if bad == 0 && seen_versions > 10 { 0 } else { 1 };
+            // SAFETY: leave the child without running the test harness's exit path.
+            unsafe { libc::_exit(code) };
+        }
+        for port in 2..60000u16 {
+            let mut b = w.batch().unwrap();
+            b.put_port("ns/hot:80", &nodes(1 + (port % 13) as usize, port));
+            // Churn other keys so freed blocks get reused while the child may still be copying them.
+            let k = format!("ns/other{}:80", port % 17);
+            b.put_port(&k, &nodes(1 + (port % 5) as usize, port));
+        }
+        w.batch().unwrap().put_port("ns/hot:80", &nodes(1 + (60000 % 13), 60000));
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw torn data: {status}");
+    }
+}
