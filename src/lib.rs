@@ -1,4 +1,20 @@
 //! k8s-disc: Kubernetes service discovery for OpenResty and Apache APISIX.
+//!
+//! The nginx master parses the config and maps one shared-memory region per cluster (`instance`); one watcher
+//! process runs the list/watch engine (`runtime`, `watcher`, `client`) and publishes node lists into the regions
+//! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`).
 
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod dump;
+pub mod ffi;
+pub mod instance;
+pub mod log;
 pub mod model;
+pub mod publish;
+pub mod runtime;
+pub mod selector;
 pub mod store;
+pub mod view;
+pub mod watcher;

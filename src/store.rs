@@ -277,29 +277,34 @@ impl Region {
         unsafe { std::slice::from_raw_parts(self.base.add(start) as *const AtomicU64, (self.size - start) / 8) }
     }
 
-    /// Looks a key up. `known` is the caller's cached (slot, version), checked first without hashing.
+    /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
+    /// reused within a region, so equality proves the content is unchanged without reading the record.
+    pub fn is_current(&self, slot: u32, version: u64) -> bool {
+        if version == 0 || slot as usize >= self.slot_count() {
+            return false;
+        }
+        let s = self.slot(slot as usize);
+        for _ in 0..READ_RETRIES {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let v = s.version.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) == seq {
+                return v == version;
+            }
+        }
+        false
+    }
+
+    /// Looks a port entry up. `known` is the caller's cached (slot, version), checked first without hashing.
     pub fn lookup(&self, key: &[u8], known: Option<(u32, u64)>, out: &mut [u8]) -> Lookup {
         if let Some((slot, version)) = known
-            && (slot as usize) < self.slot_count()
-            && version != 0
+            && self.is_current(slot, version)
         {
-            let s = self.slot(slot as usize);
-            for _ in 0..READ_RETRIES {
-                let seq = s.seq.load(Ordering::Acquire);
-                if seq & 1 == 1 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let v = s.version.load(Ordering::Relaxed);
-                fence(Ordering::Acquire);
-                if s.seq.load(Ordering::Relaxed) != seq {
-                    continue;
-                }
-                if v == version {
-                    return Lookup::Unchanged;
-                }
-                break;
-            }
+            return Lookup::Unchanged;
         }
         self.find(key, KIND_PORT, out)
     }
@@ -734,6 +739,11 @@ impl<'r> Writer<'r> {
 
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// Whether this writer still owns the region (a newer watcher may have claimed it, e.g. after a reload).
+    pub fn is_owner(&self) -> bool {
+        self.region.header().owner.load(Ordering::SeqCst) == self.token
     }
 
     fn lock(&self) -> Result<(), StoreError> {

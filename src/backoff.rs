@@ -1,0 +1,82 @@
+//! Exponential back-off with jitter: 800 ms doubling to 30 s, each delay drawn from [d, 2d), reset after a
+//! healthy period. Jitter spreads the reconnects of many gateways after an API server outage.
+
+use std::time::{Duration, Instant};
+
+const INITIAL: Duration = Duration::from_millis(800);
+const MAX: Duration = Duration::from_secs(30);
+/// A connection that stayed healthy this long starts over from the initial delay.
+const RESET_AFTER: Duration = Duration::from_secs(120);
+
+pub struct Backoff {
+    next: Duration,
+    last_failure: Option<Instant>,
+    rng: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ (u64::from(std::process::id()) << 32);
+        Backoff { next: INITIAL, last_failure: None, rng: seed | 1 }
+    }
+
+    /// The delay before the next attempt. `server_hint` (Retry-After) is honoured as a lower bound.
+    pub fn next_delay(&mut self, server_hint: Option<Duration>) -> Duration {
+        if self.last_failure.is_some_and(|t| t.elapsed() > RESET_AFTER) {
+            self.next = INITIAL;
+        }
+        self.last_failure = Some(Instant::now());
+        let base = self.next;
+        self.next = (self.next * 2).min(MAX);
+        let jittered = base + base.mul_f64(self.random_unit());
+        jittered.max(server_hint.unwrap_or_default())
+    }
+
+    /// Forget past failures (called after a successful list or a productive watch).
+    pub fn reset(&mut self) {
+        self.next = INITIAL;
+        self.last_failure = None;
+    }
+
+    fn random_unit(&mut self) -> f64 {
+        // xorshift64: plenty for spreading retries.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_with_jitter_and_cap() {
+        let mut b = Backoff::new();
+        let mut base = INITIAL;
+        for _ in 0..10 {
+            let d = b.next_delay(None);
+            assert!(d >= base && d < base * 2, "{d:?} not in [{base:?}, {:?})", base * 2);
+            base = (base * 2).min(MAX);
+        }
+        b.reset();
+        assert!(b.next_delay(None) < INITIAL * 2);
+    }
+
+    #[test]
+    fn retry_after_is_a_lower_bound() {
+        let mut b = Backoff::new();
+        assert!(b.next_delay(Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,139 @@
+//! Initialised discovery instances: a parsed config plus one shared-memory region per cluster.
+//!
+//! `init` runs in the nginx master (init_by_lua), before fork; the regions it maps are inherited by every worker.
+//! On `nginx -s reload` the master runs init again in the same process: an identical config returns the same
+//! instance, and a changed one gets a new instance that still reuses the region of every cluster whose id and size
+//! did not change (so workers keep serving while the new watcher relists).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{self, Config};
+use crate::store::{Lookup, Region};
+use crate::watcher::Cluster;
+
+/// Instances kept alive: the current one and the previous one (a failed reload leaves nginx running the previous
+/// configuration, and workers it respawns must still find that instance in the master's memory).
+const KEPT_INSTANCES: usize = 2;
+
+static INSTANCES: Mutex<Vec<Arc<Instance>>> = Mutex::new(Vec::new());
+
+pub struct Instance {
+    pub config: Config,
+    fingerprint: String,
+    pub clusters: Vec<Arc<Cluster>>,
+    /// The process that started this instance's watchers (0 = none). A forked child sees its parent's pid here,
+    /// which is not its own, so it correctly considers the watchers not running in itself.
+    started_in: AtomicU32,
+}
+
+/// Result of a `nodes` lookup on an instance.
+pub enum NodesLookup {
+    Unchanged,
+    Found { hint: u64, version: u64, count: u32, len: usize },
+    NotFound,
+    TooSmall { need: usize },
+    Busy,
+}
+
+impl Instance {
+    /// Parses the config and returns the matching instance, creating regions as needed.
+    pub fn init(json: &str) -> Result<Arc<Instance>, String> {
+        let config = config::parse(json, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+        let fingerprint = fingerprint(&config);
+        let mut all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inst) = all.iter().find(|i| i.fingerprint == fingerprint) {
+            let inst = inst.clone();
+            all.retain(|i| !Arc::ptr_eq(i, &inst));
+            all.push(inst.clone());
+            return Ok(inst);
+        }
+        let mut clusters = Vec::with_capacity(config.clusters.len());
+        for c in &config.clusters {
+            let reusable = all.iter().rev().flat_map(|i| i.clusters.iter()).find(|old| {
+                old.config.id == c.id && old.config.shared_size == c.shared_size
+            });
+            let region = match reusable {
+                Some(old) => old.region.clone(),
+                None => Arc::new(Region::create(c.shared_size).map_err(|e| {
+                    let field = if c.id.is_empty() { "shared_size".to_string() } else { format!("{}.shared_size", c.id) };
+                    format!("invalid discovery config: {field}: {e}")
+                })?),
+            };
+            clusters.push(Arc::new(Cluster { config: c.clone(), region }));
+        }
+        let inst = Arc::new(Instance { config, fingerprint, clusters, started_in: AtomicU32::new(0) });
+        all.push(inst.clone());
+        while all.len() > KEPT_INSTANCES {
+            all.remove(0);
+        }
+        Ok(inst)
+    }
+
+    /// Marks the watchers as started in this process; false if they already were (e.g. a second Lua VM).
+    pub fn mark_started(&self) -> bool {
+        let me = std::process::id();
+        let prev = self.started_in.swap(me, Ordering::AcqRel);
+        prev != me
+    }
+
+    pub fn multi(&self) -> bool {
+        self.config.multi
+    }
+
+    /// Splits a service name into (cluster index, key within that cluster's region).
+    fn route<'a>(&self, name: &'a str) -> Option<(usize, &'a str)> {
+        if !self.config.multi {
+            return Some((0, name));
+        }
+        let (id, rest) = name.split_once('/')?;
+        let idx = self.clusters.iter().position(|c| c.config.id == id)?;
+        Some((idx, rest))
+    }
+
+    /// Looks up `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode). `known` is the caller's
+    /// (hint, version) from a previous lookup; `hint` packs the cluster index and slot.
+    pub fn nodes(&self, name: &str, known: Option<(u64, u64)>, out: &mut [u8]) -> NodesLookup {
+        if let Some((hint, version)) = known {
+            let (idx, slot) = ((hint >> 32) as usize, hint as u32);
+            if let Some(c) = self.clusters.get(idx)
+                && c.region.is_current(slot, version)
+            {
+                return NodesLookup::Unchanged;
+            }
+        }
+        let Some((idx, key)) = self.route(name) else { return NodesLookup::NotFound };
+        match self.clusters[idx].region.lookup(key.as_bytes(), None, out) {
+            Lookup::Found { slot, version, count, len } => {
+                NodesLookup::Found { hint: ((idx as u64) << 32) | u64::from(slot), version, count, len }
+            }
+            Lookup::Unchanged => NodesLookup::Unchanged,
+            Lookup::NotFound => NodesLookup::NotFound,
+            Lookup::TooSmall { need } => NodesLookup::TooSmall { need },
+            Lookup::Busy => NodesLookup::Busy,
+        }
+    }
+
+    /// True once every cluster has completed its first full list.
+    pub fn ready(&self) -> bool {
+        self.clusters.iter().all(|c| c.region.is_ready())
+    }
+}
+
+/// Identity of a config for reuse across reloads: the input as given plus every value taken from the environment.
+fn fingerprint(c: &Config) -> String {
+    let mut s = c.raw.to_string();
+    for cl in &c.clusters {
+        s.push_str(&format!(
+            "|{}|{}|{}|{:?}|{:?}",
+            cl.id, cl.host, cl.port, cl.token, cl.token_file
+        ));
+    }
+    s
+}
+
+/// The registry's Arc for an instance reference (None if it was dropped from the registry).
+pub fn find_arc(inst: &Instance) -> Option<Arc<Instance>> {
+    let all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter().find(|i| std::ptr::eq(Arc::as_ptr(i), inst)).cloned()
+}

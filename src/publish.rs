@@ -1,0 +1,159 @@
+//! Publishing a cluster view into its shared-memory region: one marker per service (`ns/name`, listing its ports)
+//! and one entry per port (`ns/name:port`), written only where content changed.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::log::log_at;
+use crate::model::PortNodes;
+use crate::store::{Batch, KIND_SERVICE, Put, Region, StoreError, SyncState, Writer};
+use crate::view::View;
+
+pub struct Publisher<'r> {
+    writer: Writer<'r>,
+    region: &'r Region,
+    /// Ports currently stored per service, to know which port keys to drop when a port disappears.
+    stored: HashMap<String, BTreeSet<String>>,
+    /// Whether a "region full" condition was already logged (logged once per episode, not per event).
+    full_logged: bool,
+}
+
+fn port_key(service: &str, port: &str) -> String {
+    format!("{service}:{port}")
+}
+
+impl<'r> Publisher<'r> {
+    pub fn new(region: &'r Region, writer: Writer<'r>) -> Publisher<'r> {
+        let mut stored: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (key, kind) in writer.keys() {
+            let key = String::from_utf8_lossy(key);
+            if kind == KIND_SERVICE {
+                stored.entry(key.into_owned()).or_default();
+            } else if let Some((svc, port)) = key.rsplit_once(':') {
+                stored.entry(svc.to_string()).or_default().insert(port.to_string());
+            }
+        }
+        Publisher { writer, region, stored, full_logged: false }
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.writer.is_owner()
+    }
+
+    pub fn count_watch_events(&self, n: u64) {
+        if n > 0 {
+            self.region.count_watch_events(n);
+        }
+    }
+
+    pub fn batch(&mut self) -> Result<Batch<'_, 'r>, StoreError> {
+        self.writer.batch()
+    }
+
+    pub fn set_state(&mut self, s: SyncState) -> Result<(), StoreError> {
+        self.writer.batch()?.set_state(s);
+        Ok(())
+    }
+
+    pub fn set_error(&mut self, msg: &str) -> Result<(), StoreError> {
+        self.writer.batch()?.set_error(msg);
+        Ok(())
+    }
+
+    /// Writes the given services as they now stand in `view` (removing those the view no longer has).
+    pub fn services(&mut self, view: &View, keys: &[String]) -> Result<(), StoreError> {
+        let mut full = 0;
+        {
+            let mut b = self.writer.batch()?;
+            for key in keys {
+                full += write_service(&mut b, &mut self.stored, key, view.ports(key).as_ref());
+            }
+            b.note_sync();
+        }
+        self.report_full(full);
+        Ok(())
+    }
+
+    /// Replaces everything with a complete view (after a list): only here do vanished services disappear.
+    pub fn replace_all(&mut self, view: &View) -> Result<(), StoreError> {
+        let mut full = 0;
+        {
+            let mut b = self.writer.batch()?;
+            let wanted: HashSet<&String> = view.service_keys().collect();
+            let gone: Vec<String> = self.stored.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+            for key in &gone {
+                write_service(&mut b, &mut self.stored, key, None);
+            }
+            for key in view.service_keys() {
+                full += write_service(&mut b, &mut self.stored, key, view.ports(key).as_ref());
+            }
+            // Anything else in the region (left by an earlier writer with different keys) is stale too.
+            let expected: HashSet<String> = self
+                .stored
+                .iter()
+                .flat_map(|(svc, ports)| std::iter::once(svc.clone()).chain(ports.iter().map(|p| port_key(svc, p))))
+                .collect();
+            for (key, _) in b.keys() {
+                let key = String::from_utf8_lossy(&key).into_owned();
+                if !expected.contains(&key) {
+                    b.remove(&key);
+                }
+            }
+            b.note_list();
+            b.set_ready();
+        }
+        self.report_full(full);
+        Ok(())
+    }
+
+    fn report_full(&mut self, newly_full: usize) {
+        let held = self.writer.held_back();
+        if held > 0 && !self.full_logged {
+            let st = self.region.status();
+            log_at!(
+                Error,
+                "shared memory region full ({} of {} bytes used, {} entries): {} update(s) held back, previous data \
+                 still served; raise shared_size",
+                st.heap_used,
+                st.heap_bytes,
+                st.entries,
+                held.max(newly_full)
+            );
+            self.full_logged = true;
+        } else if held == 0 && self.full_logged {
+            log_at!(Notice, "shared memory region has room again; all held-back updates written");
+            self.full_logged = false;
+        }
+    }
+}
+
+/// Writes one service; returns how many of its entries did not fit.
+fn write_service(
+    b: &mut Batch<'_, '_>,
+    stored: &mut HashMap<String, BTreeSet<String>>,
+    key: &str,
+    ports: Option<&PortNodes>,
+) -> usize {
+    let old = stored.remove(key).unwrap_or_default();
+    let Some(ports) = ports else {
+        for p in &old {
+            b.remove(&port_key(key, p));
+        }
+        b.remove(key);
+        return 0;
+    };
+    let mut full = 0;
+    for (port, nodes) in ports {
+        if b.put_port(&port_key(key, port), nodes) == Put::Full {
+            full += 1;
+        }
+    }
+    for p in old.iter().filter(|p| !ports.contains_key(*p)) {
+        b.remove(&port_key(key, p));
+    }
+    let names: Vec<&str> = ports.keys().map(String::as_str).collect();
+    if b.put_service(key, &names) == Put::Full {
+        full += 1;
+    }
+    stored.insert(key.to_string(), ports.keys().cloned().collect());
+    full
+}

@@ -1,0 +1,59 @@
+//! The watcher runtime: one background thread per process running one single-threaded tokio runtime, with one
+//! supervised task per cluster. Started in the watcher process only (privileged agent, worker 0, or the single
+//! process), never in the master: threads do not survive fork.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::instance::Instance;
+use crate::log::log_at;
+use crate::watcher;
+
+/// The runtime handle and the pid it belongs to (a forked child must not use its parent's).
+static RUNTIME: Mutex<Option<(u32, tokio::runtime::Handle)>> = Mutex::new(None);
+
+fn handle() -> Result<tokio::runtime::Handle, String> {
+    let mut rt = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if let Some((pid, h)) = rt.as_ref()
+        && *pid == me
+    {
+        return Ok(h.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build the watcher runtime: {e}"))?;
+    let h = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("k8s-disc".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
+    *rt = Some((me, h.clone()));
+    Ok(h)
+}
+
+/// Starts the instance's watchers in this process. Returns false if they were already running here.
+pub fn start(inst: &Arc<Instance>) -> Result<bool, String> {
+    let h = handle()?;
+    if !inst.mark_started() {
+        return Ok(false);
+    }
+    for cluster in &inst.clusters {
+        let cluster = cluster.clone();
+        h.spawn(async move {
+            // Supervise: a panic in the watcher is logged and the watcher restarted; it never reaches nginx.
+            loop {
+                match tokio::spawn(watcher::run(cluster.clone())).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_panic() => {
+                        log_at!(Error, "{}: watcher panicked; restarting it in 1s", cluster.label());
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    Ok(true)
+}

@@ -1,0 +1,178 @@
+//! The watcher's in-memory view of one cluster: the Kubernetes objects it watches, grouped by service, and the
+//! node lists derived from them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::{self, EndpointSlice, Endpoints, PortNodes};
+use crate::selector::NamespaceSelector;
+
+/// Which API resource a cluster watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Endpoints,
+    EndpointSlices,
+}
+
+impl Resource {
+    /// The collection path, namespaced when the selector pins one namespace (then a namespaced Role suffices).
+    pub fn path(self, namespace: Option<&str>) -> String {
+        let (prefix, plural) = match self {
+            Resource::Endpoints => ("/api/v1", "endpoints"),
+            Resource::EndpointSlices => ("/apis/discovery.k8s.io/v1", "endpointslices"),
+        };
+        match namespace {
+            Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}"),
+            None => format!("{prefix}/{plural}"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Endpoints => "Endpoints",
+            Resource::EndpointSlices => "EndpointSlice",
+        }
+    }
+}
+
+/// One watched object.
+pub enum Object {
+    Endpoints(Endpoints),
+    Slice(EndpointSlice),
+}
+
+impl Object {
+    pub fn parse(resource: Resource, v: serde_json::Value) -> Result<Object, serde_json::Error> {
+        Ok(match resource {
+            Resource::Endpoints => Object::Endpoints(serde_json::from_value(v)?),
+            Resource::EndpointSlices => Object::Slice(serde_json::from_value(v)?),
+        })
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        let meta = match self {
+            Object::Endpoints(e) => &e.metadata,
+            Object::Slice(s) => &s.metadata,
+        };
+        meta.resource_version.as_deref()
+    }
+}
+
+enum Source {
+    Endpoints(PortNodes),
+    /// Slices by name; all slices of one service are merged.
+    Slices(BTreeMap<String, EndpointSlice>),
+}
+
+/// Objects grouped by service key `ns/name`.
+pub struct View {
+    namespaces: Option<NamespaceSelector>,
+    services: HashMap<String, Source>,
+    /// `ns/slice-name` to its service key, so a slice event finds the service it belonged to.
+    slice_owner: HashMap<String, String>,
+}
+
+impl View {
+    pub fn new(namespaces: Option<NamespaceSelector>) -> View {
+        View { namespaces, services: HashMap::new(), slice_owner: HashMap::new() }
+    }
+
+    /// The service keys an added or modified object affects (two when a slice moved between services).
+    pub fn apply(&mut self, obj: Object) -> Vec<String> {
+        match obj {
+            Object::Endpoints(e) => {
+                let Some(key) = self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref()) else {
+                    return Vec::new();
+                };
+                self.services.insert(key.clone(), Source::Endpoints(model::endpoints_ports(&e)));
+                vec![key]
+            }
+            Object::Slice(s) => {
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                let (Some(name), Some(svc)) = (s.metadata.name.clone(), model::slice_service_name(&s)) else {
+                    return Vec::new();
+                };
+                let Some(key) = self.admitted_key(Some(&ns), Some(svc)) else { return Vec::new() };
+                let slice_id = format!("{ns}/{name}");
+                let mut affected = vec![key.clone()];
+                if let Some(prev) = self.slice_owner.insert(slice_id, key.clone())
+                    && prev != key
+                {
+                    self.remove_slice(&prev, &name);
+                    affected.push(prev);
+                }
+                match self.services.entry(key).or_insert_with(|| Source::Slices(BTreeMap::new())) {
+                    Source::Slices(m) => {
+                        m.insert(name, s);
+                    }
+                    // A service key cannot hold both kinds: one cluster watches one resource.
+                    Source::Endpoints(_) => {}
+                }
+                affected
+            }
+        }
+    }
+
+    /// The service keys a deleted object affects.
+    pub fn delete(&mut self, obj: Object) -> Vec<String> {
+        match obj {
+            Object::Endpoints(e) => {
+                let Some(key) = self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref()) else {
+                    return Vec::new();
+                };
+                self.services.remove(&key);
+                vec![key]
+            }
+            Object::Slice(s) => {
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                let Some(name) = s.metadata.name.clone() else { return Vec::new() };
+                match self.slice_owner.remove(&format!("{ns}/{name}")) {
+                    Some(key) => {
+                        // The service stays known with whatever slices remain (possibly none, so no nodes).
+                        self.remove_slice(&key, &name);
+                        vec![key]
+                    }
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn remove_slice(&mut self, key: &str, name: &str) {
+        if let Some(Source::Slices(m)) = self.services.get_mut(key) {
+            m.remove(name);
+        }
+    }
+
+    fn admitted_key(&self, ns: Option<&str>, name: Option<&str>) -> Option<String> {
+        let (ns, name) = (ns?, name?);
+        if ns.is_empty() || name.is_empty() {
+            return None;
+        }
+        if let Some(sel) = &self.namespaces
+            && !sel.admits(ns)
+        {
+            return None;
+        }
+        Some(model::service_key(ns, name))
+    }
+
+    /// The ports and nodes of a service, or None if the service is not (or no longer) known.
+    pub fn ports(&self, key: &str) -> Option<PortNodes> {
+        Some(match self.services.get(key)? {
+            Source::Endpoints(p) => p.clone(),
+            Source::Slices(m) => model::slices_ports(m.values()),
+        })
+    }
+
+    pub fn service_keys(&self) -> impl Iterator<Item = &String> {
+        self.services.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}

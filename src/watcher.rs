@@ -1,0 +1,425 @@
+//! The per-cluster list/watch state machine.
+//!
+//! ```text
+//! List (paged; any failed page fails the whole list, nothing is deleted)
+//!   -> replace the region's content with the complete view (vanished services disappear only here)
+//!   -> Watch from the list's resourceVersion (bookmarks on, timeoutSeconds well under LB idle timeouts)
+//!        clean end                -> watch again from the last resourceVersion
+//!        410 in any form          -> List (old data served until the new view replaces it)
+//!        429 / 5xx / network      -> back off (Retry-After honoured), then resume the watch
+//!        no bytes for too long    -> drop the connection, resume the watch
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+
+use crate::backoff::Backoff;
+use crate::client::{ApiClient, ApiError, MAX_BODY_BYTES, read_body};
+use crate::config::ClusterConfig;
+use crate::log::log_at;
+use crate::model::{Bookmark, ListMeta, Status, WatchEvent};
+use crate::publish::Publisher;
+use crate::selector::NamespaceSelector;
+use crate::store::{Region, StoreError, SyncState, Writer};
+use crate::view::{Object, Resource, View};
+
+/// Items per LIST page.
+const PAGE_SIZE: u32 = 500;
+/// A single watch event larger than this is skipped (and reported) instead of buffered without bound.
+const MAX_EVENT_BYTES: usize = 64 << 20;
+/// Server-side watch timeout range, in seconds; kept under common load-balancer idle timeouts.
+const WATCH_TIMEOUT_MIN: u64 = 240;
+const WATCH_TIMEOUT_SPREAD: u64 = 50;
+/// Extra silence tolerated beyond the server-side timeout before the watch is presumed dead.
+const IDLE_GRACE: Duration = Duration::from_secs(30);
+/// How often a watcher checks that it still owns its region (a newer watcher takes over after a reload).
+const OWNER_CHECK: Duration = Duration::from_secs(1);
+/// Continue-token expiries tolerated in one list before giving up and backing off.
+const MAX_LIST_RESTARTS: u32 = 3;
+
+/// One configured cluster: its settings and its shared-memory region.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub region: Arc<Region>,
+}
+
+impl Cluster {
+    /// How log lines name this cluster.
+    pub fn label(&self) -> String {
+        if self.config.id.is_empty() {
+            format!("{}:{}", self.config.host, self.config.port)
+        } else {
+            format!("cluster {}", self.config.id)
+        }
+    }
+}
+
+enum WatchEnd {
+    /// The server ended the watch normally; `events` says whether it delivered anything.
+    Clean { events: u64 },
+    /// 410: relist.
+    Gone(String),
+    Failed(ApiError),
+}
+
+struct Watcher {
+    client: ApiClient,
+    resource: Resource,
+    namespace: Option<String>,
+    field_selector: Option<String>,
+    label_selector: Option<String>,
+    selector: Option<NamespaceSelector>,
+    label: String,
+    backoff: Backoff,
+    rv: Option<String>,
+    view: View,
+}
+
+/// Runs one cluster until another watcher takes its region over.
+pub async fn run(cluster: Arc<Cluster>) {
+    let label = cluster.label();
+    let client = loop {
+        match ApiClient::new(&cluster.config) {
+            Ok(c) => break c,
+            Err(e) => {
+                log_at!(Error, "{label}: cannot set up the API client: {e}; retrying in 30s");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    };
+    let writer = loop {
+        match Writer::claim(&cluster.region) {
+            Ok(w) => break w,
+            Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                log_at!(Error, "{label}: {e}");
+                return;
+            }
+        }
+    };
+    let cfg = &cluster.config;
+    let selector = cfg.namespace_selector.clone();
+    let mut w = Watcher {
+        client,
+        resource: if cfg.watch_endpoint_slices { Resource::EndpointSlices } else { Resource::Endpoints },
+        namespace: selector.as_ref().and_then(|s| s.namespace_scope()).map(str::to_string),
+        field_selector: selector.as_ref().and_then(|s| s.field_selector()),
+        label_selector: cfg.label_selector.clone(),
+        view: View::new(selector.clone()),
+        selector,
+        label: label.clone(),
+        backoff: Backoff::new(),
+        rv: None,
+    };
+    let mut publisher = Publisher::new(&cluster.region, writer);
+    log_at!(Info, "{label}: watcher started in process {}", std::process::id());
+    match w.run(&mut publisher).await {
+        Err(StoreError::Superseded) => log_at!(Info, "{label}: another watcher took over; this one stops"),
+        Err(e) => log_at!(Error, "{label}: watcher stopped: {e}"),
+        Ok(()) => {}
+    }
+}
+
+impl Watcher {
+    async fn run(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {
+        let mut last_list: Option<Instant> = None;
+        loop {
+            if self.rv.is_none() {
+                // A relist right after another (410 storms) waits like any failure would.
+                if last_list.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                    self.pause(p, None).await?;
+                }
+                last_list = Some(Instant::now());
+                p.set_state(SyncState::Listing)?;
+                match self.list().await {
+                    Ok((view, rv)) => {
+                        p.replace_all(&view)?;
+                        log_at!(
+                            Info,
+                            "{}: listed {} service(s) from {} at resourceVersion {rv}",
+                            self.label,
+                            view.len(),
+                            self.resource.name()
+                        );
+                        self.view = view;
+                        self.rv = Some(rv);
+                        self.backoff.reset();
+                        p.set_error("")?;
+                    }
+                    Err(e) => {
+                        let msg = format!("list {} failed: {e}", self.resource.name());
+                        log_at!(Error, "{}: {msg}", self.label);
+                        p.set_error(&msg)?;
+                        self.pause(p, e.retry_after()).await?;
+                        continue;
+                    }
+                }
+            }
+            p.set_state(SyncState::Watching)?;
+            let started = Instant::now();
+            match self.watch(p).await? {
+                WatchEnd::Clean { events } => {
+                    if events == 0 && started.elapsed() < Duration::from_secs(1) {
+                        // A watch that ends at once without news would otherwise spin.
+                        self.pause(p, None).await?;
+                    } else if started.elapsed() > Duration::from_secs(30) || events > 0 {
+                        self.backoff.reset();
+                    }
+                }
+                WatchEnd::Gone(msg) => {
+                    log_at!(Info, "{}: {msg}; relisting (current data kept until the list completes)", self.label);
+                    self.rv = None;
+                }
+                WatchEnd::Failed(e) => {
+                    let msg = format!("watch {} failed: {e}", self.resource.name());
+                    log_at!(Error, "{}: {msg}", self.label);
+                    p.set_error(&msg)?;
+                    self.pause(p, e.retry_after()).await?;
+                }
+            }
+        }
+    }
+
+    /// Sleeps for the next back-off delay, still noticing a takeover.
+    async fn pause(&mut self, p: &mut Publisher<'_>, hint: Option<Duration>) -> Result<(), StoreError> {
+        p.set_state(SyncState::Backoff)?;
+        let until = Instant::now() + self.backoff.next_delay(hint);
+        while Instant::now() < until {
+            tokio::time::sleep(OWNER_CHECK.min(until - Instant::now())).await;
+            if !p.is_owner() {
+                return Err(StoreError::Superseded);
+            }
+        }
+        Ok(())
+    }
+
+    fn query(&self, extra: &[(&str, &str)]) -> String {
+        let mut q: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if let Some(ls) = &self.label_selector {
+            q.push(("labelSelector".into(), ls.clone()));
+        }
+        if let Some(fs) = &self.field_selector {
+            q.push(("fieldSelector".into(), fs.clone()));
+        }
+        let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", encode_query_value(v))).collect();
+        format!("{}?{}", self.resource.path(self.namespace.as_deref()), qs.join("&"))
+    }
+
+    /// Lists every page into a fresh view. A continue token that expired restarts the list from the beginning.
+    async fn list(&self) -> Result<(View, String), ApiError> {
+        let mut restarts = 0;
+        'restart: loop {
+            let mut view = View::new(self.selector.clone());
+            let mut cont: Option<String> = None;
+            let mut rv: Option<String> = None;
+            loop {
+                let limit = PAGE_SIZE.to_string();
+                let mut params = vec![("limit", limit.as_str())];
+                if let Some(c) = &cont {
+                    params.push(("continue", c));
+                }
+                let resp = match self.client.get(&self.query(&params)).await {
+                    Err(e) if e.is_gone() && cont.is_some() && restarts < MAX_LIST_RESTARTS => {
+                        restarts += 1;
+                        log_at!(Info, "{}: list continue token expired ({e}); restarting the list", self.label);
+                        continue 'restart;
+                    }
+                    other => other?,
+                };
+                let body = read_body(resp.into_body(), MAX_BODY_BYTES).await?;
+                let page: ListPage = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
+                for item in page.items.unwrap_or_default() {
+                    match Object::parse(self.resource, item) {
+                        Ok(obj) => {
+                            view.apply(obj);
+                        }
+                        Err(e) => log_at!(Warn, "{}: skipping malformed {}: {e}", self.label, self.resource.name()),
+                    }
+                }
+                // All pages share the first page's resourceVersion (one consistent snapshot).
+                if rv.is_none() {
+                    rv = page.metadata.resource_version.clone();
+                }
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(c) => cont = Some(c),
+                    None => break,
+                }
+            }
+            let rv = rv.filter(|r| !r.is_empty()).ok_or_else(|| ApiError::Decode("list without resourceVersion".into()))?;
+            return Ok((view, rv));
+        }
+    }
+
+    async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<WatchEnd, StoreError> {
+        let rv = self.rv.clone().unwrap_or_default();
+        let timeout = WATCH_TIMEOUT_MIN + (Instant::now().elapsed().subsec_nanos() as u64 % WATCH_TIMEOUT_SPREAD);
+        let timeout_s = timeout.to_string();
+        let path = self.query(&[
+            ("watch", "1"),
+            ("resourceVersion", &rv),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", &timeout_s),
+        ]);
+        let resp = tokio::select! {
+            r = self.client.get(&path) => r,
+            _ = owner_lost(p) => return Err(StoreError::Superseded),
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.is_gone() => return Ok(WatchEnd::Gone(format!("watch answered {e}"))),
+            Err(e) => return Ok(WatchEnd::Failed(e)),
+        };
+        let mut body = resp.into_body();
+        let idle = Duration::from_secs(timeout) + IDLE_GRACE;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut discarding = false;
+        let mut events = 0u64;
+        loop {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(idle, body.frame()) => f,
+                _ = owner_lost(p) => return Err(StoreError::Superseded),
+            };
+            let frame = match frame {
+                Err(_) => {
+                    return Ok(WatchEnd::Failed(ApiError::Transport(format!(
+                        "no data for {}s; presuming the connection dead",
+                        idle.as_secs()
+                    ))));
+                }
+                Ok(None) => return Ok(WatchEnd::Clean { events }),
+                Ok(Some(Err(e))) => return Ok(WatchEnd::Failed(ApiError::Transport(crate::client::error_chain(&e)))),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Some(data) = frame.data_ref() else { continue };
+            buf.extend_from_slice(data);
+            let mut affected = BTreeSet::new();
+            let mut consumed = 0;
+            let mut end = None;
+            while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
+                let line = &buf[consumed..consumed + nl];
+                consumed += nl + 1;
+                if std::mem::take(&mut discarding) {
+                    continue;
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                events += 1;
+                match self.event(line, &mut affected) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        end = Some(e);
+                        break;
+                    }
+                }
+            }
+            buf.drain(..consumed);
+            if buf.len() > MAX_EVENT_BYTES {
+                log_at!(Error, "{}: skipping a watch event larger than {MAX_EVENT_BYTES} bytes", self.label);
+                buf.clear();
+                discarding = true;
+            }
+            if !affected.is_empty() {
+                let keys: Vec<String> = affected.into_iter().collect();
+                p.services(&self.view, &keys)?;
+            }
+            p.count_watch_events(events);
+            events = 0;
+            if let Some(e) = end {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Applies one watch event line. Returns the watch's end for ERROR events.
+    fn event(&mut self, line: &[u8], affected: &mut BTreeSet<String>) -> Result<(), WatchEnd> {
+        let ev: WatchEvent = match serde_json::from_slice(line) {
+            Ok(ev) => ev,
+            Err(e) => {
+                // One bad line must not cost the data we have; the stream itself may still be fine.
+                log_at!(Warn, "{}: ignoring malformed watch event: {e}", self.label);
+                return Ok(());
+            }
+        };
+        match ev.type_.as_str() {
+            "ADDED" | "MODIFIED" | "DELETED" => {
+                let obj = match Object::parse(self.resource, ev.object) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        log_at!(Warn, "{}: ignoring malformed {} event: {e}", self.label, ev.type_);
+                        return Ok(());
+                    }
+                };
+                if let Some(rv) = obj.resource_version().filter(|r| !r.is_empty()) {
+                    self.rv = Some(rv.to_string());
+                }
+                let keys = if ev.type_ == "DELETED" { self.view.delete(obj) } else { self.view.apply(obj) };
+                affected.extend(keys);
+            }
+            "BOOKMARK" => {
+                if let Ok(b) = serde_json::from_value::<Bookmark>(ev.object)
+                    && let Some(rv) = b.metadata.resource_version.filter(|r| !r.is_empty())
+                {
+                    self.rv = Some(rv);
+                }
+            }
+            "ERROR" => {
+                let st: Status = serde_json::from_value(ev.object).unwrap_or_default();
+                let err = ApiError::from_status(&st, 500);
+                // 410 Expired/Gone, and 504 "too large resource version": the watch cannot resume from our RV.
+                return Err(match st.code {
+                    Some(410) | Some(504) => WatchEnd::Gone(format!("watch ended with {err}")),
+                    _ => WatchEnd::Failed(err),
+                });
+            }
+            other => log_at!(Warn, "{}: ignoring watch event of unknown type {other:?}", self.label),
+        }
+        Ok(())
+    }
+}
+
+/// Resolves once the publisher's region has been claimed by another watcher.
+async fn owner_lost(p: &Publisher<'_>) {
+    let mut tick = tokio::time::interval(OWNER_CHECK);
+    loop {
+        tick.tick().await;
+        if !p.is_owner() {
+            return;
+        }
+    }
+}
+
+/// A LIST response page; items are parsed one by one so a single malformed object is skipped, not fatal.
+#[derive(serde::Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Option<Vec<serde_json::Value>>,
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
+fn encode_query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for &b in v.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(super::encode_query_value("a=b,c in (x, y)"), "a%3Db%2Cc%20in%20%28x%2C%20y%29");
+        assert_eq!(super::encode_query_value("metadata.namespace!=ns-a"), "metadata.namespace%21%3Dns-a");
+    }
+}
