@@ -27,7 +27,11 @@ impl Backoff {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
             ^ (u64::from(std::process::id()) << 32);
-        Backoff { next: INITIAL, last_failure: None, rng: seed | 1 }
+        Backoff {
+            next: INITIAL,
+            last_failure: None,
+            rng: seed | 1,
+        }
     }
 
     /// The delay before the next attempt. `server_hint` (Retry-After) is honoured as a lower bound.
@@ -67,7 +71,11 @@ mod tests {
         let mut base = INITIAL;
         for _ in 0..10 {
             let d = b.next_delay(None);
-            assert!(d >= base && d < base * 2, "{d:?} not in [{base:?}, {:?})", base * 2);
+            assert!(
+                d >= base && d < base * 2,
+                "{d:?} not in [{base:?}, {:?})",
+                base * 2
+            );
             base = (base * 2).min(MAX);
         }
         b.reset();

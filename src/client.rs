@@ -32,7 +32,12 @@ pub enum ApiError {
     /// Connection refused/reset, timeout, TLS failure: retry after a back-off.
     Transport(String),
     /// The server answered with a non-success status.
-    Status { code: u16, reason: String, message: String, retry_after: Option<Duration> },
+    Status {
+        code: u16,
+        reason: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The response could not be understood.
     Decode(String),
 }
@@ -52,7 +57,10 @@ impl ApiError {
 
     pub fn from_status(s: &Status, http_code: u16) -> ApiError {
         ApiError::Status {
-            code: s.code.and_then(|c| u16::try_from(c).ok()).unwrap_or(http_code),
+            code: s
+                .code
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(http_code),
             reason: s.reason.clone().unwrap_or_default(),
             message: s.message.clone().unwrap_or_default(),
             retry_after: s
@@ -69,7 +77,12 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiError::Transport(m) => write!(f, "connection error: {m}"),
-            ApiError::Status { code, reason, message, .. } => {
+            ApiError::Status {
+                code,
+                reason,
+                message,
+                ..
+            } => {
                 write!(f, "HTTP {code}")?;
                 if !reason.is_empty() {
                     write!(f, " {reason}")?;
@@ -87,7 +100,10 @@ impl std::fmt::Display for ApiError {
 enum Auth {
     None,
     Static(String),
-    File { path: PathBuf, cached: Mutex<Option<(String, Instant)>> },
+    File {
+        path: PathBuf,
+        cached: Mutex<Option<(String, Instant)>>,
+    },
 }
 
 pub struct ApiClient {
@@ -111,13 +127,22 @@ impl ApiClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
         let auth = match (&cfg.token, &cfg.token_file) {
             (Some(t), _) if !t.is_empty() => Auth::Static(t.clone()),
-            (_, Some(p)) => Auth::File { path: PathBuf::from(p), cached: Mutex::new(None) },
+            (_, Some(p)) => Auth::File {
+                path: PathBuf::from(p),
+                cached: Mutex::new(None),
+            },
             _ => Auth::None,
         };
-        Ok(ApiClient { http: client, base: cfg.base_url(), auth })
+        Ok(ApiClient {
+            http: client,
+            base: cfg.base_url(),
+            auth,
+        })
     }
 
     async fn token(&self) -> Result<Option<String>, ApiError> {
@@ -141,7 +166,10 @@ impl ApiClient {
                     Err(e) => match c.as_ref() {
                         // Keep using the last good token rather than sending none.
                         Some((t, _)) => Ok(Some(t.clone())),
-                        None => Err(ApiError::Transport(format!("cannot read token file {}: {e}", path.display()))),
+                        None => Err(ApiError::Transport(format!(
+                            "cannot read token file {}: {e}",
+                            path.display()
+                        ))),
                     },
                 }
             }
@@ -157,13 +185,21 @@ impl ApiClient {
 
     /// Sends a GET and returns the response once its status is a success; error statuses are read and classified.
     pub async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, ApiError> {
-        let mut req = Request::get(format!("{}{}", self.base, path_and_query)).header("Accept", "application/json");
+        let mut req = Request::get(format!("{}{}", self.base, path_and_query))
+            .header("Accept", "application/json");
         if let Some(t) = self.token().await? {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let req = req.body(Empty::new()).map_err(|e| ApiError::Transport(e.to_string()))?;
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
         let resp = match tokio::time::timeout(HEADER_TIMEOUT, self.http.request(req)).await {
-            Err(_) => return Err(ApiError::Transport(format!("no response within {}s", HEADER_TIMEOUT.as_secs()))),
+            Err(_) => {
+                return Err(ApiError::Transport(format!(
+                    "no response within {}s",
+                    HEADER_TIMEOUT.as_secs()
+                )));
+            }
             Ok(Err(e)) => return Err(ApiError::Transport(error_chain(&e))),
             Ok(Ok(r)) => r,
         };
@@ -180,17 +216,27 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = read_body(resp.into_body(), 64 << 10).await.unwrap_or_default();
+        let body = read_body(resp.into_body(), 64 << 10)
+            .await
+            .unwrap_or_default();
         let mut err = match serde_json::from_slice::<Status>(&body) {
-            Ok(s) if s.code.is_some() || s.reason.is_some() => ApiError::from_status(&s, status.as_u16()),
+            Ok(s) if s.code.is_some() || s.reason.is_some() => {
+                ApiError::from_status(&s, status.as_u16())
+            }
             _ => ApiError::Status {
                 code: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
-                message: String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string(),
+                message: String::from_utf8_lossy(&body[..body.len().min(200)])
+                    .trim()
+                    .to_string(),
                 retry_after: None,
             },
         };
-        if let ApiError::Status { retry_after: ra @ None, .. } = &mut err {
+        if let ApiError::Status {
+            retry_after: ra @ None,
+            ..
+        } = &mut err
+        {
             *ra = retry_after;
         }
         Err(err)
@@ -204,7 +250,9 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, ApiE
         let frame = frame.map_err(|e| ApiError::Transport(error_chain(&e)))?;
         if let Some(data) = frame.data_ref() {
             if out.len() + data.len() > limit {
-                return Err(ApiError::Decode(format!("response body larger than {limit} bytes")));
+                return Err(ApiError::Decode(format!(
+                    "response body larger than {limit} bytes"
+                )));
             }
             out.extend_from_slice(data);
         }
@@ -243,7 +291,8 @@ fn tls_config(cfg: &ClusterConfig) -> Result<rustls::ClientConfig, String> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         if std::path::Path::new(IN_CLUSTER_CA).exists() {
-            let certs = CertificateDer::pem_file_iter(IN_CLUSTER_CA).map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
+            let certs = CertificateDer::pem_file_iter(IN_CLUSTER_CA)
+                .map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
             for c in certs {
                 let c = c.map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
                 roots.add(c).map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
@@ -279,7 +328,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -288,7 +342,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

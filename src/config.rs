@@ -747,7 +747,7 @@ fn parse_client(
         return Err(error(
             scope.path("client.token"),
             show_token(v),
-            "resolves to an empty token, which https requires unless token_file is set",
+            "resolves to an empty token; https needs a non-empty token or a token_file",
         ));
     }
     Ok((token, token_file, Value::Object(raw)))

@@ -42,8 +42,10 @@ pub fn dump(inst: &Instance) -> Value {
                 let value: serde_json::Map<String, Value> = ports
                     .into_iter()
                     .map(|(port, nodes)| {
-                        let nodes: Vec<Value> =
-                            nodes.iter().map(|n| json!({"host": n.host, "port": n.port, "weight": weight})).collect();
+                        let nodes: Vec<Value> = nodes
+                            .iter()
+                            .map(|n| json!({"host": n.host, "port": n.port, "weight": weight}))
+                            .collect();
                         (port, Value::Array(nodes))
                     })
                     .collect();

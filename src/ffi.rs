@@ -103,7 +103,13 @@ pub unsafe extern "C" fn k8s_disc_init(
         // SAFETY: the caller guarantees config_len readable bytes at config.
         let Some(json) = (unsafe { str_arg(config, config_len, MAX_CONFIG) }) else {
             // SAFETY: as above.
-            unsafe { write_error(err, err_cap, "k8s_disc_init: config is NULL, too long or not UTF-8") };
+            unsafe {
+                write_error(
+                    err,
+                    err_cap,
+                    "k8s_disc_init: config is NULL, too long or not UTF-8",
+                )
+            };
             return K8S_DISC_E_INVALID;
         };
         match Instance::init(json) {
@@ -127,7 +133,11 @@ pub unsafe extern "C" fn k8s_disc_init(
 /// # Safety
 /// `h` must be a handle from `k8s_disc_init`; `err` valid for `err_cap` bytes (or NULL).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn k8s_disc_start(h: *const Instance, err: *mut c_char, err_cap: usize) -> i64 {
+pub unsafe extern "C" fn k8s_disc_start(
+    h: *const Instance,
+    err: *mut c_char,
+    err_cap: usize,
+) -> i64 {
     guard(K8S_DISC_E_INTERNAL, || {
         // SAFETY: see `instance`.
         let Some(inst) = (unsafe { instance(h) }) else {
@@ -179,17 +189,26 @@ pub unsafe extern "C" fn k8s_disc_nodes(
             return K8S_DISC_E_INVALID;
         }
         // SAFETY: see `instance`.
-        let Some(inst) = (unsafe { instance(h) }) else { return K8S_DISC_E_INVALID };
+        let Some(inst) = (unsafe { instance(h) }) else {
+            return K8S_DISC_E_INVALID;
+        };
         // SAFETY: pointers checked non-NULL above; the caller guarantees they are valid.
         let (known_version, known_hint, cap) = unsafe { (*version, *hint, *buf_len) };
         // SAFETY: the caller guarantees name_len readable bytes at name.
-        let Some(name) = (unsafe { str_arg(name, name_len, MAX_NAME) }) else { return K8S_DISC_E_INVALID };
+        let Some(name) = (unsafe { str_arg(name, name_len, MAX_NAME) }) else {
+            return K8S_DISC_E_INVALID;
+        };
         // SAFETY: the caller guarantees `cap` writable bytes at buf.
         let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
         let known = (known_version != 0).then_some((known_hint, known_version));
         match inst.nodes(name, known, out) {
             NodesLookup::Unchanged => K8S_DISC_UNCHANGED,
-            NodesLookup::Found { hint: new_hint, version: new_version, count, len } => {
+            NodesLookup::Found {
+                hint: new_hint,
+                version: new_version,
+                count,
+                len,
+            } => {
                 // SAFETY: pointers checked above.
                 unsafe {
                     *version = new_version;
@@ -246,7 +265,9 @@ unsafe fn write_json(doc: &serde_json::Value, buf: *mut u8, cap: usize) -> i64 {
 pub unsafe extern "C" fn k8s_disc_dump(h: *const Instance, buf: *mut u8, cap: usize) -> i64 {
     guard(K8S_DISC_E_INTERNAL, || {
         // SAFETY: see `instance`.
-        let Some(inst) = (unsafe { instance(h) }) else { return K8S_DISC_E_INVALID };
+        let Some(inst) = (unsafe { instance(h) }) else {
+            return K8S_DISC_E_INVALID;
+        };
         // SAFETY: forwarded caller guarantee.
         unsafe { write_json(&crate::dump::dump(inst), buf, cap) }
     })
@@ -261,7 +282,9 @@ pub unsafe extern "C" fn k8s_disc_dump(h: *const Instance, buf: *mut u8, cap: us
 pub unsafe extern "C" fn k8s_disc_info(h: *const Instance, buf: *mut u8, cap: usize) -> i64 {
     guard(K8S_DISC_E_INTERNAL, || {
         // SAFETY: see `instance`.
-        let Some(inst) = (unsafe { instance(h) }) else { return K8S_DISC_E_INVALID };
+        let Some(inst) = (unsafe { instance(h) }) else {
+            return K8S_DISC_E_INVALID;
+        };
         let clusters: Vec<serde_json::Value> = inst
             .clusters
             .iter()

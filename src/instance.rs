@@ -30,16 +30,24 @@ pub struct Instance {
 /// Result of a `nodes` lookup on an instance.
 pub enum NodesLookup {
     Unchanged,
-    Found { hint: u64, version: u64, count: u32, len: usize },
+    Found {
+        hint: u64,
+        version: u64,
+        count: u32,
+        len: usize,
+    },
     NotFound,
-    TooSmall { need: usize },
+    TooSmall {
+        need: usize,
+    },
     Busy,
 }
 
 impl Instance {
-    /// Parses the config and returns the matching instance, creating regions as needed.
+    /// Parses the config and returns the matching instance from the process-wide registry, creating regions as
+    /// needed (the FFI entry point; see the module docs for reuse across reloads).
     pub fn init(json: &str) -> Result<Arc<Instance>, String> {
-        let config = config::parse(json, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+        let config = parse_config(json)?;
         let fingerprint = fingerprint(&config);
         let mut all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(inst) = all.iter().find(|i| i.fingerprint == fingerprint) {
@@ -48,26 +56,56 @@ impl Instance {
             all.push(inst.clone());
             return Ok(inst);
         }
-        let mut clusters = Vec::with_capacity(config.clusters.len());
-        for c in &config.clusters {
-            let reusable = all.iter().rev().flat_map(|i| i.clusters.iter()).find(|old| {
-                old.config.id == c.id && old.config.shared_size == c.shared_size
-            });
-            let region = match reusable {
-                Some(old) => old.region.clone(),
-                None => Arc::new(Region::create(c.shared_size).map_err(|e| {
-                    let field = if c.id.is_empty() { "shared_size".to_string() } else { format!("{}.shared_size", c.id) };
-                    format!("invalid discovery config: {field}: {e}")
-                })?),
-            };
-            clusters.push(Arc::new(Cluster { config: c.clone(), region }));
-        }
-        let inst = Arc::new(Instance { config, fingerprint, clusters, started_in: AtomicU32::new(0) });
+        let inst = Arc::new(Instance::build(config, fingerprint, |c| {
+            all.iter()
+                .rev()
+                .flat_map(|i| i.clusters.iter())
+                .find(|old| old.config.id == c.id && old.config.shared_size == c.shared_size)
+                .map(|old| old.region.clone())
+        })?);
         all.push(inst.clone());
         while all.len() > KEPT_INSTANCES {
             all.remove(0);
         }
         Ok(inst)
+    }
+
+    /// An instance with fresh regions of its own, outside the registry (tests and embedding).
+    pub fn standalone(json: &str) -> Result<Arc<Instance>, String> {
+        let config = parse_config(json)?;
+        let fingerprint = fingerprint(&config);
+        Ok(Arc::new(Instance::build(config, fingerprint, |_| None)?))
+    }
+
+    fn build(
+        config: Config,
+        fingerprint: String,
+        reuse: impl Fn(&crate::config::ClusterConfig) -> Option<Arc<Region>>,
+    ) -> Result<Instance, String> {
+        let mut clusters = Vec::with_capacity(config.clusters.len());
+        for c in &config.clusters {
+            let region = match reuse(c) {
+                Some(r) => r,
+                None => Arc::new(Region::create(c.shared_size).map_err(|e| {
+                    let field = if c.id.is_empty() {
+                        "shared_size".to_string()
+                    } else {
+                        format!("{}.shared_size", c.id)
+                    };
+                    format!("invalid discovery config: {field}: {e}")
+                })?),
+            };
+            clusters.push(Arc::new(Cluster {
+                config: c.clone(),
+                region,
+            }));
+        }
+        Ok(Instance {
+            config,
+            fingerprint,
+            clusters,
+            started_in: AtomicU32::new(0),
+        })
     }
 
     /// Marks the watchers as started in this process; false if they already were (e.g. a second Lua VM).
@@ -102,11 +140,21 @@ impl Instance {
                 return NodesLookup::Unchanged;
             }
         }
-        let Some((idx, key)) = self.route(name) else { return NodesLookup::NotFound };
+        let Some((idx, key)) = self.route(name) else {
+            return NodesLookup::NotFound;
+        };
         match self.clusters[idx].region.lookup(key.as_bytes(), None, out) {
-            Lookup::Found { slot, version, count, len } => {
-                NodesLookup::Found { hint: ((idx as u64) << 32) | u64::from(slot), version, count, len }
-            }
+            Lookup::Found {
+                slot,
+                version,
+                count,
+                len,
+            } => NodesLookup::Found {
+                hint: ((idx as u64) << 32) | u64::from(slot),
+                version,
+                count,
+                len,
+            },
             Lookup::Unchanged => NodesLookup::Unchanged,
             Lookup::NotFound => NodesLookup::NotFound,
             Lookup::TooSmall { need } => NodesLookup::TooSmall { need },
@@ -118,6 +166,10 @@ impl Instance {
     pub fn ready(&self) -> bool {
         self.clusters.iter().all(|c| c.region.is_ready())
     }
+}
+
+fn parse_config(json: &str) -> Result<Config, String> {
+    config::parse(json, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())
 }
 
 /// Identity of a config for reuse across reloads: the input as given plus every value taken from the environment.
@@ -135,5 +187,7 @@ fn fingerprint(c: &Config) -> String {
 /// The registry's Arc for an instance reference (None if it was dropped from the registry).
 pub fn find_arc(inst: &Instance) -> Option<Arc<Instance>> {
     let all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
-    all.iter().find(|i| std::ptr::eq(Arc::as_ptr(i), inst)).cloned()
+    all.iter()
+        .find(|i| std::ptr::eq(Arc::as_ptr(i), inst))
+        .cloned()
 }

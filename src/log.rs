@@ -40,7 +40,13 @@ pub fn log(level: Level, msg: &str) {
     if !enabled(level) {
         return;
     }
-    let line = format!("{} [{}] {}#0: k8s-disc: {}\n", timestamp(), level.name(), std::process::id(), msg);
+    let line = format!(
+        "{} [{}] {}#0: k8s-disc: {}\n",
+        timestamp(),
+        level.name(),
+        std::process::id(),
+        msg
+    );
     // One write call per line so lines from several processes do not interleave.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
@@ -56,10 +62,18 @@ pub(crate) use log_at;
 
 /// `YYYY/MM/DD HH:MM:SS` in UTC.
 fn timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date.

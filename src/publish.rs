@@ -29,10 +29,18 @@ impl<'r> Publisher<'r> {
             if kind == KIND_SERVICE {
                 stored.entry(key.into_owned()).or_default();
             } else if let Some((svc, port)) = key.rsplit_once(':') {
-                stored.entry(svc.to_string()).or_default().insert(port.to_string());
+                stored
+                    .entry(svc.to_string())
+                    .or_default()
+                    .insert(port.to_string());
             }
         }
-        Publisher { writer, region, stored, full_logged: false }
+        Publisher {
+            writer,
+            region,
+            stored,
+            full_logged: false,
+        }
     }
 
     pub fn is_owner(&self) -> bool {
@@ -79,7 +87,12 @@ impl<'r> Publisher<'r> {
         {
             let mut b = self.writer.batch()?;
             let wanted: HashSet<&String> = view.service_keys().collect();
-            let gone: Vec<String> = self.stored.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+            let gone: Vec<String> = self
+                .stored
+                .keys()
+                .filter(|k| !wanted.contains(k))
+                .cloned()
+                .collect();
             for key in &gone {
                 write_service(&mut b, &mut self.stored, key, None);
             }
@@ -90,7 +103,9 @@ impl<'r> Publisher<'r> {
             let expected: HashSet<String> = self
                 .stored
                 .iter()
-                .flat_map(|(svc, ports)| std::iter::once(svc.clone()).chain(ports.iter().map(|p| port_key(svc, p))))
+                .flat_map(|(svc, ports)| {
+                    std::iter::once(svc.clone()).chain(ports.iter().map(|p| port_key(svc, p)))
+                })
                 .collect();
             for (key, _) in b.keys() {
                 let key = String::from_utf8_lossy(&key).into_owned();
@@ -120,7 +135,10 @@ impl<'r> Publisher<'r> {
             );
             self.full_logged = true;
         } else if held == 0 && self.full_logged {
-            log_at!(Notice, "shared memory region has room again; all held-back updates written");
+            log_at!(
+                Notice,
+                "shared memory region has room again; all held-back updates written"
+            );
             self.full_logged = false;
         }
     }

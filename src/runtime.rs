@@ -47,7 +47,11 @@ pub fn start(inst: &Arc<Instance>) -> Result<bool, String> {
                 match tokio::spawn(watcher::run(cluster.clone())).await {
                     Ok(()) => break,
                     Err(e) if e.is_panic() => {
-                        log_at!(Error, "{}: watcher panicked; restarting it in 1s", cluster.label());
+                        log_at!(
+                            Error,
+                            "{}: watcher panicked; restarting it in 1s",
+                            cluster.label()
+                        );
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     Err(_) => break,

@@ -134,8 +134,12 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Region(m) => write!(f, "shared memory region: {m}"),
-            StoreError::Superseded => f.write_str("another watcher took over the shared memory region"),
-            StoreError::Locked => f.write_str("shared memory region is locked by another live watcher"),
+            StoreError::Superseded => {
+                f.write_str("another watcher took over the shared memory region")
+            }
+            StoreError::Locked => {
+                f.write_str("shared memory region is locked by another live watcher")
+            }
         }
     }
 }
@@ -157,10 +161,17 @@ pub enum Lookup {
     /// The caller's (slot, version) is still current.
     Unchanged,
     /// A record was copied into the caller's buffer; `len` bytes of body, `count` items.
-    Found { slot: u32, version: u64, count: u32, len: usize },
+    Found {
+        slot: u32,
+        version: u64,
+        count: u32,
+        len: usize,
+    },
     NotFound,
     /// The caller's buffer is too small; `need` bytes are required.
-    TooSmall { need: usize },
+    TooSmall {
+        need: usize,
+    },
     /// The writer kept changing the slot; try again later.
     Busy,
 }
@@ -211,13 +222,17 @@ impl Region {
     /// Maps and formats a new region of `size` bytes.
     pub fn create(size: usize) -> Result<Region, StoreError> {
         if size < MIN_REGION_BYTES {
-            return Err(StoreError::Region(format!("size {size} is below the minimum {MIN_REGION_BYTES}")));
+            return Err(StoreError::Region(format!(
+                "size {size} is below the minimum {MIN_REGION_BYTES}"
+            )));
         }
         let size = round_up8(size);
         let slots = slot_count_for(size);
         let heap_start = HEADER_BYTES + slots * SLOT_BYTES;
         if heap_start + 4096 > size {
-            return Err(StoreError::Region(format!("size {size} leaves no room for data")));
+            return Err(StoreError::Region(format!(
+                "size {size} leaves no room for data"
+            )));
         }
         // SAFETY: anonymous shared mapping with no address hint; the result is checked before use.
         let base = unsafe {
@@ -237,7 +252,10 @@ impl Region {
             )));
         }
         // Fresh anonymous pages are zero, which is "empty" for every slot and counter.
-        let region = Region { base: base.cast(), size };
+        let region = Region {
+            base: base.cast(),
+            size,
+        };
         let h = region.header();
         h.layout.store(LAYOUT_VERSION, Ordering::Relaxed);
         h.size.store(size as u64, Ordering::Relaxed);
@@ -274,7 +292,12 @@ impl Region {
         let start = self.header().heap_start.load(Ordering::Relaxed) as usize;
         // SAFETY: [heap_start, size) lies within the mapping, is 8-byte aligned, and AtomicU64 has the size and
         // alignment of u64.
-        unsafe { std::slice::from_raw_parts(self.base.add(start) as *const AtomicU64, (self.size - start) / 8) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(start) as *const AtomicU64,
+                (self.size - start) / 8,
+            )
+        }
     }
 
     /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
@@ -344,7 +367,11 @@ impl Region {
                 if s.seq.load(Ordering::Relaxed) != seq {
                     continue;
                 }
-                return if loc == EMPTY { SlotRead::Empty } else { SlotRead::Other };
+                return if loc == EMPTY {
+                    SlotRead::Empty
+                } else {
+                    SlotRead::Other
+                };
             }
             let Some((off, len)) = decode_loc(loc, words.len()) else {
                 // A torn or corrupt pointer: only trust it after re-validating the sequence.
@@ -362,7 +389,10 @@ impl Region {
                 scratch.resize(padded, 0);
                 &mut scratch[..]
             };
-            for (w, chunk) in words[off..off + padded / 8].iter().zip(dst.chunks_exact_mut(8)) {
+            for (w, chunk) in words[off..off + padded / 8]
+                .iter()
+                .zip(dst.chunks_exact_mut(8))
+            {
                 chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
             }
             fence(Ordering::Acquire);
@@ -382,7 +412,12 @@ impl Region {
                 return SlotRead::Hit(Lookup::TooSmall { need: padded });
             }
             out.copy_within(body_start..len, 0);
-            return SlotRead::Hit(Lookup::Found { slot: i as u32, version, count, len: len - body_start });
+            return SlotRead::Hit(Lookup::Found {
+                slot: i as u32,
+                version,
+                count,
+                len: len - body_start,
+            });
         }
         SlotRead::Busy
     }
@@ -411,17 +446,32 @@ impl Region {
             }
             // Read the record's key first to know what to look for, then re-read it under the seqlock.
             let hash = s.hash.load(Ordering::Relaxed);
-            let Some(key) = self.slot_key(i) else { continue };
+            let Some(key) = self.slot_key(i) else {
+                continue;
+            };
             for kind in [KIND_SERVICE, KIND_PORT] {
                 loop {
                     match self.read_slot(i, hash, &key, kind, &mut buf) {
-                        SlotRead::Hit(Lookup::Found { count, len, version, .. }) => {
+                        SlotRead::Hit(Lookup::Found {
+                            count,
+                            len,
+                            version,
+                            ..
+                        }) => {
                             let key = String::from_utf8_lossy(&key).into_owned();
                             let body = &buf[..len];
                             entries.push(if kind == KIND_SERVICE {
-                                Entry::Service { key, ports: decode_names(body, count), version }
+                                Entry::Service {
+                                    key,
+                                    ports: decode_names(body, count),
+                                    version,
+                                }
                             } else {
-                                Entry::Port { key, nodes: decode_nodes(body, count), version }
+                                Entry::Port {
+                                    key,
+                                    nodes: decode_nodes(body, count),
+                                    version,
+                                }
                             });
                         }
                         SlotRead::Hit(Lookup::TooSmall { need }) => {
@@ -528,8 +578,16 @@ pub struct Status {
 /// One record as seen in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Service { key: String, ports: Vec<String>, version: u64 },
-    Port { key: String, nodes: Vec<Node>, version: u64 },
+    Service {
+        key: String,
+        ports: Vec<String>,
+        version: u64,
+    },
+    Port {
+        key: String,
+        nodes: Vec<Node>,
+        version: u64,
+    },
 }
 
 fn decode_loc(loc: u64, heap_words: usize) -> Option<(usize, usize)> {
@@ -568,7 +626,12 @@ impl<'a> RecordView<'a> {
         if body_start > b.len() {
             return None;
         }
-        Some(RecordView { key: &b[RECORD_HEADER..key_end], kind, count, body_start })
+        Some(RecordView {
+            key: &b[RECORD_HEADER..key_end],
+            kind,
+            count,
+            body_start,
+        })
     }
 }
 
@@ -605,8 +668,13 @@ pub fn decode_nodes(body: &[u8], count: u32) -> Vec<Node> {
         let Some(hdr) = body.get(p..p + 3) else { break };
         let port = u16::from_le_bytes([hdr[0], hdr[1]]);
         let hl = hdr[2] as usize;
-        let Some(host) = body.get(p + 3..p + 3 + hl) else { break };
-        nodes.push(Node { host: String::from_utf8_lossy(host).into_owned(), port });
+        let Some(host) = body.get(p + 3..p + 3 + hl) else {
+            break;
+        };
+        nodes.push(Node {
+            host: String::from_utf8_lossy(host).into_owned(),
+            port,
+        });
         p += 3 + hl;
     }
     nodes
@@ -627,7 +695,9 @@ fn decode_names(body: &[u8], count: u32) -> Vec<String> {
     let mut p = 0;
     for _ in 0..count {
         let Some(&l) = body.get(p) else { break };
-        let Some(n) = body.get(p + 1..p + 1 + l as usize) else { break };
+        let Some(n) = body.get(p + 1..p + 1 + l as usize) else {
+            break;
+        };
         names.push(String::from_utf8_lossy(n).into_owned());
         p += 1 + l as usize;
     }
@@ -635,7 +705,10 @@ fn decode_names(body: &[u8], count: u32) -> Vec<String> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -716,11 +789,14 @@ impl<'r> Writer<'r> {
     /// Claims the region. Fails with `Locked` while another live writer is inside a batch; the caller retries.
     pub fn claim(region: &'r Region) -> Result<Writer<'r>, StoreError> {
         let h = region.header();
-        if h.magic.load(Ordering::Acquire) != MAGIC || h.layout.load(Ordering::Relaxed) != LAYOUT_VERSION {
+        if h.magic.load(Ordering::Acquire) != MAGIC
+            || h.layout.load(Ordering::Relaxed) != LAYOUT_VERSION
+        {
             return Err(StoreError::Region("bad magic or layout version".into()));
         }
         let pid = std::process::id() as u64;
-        let token = (pid << 32) | (h.claims.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xffff_ffff);
+        let token =
+            (pid << 32) | (h.claims.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xffff_ffff);
         h.owner.store(token, Ordering::SeqCst);
         let mut w = Writer {
             region,
@@ -749,12 +825,22 @@ impl<'r> Writer<'r> {
     fn lock(&self) -> Result<(), StoreError> {
         let h = self.region.header();
         for _ in 0..1000 {
-            match h.lock.compare_exchange(0, self.token, Ordering::Acquire, Ordering::Relaxed) {
+            match h
+                .lock
+                .compare_exchange(0, self.token, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return Ok(()),
                 Err(holder) if holder == self.token => return Ok(()),
                 Err(holder) => {
                     if !pid_alive((holder >> 32) as u32)
-                        && h.lock.compare_exchange(holder, self.token, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                        && h.lock
+                            .compare_exchange(
+                                holder,
+                                self.token,
+                                Ordering::Acquire,
+                                Ordering::Relaxed,
+                            )
+                            .is_ok()
                     {
                         return Ok(());
                     }
@@ -766,7 +852,12 @@ impl<'r> Writer<'r> {
     }
 
     fn unlock(&self) {
-        let _ = self.region.header().lock.compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
+        let _ = self.region.header().lock.compare_exchange(
+            self.token,
+            0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 
     /// Rebuilds the private index and free map from the region, repairing slots a dead writer left half-updated.
@@ -793,14 +884,26 @@ impl<'r> Writer<'r> {
                     bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
                 }
                 let rec = RecordView::parse(&bytes[..len])?;
-                let overlaps = live.iter().any(|&(o, l)| off < o + l && o < off + round_up8(len) / 8);
-                (key_hash(rec.key) == s.hash.load(Ordering::Relaxed) && !overlaps && !self.keys.contains_key(rec.key))
-                    .then(|| (rec.key.to_vec(), rec.kind, off, len))
+                let overlaps = live
+                    .iter()
+                    .any(|&(o, l)| off < o + l && o < off + round_up8(len) / 8);
+                (key_hash(rec.key) == s.hash.load(Ordering::Relaxed)
+                    && !overlaps
+                    && !self.keys.contains_key(rec.key))
+                .then(|| (rec.key.to_vec(), rec.kind, off, len))
             });
             match valid {
                 Some((key, kind, off, len)) => {
                     live.push((off, round_up8(len) / 8));
-                    self.keys.insert(key, Known { slot: i, kind, off, len });
+                    self.keys.insert(
+                        key,
+                        Known {
+                            slot: i,
+                            kind,
+                            off,
+                            len,
+                        },
+                    );
                 }
                 None if loc != TOMBSTONE => {
                     s.seq.store(seq | 1, Ordering::Relaxed);
@@ -837,7 +940,10 @@ impl<'r> Writer<'r> {
             self.unlock();
             return Err(StoreError::Superseded);
         }
-        Ok(Batch { w: self, changed: false })
+        Ok(Batch {
+            w: self,
+            changed: false,
+        })
     }
 
     /// Every key the region holds, with its kind.
@@ -853,7 +959,8 @@ impl<'r> Writer<'r> {
         let h = self.region.header();
         h.entries.store(self.keys.len() as u64, Ordering::Relaxed);
         h.heap_used.store(self.heap_used as u64, Ordering::Relaxed);
-        h.pending_full.store(self.held_back.len() as u64, Ordering::Relaxed);
+        h.pending_full
+            .store(self.held_back.len() as u64, Ordering::Relaxed);
     }
 
     fn record_bytes(&self, k: &Known) -> Vec<u8> {
@@ -890,7 +997,10 @@ impl<'r> Writer<'r> {
         let words = r.heap_words();
         let mut padded = record.clone();
         padded.resize(words_needed * 8, 0);
-        for (w, chunk) in words[off..off + words_needed].iter().zip(padded.chunks_exact(8)) {
+        for (w, chunk) in words[off..off + words_needed]
+            .iter()
+            .zip(padded.chunks_exact(8))
+        {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
@@ -902,13 +1012,22 @@ impl<'r> Writer<'r> {
         fence(Ordering::Release);
         s.hash.store(key_hash(key), Ordering::Relaxed);
         s.version.store(version, Ordering::Relaxed);
-        s.loc.store(encode_loc(off, record.len()), Ordering::Relaxed);
+        s.loc
+            .store(encode_loc(off, record.len()), Ordering::Relaxed);
         s.seq.store(seq + 2, Ordering::Release);
         if was_empty {
             self.used_slots += 1;
         }
         self.heap_used += words_needed * 8;
-        if let Some(old) = self.keys.insert(key.to_vec(), Known { slot, kind, off, len: record.len() }) {
+        if let Some(old) = self.keys.insert(
+            key.to_vec(),
+            Known {
+                slot,
+                kind,
+                off,
+                len: record.len(),
+            },
+        ) {
             self.heap_used -= round_up8(old.len);
             self.free.insert(old.off, round_up8(old.len) / 8);
         }
@@ -950,7 +1069,9 @@ impl<'r> Writer<'r> {
 
     fn remove_key(&mut self, key: &[u8]) -> bool {
         self.held_back.remove(key);
-        let Some(k) = self.keys.remove(key) else { return false };
+        let Some(k) = self.keys.remove(key) else {
+            return false;
+        };
         let s = self.region.slot(k.slot);
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq + 1, Ordering::Relaxed);
@@ -973,13 +1094,23 @@ pub struct Batch<'w, 'r> {
 impl Batch<'_, '_> {
     /// Stores the nodes of one `ns/name:port` key.
     pub fn put_port(&mut self, key: &str, nodes: &[Node]) -> Put {
-        let rec = encode_record(key.as_bytes(), KIND_PORT, nodes.len() as u32, &encode_nodes(nodes));
+        let rec = encode_record(
+            key.as_bytes(),
+            KIND_PORT,
+            nodes.len() as u32,
+            &encode_nodes(nodes),
+        );
         self.put(key.as_bytes(), KIND_PORT, rec)
     }
 
     /// Stores the marker of one `ns/name` service with its port names.
     pub fn put_service<S: AsRef<str>>(&mut self, key: &str, ports: &[S]) -> Put {
-        let rec = encode_record(key.as_bytes(), KIND_SERVICE, ports.len() as u32, &encode_names(ports));
+        let rec = encode_record(
+            key.as_bytes(),
+            KIND_SERVICE,
+            ports.len() as u32,
+            &encode_names(ports),
+        );
         self.put(key.as_bytes(), KIND_SERVICE, rec)
     }
 
@@ -1008,7 +1139,11 @@ impl Batch<'_, '_> {
     }
 
     pub fn keys(&self) -> Vec<(Vec<u8>, u16)> {
-        self.w.keys.iter().map(|(k, v)| (k.clone(), v.kind)).collect()
+        self.w
+            .keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.kind))
+            .collect()
     }
 
     pub fn set_ready(&mut self) {
@@ -1016,7 +1151,11 @@ impl Batch<'_, '_> {
     }
 
     pub fn set_state(&mut self, s: SyncState) {
-        self.w.region.header().state.store(s as u64, Ordering::Relaxed);
+        self.w
+            .region
+            .header()
+            .state
+            .store(s as u64, Ordering::Relaxed);
     }
 
     pub fn note_list(&mut self) {
@@ -1026,7 +1165,11 @@ impl Batch<'_, '_> {
     }
 
     pub fn note_sync(&mut self) {
-        self.w.region.header().last_sync_ms.store(now_ms(), Ordering::Relaxed);
+        self.w
+            .region
+            .header()
+            .last_sync_ms
+            .store(now_ms(), Ordering::Relaxed);
     }
 
     /// Records the latest error for the dump (truncated to the status block's size).
@@ -1046,7 +1189,8 @@ impl Batch<'_, '_> {
             b.copy_from_slice(chunk);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
-        h.last_error_ms.store(if msg.is_empty() { 0 } else { now_ms() }, Ordering::Relaxed);
+        h.last_error_ms
+            .store(if msg.is_empty() { 0 } else { now_ms() }, Ordering::Relaxed);
         h.status_seq.store(seq + 2, Ordering::Release);
     }
 }
@@ -1055,7 +1199,11 @@ impl Drop for Batch<'_, '_> {
     fn drop(&mut self) {
         self.retry_held_back();
         if self.changed {
-            self.w.region.header().change_count.fetch_add(1, Ordering::Release);
+            self.w
+                .region
+                .header()
+                .change_count
+                .fetch_add(1, Ordering::Release);
         }
         self.w.publish_counts();
         self.w.unlock();
@@ -1067,13 +1215,23 @@ mod tests {
     use super::*;
 
     fn nodes(n: usize, port: u16) -> Vec<Node> {
-        (0..n).map(|i| Node { host: format!("10.0.{}.{}", i / 250, i % 250), port }).collect()
+        (0..n)
+            .map(|i| Node {
+                host: format!("10.0.{}.{}", i / 250, i % 250),
+                port,
+            })
+            .collect()
     }
 
     fn get(r: &Region, key: &str) -> Option<(u32, u64, Vec<Node>)> {
         let mut buf = vec![0u8; 1 << 16];
         match r.lookup(key.as_bytes(), None, &mut buf) {
-            Lookup::Found { slot, version, count, len } => Some((slot, version, decode_nodes(&buf[..len], count))),
+            Lookup::Found {
+                slot,
+                version,
+                count,
+                len,
+            } => Some((slot, version, decode_nodes(&buf[..len], count))),
             Lookup::NotFound => None,
             other => panic!("unexpected {other:?}"),
         }
@@ -1092,12 +1250,24 @@ mod tests {
         let (slot, v1, got) = get(&r, "ns/a:http").unwrap();
         assert_eq!(got, nodes(3, 80));
         let mut buf = [0u8; 64];
-        assert_eq!(r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf), Lookup::Unchanged);
+        assert_eq!(
+            r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf),
+            Lookup::Unchanged
+        );
         // Same content: no new version.
-        assert_eq!(w.batch().unwrap().put_port("ns/a:http", &nodes(3, 80)), Put::Unchanged);
-        assert_eq!(r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf), Lookup::Unchanged);
+        assert_eq!(
+            w.batch().unwrap().put_port("ns/a:http", &nodes(3, 80)),
+            Put::Unchanged
+        );
+        assert_eq!(
+            r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf),
+            Lookup::Unchanged
+        );
         // New content: new version, same key.
-        assert_eq!(w.batch().unwrap().put_port("ns/a:http", &nodes(2, 80)), Put::Written);
+        assert_eq!(
+            w.batch().unwrap().put_port("ns/a:http", &nodes(2, 80)),
+            Put::Written
+        );
         let (_, v2, got) = get(&r, "ns/a:http").unwrap();
         assert!(v2 > v1);
         assert_eq!(got.len(), 2);
@@ -1106,7 +1276,10 @@ mod tests {
         assert_eq!(get(&r, "ns/a"), None);
         assert!(w.batch().unwrap().remove("ns/a:http"));
         assert_eq!(get(&r, "ns/a:http"), None);
-        assert_eq!(r.lookup(b"ns/a:http", Some((slot, v2)), &mut buf), Lookup::NotFound);
+        assert_eq!(
+            r.lookup(b"ns/a:http", Some((slot, v2)), &mut buf),
+            Lookup::NotFound
+        );
     }
 
     #[test]
@@ -1115,9 +1288,14 @@ mod tests {
         let mut w = Writer::claim(&r).unwrap();
         w.batch().unwrap().put_port("ns/big:80", &nodes(100, 80));
         let mut small = [0u8; 32];
-        let Lookup::TooSmall { need } = r.lookup(b"ns/big:80", None, &mut small) else { panic!() };
+        let Lookup::TooSmall { need } = r.lookup(b"ns/big:80", None, &mut small) else {
+            panic!()
+        };
         let mut buf = vec![0u8; need];
-        assert!(matches!(r.lookup(b"ns/big:80", None, &mut buf), Lookup::Found { count: 100, .. }));
+        assert!(matches!(
+            r.lookup(b"ns/big:80", None, &mut buf),
+            Lookup::Found { count: 100, .. }
+        ));
     }
 
     #[test]
@@ -1133,8 +1311,16 @@ mod tests {
         assert!(fillers > 2);
         assert_eq!(b.put_port("ns/a:80", &nodes(1200, 81)), Put::Full);
         drop(b);
-        assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(10, 80), "old content is still served");
-        assert_eq!(get(&r, &format!("ns/filler{fillers}:80")), None, "a new key that did not fit is not visible");
+        assert_eq!(
+            get(&r, "ns/a:80").unwrap().2,
+            nodes(10, 80),
+            "old content is still served"
+        );
+        assert_eq!(
+            get(&r, &format!("ns/filler{fillers}:80")),
+            None,
+            "a new key that did not fit is not visible"
+        );
         assert!(r.status().full_rejections >= 2);
         assert_eq!(w.held_back(), 2);
         // Freeing space lets the held-back updates land without the caller writing them again.
@@ -1144,7 +1330,10 @@ mod tests {
         }
         drop(b);
         assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(1200, 81));
-        assert_eq!(get(&r, &format!("ns/filler{fillers}:80")).unwrap().2.len(), 300);
+        assert_eq!(
+            get(&r, &format!("ns/filler{fillers}:80")).unwrap().2.len(),
+            300
+        );
         assert_eq!(w.held_back(), 0);
     }
 
@@ -1155,12 +1344,19 @@ mod tests {
         for round in 0..2000u32 {
             let mut b = w.batch().unwrap();
             let key = format!("ns/s{}:80", round % 50);
-            assert_eq!(b.put_port(&key, &nodes(1 + (round as usize % 20), round as u16)), Put::Written);
+            assert_eq!(
+                b.put_port(&key, &nodes(1 + (round as usize % 20), round as u16)),
+                Put::Written
+            );
             if round % 3 == 0 {
                 b.remove(&format!("ns/s{}:80", (round + 7) % 50));
             }
         }
-        assert!(r.status().heap_used < 64 * 1024, "freed records are reused: {:?}", r.status());
+        assert!(
+            r.status().heap_used < 64 * 1024,
+            "freed records are reused: {:?}",
+            r.status()
+        );
     }
 
     #[test]
@@ -1171,8 +1367,14 @@ mod tests {
         let mut b = Writer::claim(&r).unwrap();
         assert!(matches!(a.batch(), Err(StoreError::Superseded)));
         // The new writer sees what the old one wrote and carries on.
-        assert_eq!(b.batch().unwrap().put_port("ns/a:80", &nodes(1, 80)), Put::Unchanged);
-        assert_eq!(b.batch().unwrap().put_port("ns/a:80", &nodes(2, 80)), Put::Written);
+        assert_eq!(
+            b.batch().unwrap().put_port("ns/a:80", &nodes(1, 80)),
+            Put::Unchanged
+        );
+        assert_eq!(
+            b.batch().unwrap().put_port("ns/a:80", &nodes(2, 80)),
+            Put::Written
+        );
     }
 
     #[test]
@@ -1198,7 +1400,10 @@ mod tests {
         assert_eq!(r.lookup(b"ns/a:80", None, &mut buf), Lookup::Busy);
         let mut b = Writer::claim(&r).unwrap();
         assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(3, 80));
-        assert_eq!(b.batch().unwrap().put_port("ns/a:80", &nodes(4, 80)), Put::Written);
+        assert_eq!(
+            b.batch().unwrap().put_port("ns/a:80", &nodes(4, 80)),
+            Put::Written
+        );
     }
 
     /// A reader in another process never sees a torn record while the writer rewrites and reuses space.
@@ -1217,13 +1422,21 @@ mod tests {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while std::time::Instant::now() < deadline {
                 match r.lookup(b"ns/hot:80", None, &mut buf) {
-                    Lookup::Found { version, count, len, .. } => {
+                    Lookup::Found {
+                        version,
+                        count,
+                        len,
+                        ..
+                    } => {
                         let got = decode_nodes(&buf[..len], count);
                         // Every record written has count == 1 + port % 13 and all nodes share the port.
                         let port = got.first().map(|n| n.port).unwrap_or(0);
                         if got.len() != count as usize
                             || count as u16 != 1 + port % 13
-                            || got.iter().enumerate().any(|(i, n)| *n != nodes(count as usize, port)[i])
+                            || got
+                                .iter()
+                                .enumerate()
+                                .any(|(i, n)| *n != nodes(count as usize, port)[i])
                         {
                             bad += 1;
                         }
@@ -1250,10 +1463,15 @@ mod tests {
             let k = format!("ns/other{}:80", port % 17);
             b.put_port(&k, &nodes(1 + (port % 5) as usize, port));
         }
-        w.batch().unwrap().put_port("ns/hot:80", &nodes(1 + (60000 % 13), 60000));
+        w.batch()
+            .unwrap()
+            .put_port("ns/hot:80", &nodes(1 + (60000 % 13), 60000));
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(child, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw torn data: {status}");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child saw torn data: {status}"
+        );
     }
 }

@@ -73,25 +73,36 @@ pub struct View {
 
 impl View {
     pub fn new(namespaces: Option<NamespaceSelector>) -> View {
-        View { namespaces, services: HashMap::new(), slice_owner: HashMap::new() }
+        View {
+            namespaces,
+            services: HashMap::new(),
+            slice_owner: HashMap::new(),
+        }
     }
 
     /// The service keys an added or modified object affects (two when a slice moved between services).
     pub fn apply(&mut self, obj: Object) -> Vec<String> {
         match obj {
             Object::Endpoints(e) => {
-                let Some(key) = self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref()) else {
+                let Some(key) =
+                    self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref())
+                else {
                     return Vec::new();
                 };
-                self.services.insert(key.clone(), Source::Endpoints(model::endpoints_ports(&e)));
+                self.services
+                    .insert(key.clone(), Source::Endpoints(model::endpoints_ports(&e)));
                 vec![key]
             }
             Object::Slice(s) => {
                 let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let (Some(name), Some(svc)) = (s.metadata.name.clone(), model::slice_service_name(&s)) else {
+                let (Some(name), Some(svc)) =
+                    (s.metadata.name.clone(), model::slice_service_name(&s))
+                else {
                     return Vec::new();
                 };
-                let Some(key) = self.admitted_key(Some(&ns), Some(svc)) else { return Vec::new() };
+                let Some(key) = self.admitted_key(Some(&ns), Some(svc)) else {
+                    return Vec::new();
+                };
                 let slice_id = format!("{ns}/{name}");
                 let mut affected = vec![key.clone()];
                 if let Some(prev) = self.slice_owner.insert(slice_id, key.clone())
@@ -100,7 +111,11 @@ impl View {
                     self.remove_slice(&prev, &name);
                     affected.push(prev);
                 }
-                match self.services.entry(key).or_insert_with(|| Source::Slices(BTreeMap::new())) {
+                match self
+                    .services
+                    .entry(key)
+                    .or_insert_with(|| Source::Slices(BTreeMap::new()))
+                {
                     Source::Slices(m) => {
                         m.insert(name, s);
                     }
@@ -116,7 +131,9 @@ impl View {
     pub fn delete(&mut self, obj: Object) -> Vec<String> {
         match obj {
             Object::Endpoints(e) => {
-                let Some(key) = self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref()) else {
+                let Some(key) =
+                    self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref())
+                else {
                     return Vec::new();
                 };
                 self.services.remove(&key);
@@ -124,7 +141,9 @@ impl View {
             }
             Object::Slice(s) => {
                 let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let Some(name) = s.metadata.name.clone() else { return Vec::new() };
+                let Some(name) = s.metadata.name.clone() else {
+                    return Vec::new();
+                };
                 match self.slice_owner.remove(&format!("{ns}/{name}")) {
                     Some(key) => {
                         // The service stays known with whatever slices remain (possibly none, so no nodes).

@@ -37,8 +37,6 @@ const WATCH_TIMEOUT_SPREAD: u64 = 50;
 const IDLE_GRACE: Duration = Duration::from_secs(30);
 /// How often a watcher checks that it still owns its region (a newer watcher takes over after a reload).
 const OWNER_CHECK: Duration = Duration::from_secs(1);
-/// Continue-token expiries tolerated in one list before giving up and backing off.
-const MAX_LIST_RESTARTS: u32 = 3;
 
 /// One configured cluster: its settings and its shared-memory region.
 pub struct Cluster {
@@ -59,7 +57,9 @@ impl Cluster {
 
 enum WatchEnd {
     /// The server ended the watch normally; `events` says whether it delivered anything.
-    Clean { events: u64 },
+    Clean {
+        events: u64,
+    },
     /// 410: relist.
     Gone(String),
     Failed(ApiError),
@@ -85,7 +85,10 @@ pub async fn run(cluster: Arc<Cluster>) {
         match ApiClient::new(&cluster.config) {
             Ok(c) => break c,
             Err(e) => {
-                log_at!(Error, "{label}: cannot set up the API client: {e}; retrying in 30s");
+                log_at!(
+                    Error,
+                    "{label}: cannot set up the API client: {e}; retrying in 30s"
+                );
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         }
@@ -104,8 +107,15 @@ pub async fn run(cluster: Arc<Cluster>) {
     let selector = cfg.namespace_selector.clone();
     let mut w = Watcher {
         client,
-        resource: if cfg.watch_endpoint_slices { Resource::EndpointSlices } else { Resource::Endpoints },
-        namespace: selector.as_ref().and_then(|s| s.namespace_scope()).map(str::to_string),
+        resource: if cfg.watch_endpoint_slices {
+            Resource::EndpointSlices
+        } else {
+            Resource::Endpoints
+        },
+        namespace: selector
+            .as_ref()
+            .and_then(|s| s.namespace_scope())
+            .map(str::to_string),
         field_selector: selector.as_ref().and_then(|s| s.field_selector()),
         label_selector: cfg.label_selector.clone(),
         view: View::new(selector.clone()),
@@ -115,9 +125,15 @@ pub async fn run(cluster: Arc<Cluster>) {
         rv: None,
     };
     let mut publisher = Publisher::new(&cluster.region, writer);
-    log_at!(Info, "{label}: watcher started in process {}", std::process::id());
+    log_at!(
+        Info,
+        "{label}: watcher started in process {}",
+        std::process::id()
+    );
     match w.run(&mut publisher).await {
-        Err(StoreError::Superseded) => log_at!(Info, "{label}: another watcher took over; this one stops"),
+        Err(StoreError::Superseded) => {
+            log_at!(Info, "{label}: another watcher took over; this one stops")
+        }
         Err(e) => log_at!(Error, "{label}: watcher stopped: {e}"),
         Ok(()) => {}
     }
@@ -170,7 +186,11 @@ impl Watcher {
                     }
                 }
                 WatchEnd::Gone(msg) => {
-                    log_at!(Info, "{}: {msg}; relisting (current data kept until the list completes)", self.label);
+                    log_at!(
+                        Info,
+                        "{}: {msg}; relisting (current data kept until the list completes)",
+                        self.label
+                    );
                     self.rv = None;
                 }
                 WatchEnd::Failed(e) => {
@@ -184,7 +204,11 @@ impl Watcher {
     }
 
     /// Sleeps for the next back-off delay, still noticing a takeover.
-    async fn pause(&mut self, p: &mut Publisher<'_>, hint: Option<Duration>) -> Result<(), StoreError> {
+    async fn pause(
+        &mut self,
+        p: &mut Publisher<'_>,
+        hint: Option<Duration>,
+    ) -> Result<(), StoreError> {
         p.set_state(SyncState::Backoff)?;
         let until = Instant::now() + self.backoff.next_delay(hint);
         while Instant::now() < until {
@@ -197,34 +221,52 @@ impl Watcher {
     }
 
     fn query(&self, extra: &[(&str, &str)]) -> String {
-        let mut q: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut q: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Some(ls) = &self.label_selector {
             q.push(("labelSelector".into(), ls.clone()));
         }
         if let Some(fs) = &self.field_selector {
             q.push(("fieldSelector".into(), fs.clone()));
         }
-        let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", encode_query_value(v))).collect();
-        format!("{}?{}", self.resource.path(self.namespace.as_deref()), qs.join("&"))
+        let qs: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode_query_value(v)))
+            .collect();
+        format!(
+            "{}?{}",
+            self.resource.path(self.namespace.as_deref()),
+            qs.join("&")
+        )
     }
 
-    /// Lists every page into a fresh view. A continue token that expired restarts the list from the beginning.
+    /// Lists every page into a fresh view. A continue token that expired restarts the list from the beginning,
+    /// unpaged: a paged list that cannot finish within the token lifetime would otherwise never finish.
     async fn list(&self) -> Result<(View, String), ApiError> {
-        let mut restarts = 0;
+        let mut paged = true;
         'restart: loop {
             let mut view = View::new(self.selector.clone());
             let mut cont: Option<String> = None;
             let mut rv: Option<String> = None;
             loop {
                 let limit = PAGE_SIZE.to_string();
-                let mut params = vec![("limit", limit.as_str())];
+                let mut params = Vec::new();
+                if paged {
+                    params.push(("limit", limit.as_str()));
+                }
                 if let Some(c) = &cont {
                     params.push(("continue", c));
                 }
                 let resp = match self.client.get(&self.query(&params)).await {
-                    Err(e) if e.is_gone() && cont.is_some() && restarts < MAX_LIST_RESTARTS => {
-                        restarts += 1;
-                        log_at!(Info, "{}: list continue token expired ({e}); restarting the list", self.label);
+                    Err(e) if e.is_gone() && cont.is_some() && paged => {
+                        paged = false;
+                        log_at!(
+                            Info,
+                            "{}: list continue token expired ({e}); listing again without paging",
+                            self.label
+                        );
                         continue 'restart;
                     }
                     other => other?,
@@ -237,7 +279,12 @@ impl Watcher {
                         Ok(obj) => {
                             view.apply(obj);
                         }
-                        Err(e) => log_at!(Warn, "{}: skipping malformed {}: {e}", self.label, self.resource.name()),
+                        Err(e) => log_at!(
+                            Warn,
+                            "{}: skipping malformed {}: {e}",
+                            self.label,
+                            self.resource.name()
+                        ),
                     }
                 }
                 // All pages share the first page's resourceVersion (one consistent snapshot).
@@ -249,14 +296,17 @@ impl Watcher {
                     None => break,
                 }
             }
-            let rv = rv.filter(|r| !r.is_empty()).ok_or_else(|| ApiError::Decode("list without resourceVersion".into()))?;
+            let rv = rv
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| ApiError::Decode("list without resourceVersion".into()))?;
             return Ok((view, rv));
         }
     }
 
     async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<WatchEnd, StoreError> {
         let rv = self.rv.clone().unwrap_or_default();
-        let timeout = WATCH_TIMEOUT_MIN + (Instant::now().elapsed().subsec_nanos() as u64 % WATCH_TIMEOUT_SPREAD);
+        let timeout = WATCH_TIMEOUT_MIN
+            + (Instant::now().elapsed().subsec_nanos() as u64 % WATCH_TIMEOUT_SPREAD);
         let timeout_s = timeout.to_string();
         let path = self.query(&[
             ("watch", "1"),
@@ -291,10 +341,16 @@ impl Watcher {
                     ))));
                 }
                 Ok(None) => return Ok(WatchEnd::Clean { events }),
-                Ok(Some(Err(e))) => return Ok(WatchEnd::Failed(ApiError::Transport(crate::client::error_chain(&e)))),
+                Ok(Some(Err(e))) => {
+                    return Ok(WatchEnd::Failed(ApiError::Transport(
+                        crate::client::error_chain(&e),
+                    )));
+                }
                 Ok(Some(Ok(f))) => f,
             };
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             buf.extend_from_slice(data);
             let mut affected = BTreeSet::new();
             let mut consumed = 0;
@@ -319,7 +375,11 @@ impl Watcher {
             }
             buf.drain(..consumed);
             if buf.len() > MAX_EVENT_BYTES {
-                log_at!(Error, "{}: skipping a watch event larger than {MAX_EVENT_BYTES} bytes", self.label);
+                log_at!(
+                    Error,
+                    "{}: skipping a watch event larger than {MAX_EVENT_BYTES} bytes",
+                    self.label
+                );
                 buf.clear();
                 discarding = true;
             }
@@ -350,14 +410,23 @@ impl Watcher {
                 let obj = match Object::parse(self.resource, ev.object) {
                     Ok(o) => o,
                     Err(e) => {
-                        log_at!(Warn, "{}: ignoring malformed {} event: {e}", self.label, ev.type_);
+                        log_at!(
+                            Warn,
+                            "{}: ignoring malformed {} event: {e}",
+                            self.label,
+                            ev.type_
+                        );
                         return Ok(());
                     }
                 };
                 if let Some(rv) = obj.resource_version().filter(|r| !r.is_empty()) {
                     self.rv = Some(rv.to_string());
                 }
-                let keys = if ev.type_ == "DELETED" { self.view.delete(obj) } else { self.view.apply(obj) };
+                let keys = if ev.type_ == "DELETED" {
+                    self.view.delete(obj)
+                } else {
+                    self.view.apply(obj)
+                };
                 affected.extend(keys);
             }
             "BOOKMARK" => {
@@ -376,7 +445,11 @@ impl Watcher {
                     _ => WatchEnd::Failed(err),
                 });
             }
-            other => log_at!(Warn, "{}: ignoring watch event of unknown type {other:?}", self.label),
+            other => log_at!(
+                Warn,
+                "{}: ignoring watch event of unknown type {other:?}",
+                self.label
+            ),
         }
         Ok(())
     }
@@ -419,7 +492,13 @@ fn encode_query_value(v: &str) -> String {
 mod tests {
     #[test]
     fn query_values_are_encoded() {
-        assert_eq!(super::encode_query_value("a=b,c in (x, y)"), "a%3Db%2Cc%20in%20%28x%2C%20y%29");
-        assert_eq!(super::encode_query_value("metadata.namespace!=ns-a"), "metadata.namespace%21%3Dns-a");
+        assert_eq!(
+            super::encode_query_value("a=b,c in (x, y)"),
+            "a%3Db%2Cc%20in%20%28x%2C%20y%29"
+        );
+        assert_eq!(
+            super::encode_query_value("metadata.namespace!=ns-a"),
+            "metadata.namespace%21%3Dns-a"
+        );
     }
 }

@@ -1,0 +1,135 @@
+-- JSON schema of discovery.kubernetes, checked by the APISIX CLI at `apisix init`. It accepts everything the
+-- library accepts (IPv6 and uppercase hosts, integer ports) and sets the same defaults; the library re-validates
+-- the config at start with messages naming field, value and rule, so this schema stays deliberately simple.
+
+local env_ref = [[^\$\{[_A-Za-z][_A-Za-z0-9]*\}$]]
+
+local host = {
+    type = "string",
+    minLength = 1,
+    -- A ${VAR} reference, a DNS name, an IPv4 address, or an IPv6 address (bare or bracketed).
+    pattern = [[^(\$\{[_A-Za-z][_A-Za-z0-9]*\}|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*|\[?[0-9A-Fa-f:.]+\]?)$]],
+}
+
+local port = {
+    anyOf = {
+        { type = "string", pattern = env_ref },
+        { type = "string", pattern = [[^[0-9]{1,5}$]] },
+        { type = "integer", minimum = 1, maximum = 65535 },
+    },
+}
+
+local schema_field = { type = "string", enum = { "http", "https" }, default = "https" }
+
+local token = {
+    type = "string",
+    anyOf = {
+        { pattern = env_ref },
+        { pattern = [[^[A-Za-z0-9+/._=-]{0,4096}$]] },
+    },
+}
+
+local token_file = { type = "string", minLength = 1, maxLength = 500, pattern = [[^[^:*?"<>|]*$]] }
+
+local namespace_name = { type = "string", pattern = [[^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$]] }
+local namespace_patterns = {
+    type = "array",
+    minItems = 1,
+    items = { type = "string", pattern = [[^[\x21-\x7e]*$]] },
+}
+
+local namespace_selector = {
+    type = "object",
+    properties = {
+        equal = namespace_name,
+        not_equal = namespace_name,
+        match = namespace_patterns,
+        not_match = namespace_patterns,
+    },
+    additionalProperties = false,
+    -- At most one way of selecting namespaces.
+    maxProperties = 1,
+}
+
+local common = {
+    namespace_selector = namespace_selector,
+    label_selector = { type = "string" },
+    default_weight = { type = "integer", minimum = 0, default = 50 },
+    shared_size = { type = "string", pattern = [[^[1-9][0-9]*m$]], default = "64m" },
+    watch_endpoint_slices = { type = "boolean", default = false },
+}
+
+local function with_common(props)
+    for k, v in pairs(common) do
+        props[k] = v
+    end
+    return props
+end
+
+local single = {
+    type = "object",
+    properties = with_common({
+        service = {
+            type = "object",
+            properties = {
+                schema = schema_field,
+                host = { default = "${KUBERNETES_SERVICE_HOST}", type = host.type, minLength = host.minLength,
+                         pattern = host.pattern },
+                port = { default = "${KUBERNETES_SERVICE_PORT}", anyOf = port.anyOf },
+                ssl_verify = { type = "boolean" },
+            },
+            default = {
+                schema = "https",
+                host = "${KUBERNETES_SERVICE_HOST}",
+                port = "${KUBERNETES_SERVICE_PORT}",
+            },
+        },
+        client = {
+            type = "object",
+            properties = { token = token, token_file = token_file },
+            default = { token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token" },
+        },
+    }),
+    default = {
+        service = {
+            schema = "https",
+            host = "${KUBERNETES_SERVICE_HOST}",
+            port = "${KUBERNETES_SERVICE_PORT}",
+        },
+        client = { token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token" },
+    },
+}
+
+local multi = {
+    type = "array",
+    minItems = 1,
+    items = {
+        type = "object",
+        properties = with_common({
+            id = { type = "string", pattern = [[^[a-z0-9]{1,64}$]] },
+            service = {
+                type = "object",
+                properties = {
+                    schema = schema_field,
+                    host = host,
+                    port = port,
+                    ssl_verify = { type = "boolean" },
+                },
+                required = { "host", "port" },
+            },
+            client = {
+                type = "object",
+                properties = { token = token, token_file = token_file },
+                oneOf = {
+                    { required = { "token" } },
+                    { required = { "token_file" } },
+                },
+            },
+        }),
+        required = { "id", "service", "client" },
+    },
+}
+
+return {
+    anyOf = { single, multi },
+}

@@ -1,0 +1,391 @@
+//! The watch engine end to end against the fake API server, in process: list, watch, relist on 410, paging,
+//! slices, selectors, and takeover by a newer watcher.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_disc::instance::{Instance, NodesLookup};
+use k8s_disc::model::Node;
+use k8s_disc::store::decode_nodes;
+use k8s_fake_apiserver::{FakeApiServer, Fault, FaultKind, Kind, Options};
+use serde_json::{Value, json};
+
+fn server() -> FakeApiServer {
+    FakeApiServer::start(Options {
+        endpoints_warning: true,
+        ..Options::default()
+    })
+    .expect("fake API server starts")
+}
+
+/// Initialises an instance for `server` with extra config keys and starts its watchers in this process.
+fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
+    let mut conf = json!({
+        "service": {"schema": "http", "host": "127.0.0.1", "port": server.addr().port().to_string()},
+        "client": {"token": "test-token"},
+        "shared_size": "4m",
+    });
+    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    let inst = Instance::standalone(&conf.to_string()).expect("config is valid");
+    assert!(k8s_disc::runtime::start(&inst).expect("watchers start"));
+    inst
+}
+
+fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
+    let mut buf = vec![0u8; 1 << 20];
+    match inst.nodes(name, None, &mut buf) {
+        NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
+        NodesLookup::NotFound => None,
+        NodesLookup::Busy => panic!("busy"),
+        NodesLookup::Unchanged => unreachable!("no version was given"),
+        NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
+    }
+}
+
+fn node(host: &str, port: u16) -> Node {
+    Node {
+        host: host.to_string(),
+        port,
+    }
+}
+
+/// Polls until `f` holds or 10 s pass.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn endpoints(ns: &str, name: &str, ips: &[&str], ports: Value) -> Value {
+    let addrs: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    json!({"kind": "Endpoints", "apiVersion": "v1", "metadata": {"namespace": ns, "name": name},
+           "subsets": [{"addresses": addrs, "ports": ports}]})
+}
+
+fn slice(ns: &str, name: &str, svc: &str, eps: Value, ports: Value) -> Value {
+    json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+           "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": svc}},
+           "addressType": "IPv4", "endpoints": eps, "ports": ports})
+}
+
+#[test]
+fn list_watch_update_delete() {
+    let s = server();
+    s.apply(endpoints(
+        "ns-a",
+        "web",
+        &["10.0.0.2", "10.0.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    assert_eq!(
+        nodes(&inst, "ns-a/web:http"),
+        Some(vec![node("10.0.0.1", 80), node("10.0.0.2", 80)])
+    );
+    assert_eq!(nodes(&inst, "ns-a/web:grpc"), None, "unknown port");
+    assert_eq!(nodes(&inst, "ns-a/nope:http"), None, "unknown service");
+
+    s.apply(endpoints(
+        "ns-a",
+        "web",
+        &["10.0.0.3"],
+        json!([{"name": "http", "port": 80}, {"port": 9090}]),
+    ));
+    eventually("update", || {
+        nodes(&inst, "ns-a/web:http") == Some(vec![node("10.0.0.3", 80)])
+    });
+    assert_eq!(
+        nodes(&inst, "ns-a/web:9090"),
+        Some(vec![node("10.0.0.3", 9090)]),
+        "unnamed port by number"
+    );
+
+    s.delete(Kind::Endpoints, "ns-a", "web");
+    eventually("delete", || nodes(&inst, "ns-a/web:http").is_none());
+    assert_eq!(nodes(&inst, "ns-a/web:9090"), None);
+}
+
+#[test]
+fn unchanged_lookup_keeps_version_and_change_bumps_it() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "svc",
+        &["10.1.0.1"],
+        json!([{"name": "p", "port": 8080}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    let mut buf = vec![0u8; 4096];
+    let NodesLookup::Found { hint, version, .. } = inst.nodes("ns/svc:p", None, &mut buf) else {
+        panic!()
+    };
+    assert!(matches!(
+        inst.nodes("ns/svc:p", Some((hint, version)), &mut buf),
+        NodesLookup::Unchanged
+    ));
+    // Another service changing does not touch this one's version.
+    s.apply(endpoints(
+        "ns",
+        "other",
+        &["10.1.0.9"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    eventually("other service", || nodes(&inst, "ns/other:p").is_some());
+    assert!(matches!(
+        inst.nodes("ns/svc:p", Some((hint, version)), &mut buf),
+        NodesLookup::Unchanged
+    ));
+    s.apply(endpoints(
+        "ns",
+        "svc",
+        &["10.1.0.2"],
+        json!([{"name": "p", "port": 8080}]),
+    ));
+    eventually("change seen", || {
+        !matches!(
+            inst.nodes("ns/svc:p", Some((hint, version)), &mut buf),
+            NodesLookup::Unchanged
+        )
+    });
+}
+
+#[test]
+fn watch_410_relists_and_keeps_serving_meanwhile() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.2.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    s.apply(endpoints(
+        "ns",
+        "b",
+        &["10.2.0.2"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    // Break the watch, make the history unusable, and change state while the watcher is away: it must
+    // relist, pick up the change and drop the deleted service, without ever serving nothing for "a".
+    let lists_before = s.stats().lists;
+    s.inject_fault(Fault {
+        kind: FaultKind::DelayMs,
+        path_prefix: "/api/v1/endpoints".into(),
+        ms: Some(300),
+        ..Fault::default()
+    });
+    s.delete(Kind::Endpoints, "ns", "b");
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.2.0.9"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    s.compact();
+    s.reset_watches();
+    eventually("relist applied", || {
+        nodes(&inst, "ns/a:http") == Some(vec![node("10.2.0.9", 80)])
+    });
+    eventually("stale key removed", || nodes(&inst, "ns/b:http").is_none());
+    assert!(s.stats().lists > lists_before, "a relist happened");
+}
+
+#[test]
+fn paged_list_with_expired_continue_token_falls_back_to_a_full_list() {
+    // Every continue token is already expired when used, so the paged list can never finish.
+    let s = FakeApiServer::start(Options {
+        continue_ttl: Some(Duration::from_millis(1)),
+        ..Options::default()
+    })
+    .unwrap();
+    for i in 0..1200 {
+        s.apply(endpoints(
+            "ns",
+            &format!("svc{i:04}"),
+            &["10.3.0.1"],
+            json!([{"name": "http", "port": 80}]),
+        ));
+    }
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    for i in [0, 499, 500, 1199] {
+        assert!(
+            nodes(&inst, &format!("ns/svc{i:04}:http")).is_some(),
+            "svc{i:04}"
+        );
+    }
+    let reqs = s.stats().requests;
+    assert!(
+        reqs.iter().any(|r| r.contains("continue=")),
+        "paging was attempted: {reqs:?}"
+    );
+}
+
+#[test]
+fn failed_page_deletes_nothing() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "keep",
+        &["10.4.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    // Force relists that fail on a page: the data listed before must stay.
+    for _ in 0..3 {
+        s.inject_fault(Fault {
+            watch: Some(false),
+            ..Fault::response("/api/v1/endpoints", 500)
+        });
+    }
+    s.compact();
+    s.reset_watches();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        nodes(&inst, "ns/keep:http"),
+        Some(vec![node("10.4.0.1", 80)])
+    );
+    s.apply(endpoints(
+        "ns",
+        "keep",
+        &["10.4.0.2"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    eventually("recovers", || {
+        nodes(&inst, "ns/keep:http") == Some(vec![node("10.4.0.2", 80)])
+    });
+}
+
+#[test]
+fn endpoint_slices_merge_and_last_slice_deletion() {
+    let s = server();
+    let ports = json!([{"name": "p1", "port": 5001}]);
+    s.apply(slice(
+        "ns",
+        "svc-a",
+        "svc",
+        json!([{"addresses": ["10.5.0.1"], "conditions": {"ready": true}},
+                                              {"addresses": ["10.5.0.2"], "conditions": {}}]),
+        ports.clone(),
+    ));
+    s.apply(slice(
+        "ns",
+        "svc-b",
+        "svc",
+        json!([{"addresses": ["10.5.0.3"], "conditions": {"ready": false}}]),
+        ports.clone(),
+    ));
+    let inst = start(&s, json!({"watch_endpoint_slices": true}));
+    eventually("first list", || inst.ready());
+    assert_eq!(
+        nodes(&inst, "ns/svc:p1"),
+        Some(vec![node("10.5.0.1", 5001), node("10.5.0.2", 5001)])
+    );
+    s.apply(slice(
+        "ns",
+        "svc-b",
+        "svc",
+        json!([{"addresses": ["10.5.0.3"], "conditions": {"ready": true}}]),
+        ports.clone(),
+    ));
+    eventually("second slice ready", || {
+        nodes(&inst, "ns/svc:p1").map(|n| n.len()) == Some(3)
+    });
+    s.delete(Kind::EndpointSlice, "ns", "svc-a");
+    eventually("first slice gone", || {
+        nodes(&inst, "ns/svc:p1") == Some(vec![node("10.5.0.3", 5001)])
+    });
+    s.delete(Kind::EndpointSlice, "ns", "svc-b");
+    eventually("last slice gone", || nodes(&inst, "ns/svc:p1").is_none());
+    // Still a known service (empty), as the dump shows.
+    let dump = k8s_disc::dump::dump(&inst);
+    let names: Vec<&str> = dump["endpoints"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"ns/svc"), "{dump}");
+}
+
+#[test]
+fn namespace_selector_equal_uses_namespaced_path() {
+    let s = server();
+    s.apply(endpoints(
+        "ns-a",
+        "ep",
+        &["10.6.0.1"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    s.apply(endpoints(
+        "ns-b",
+        "ep",
+        &["10.6.0.2"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    let inst = start(&s, json!({"namespace_selector": {"equal": "ns-a"}}));
+    eventually("first list", || inst.ready());
+    assert!(nodes(&inst, "ns-a/ep:p").is_some());
+    assert!(nodes(&inst, "ns-b/ep:p").is_none());
+    let reqs = s.stats().requests;
+    assert!(
+        reqs.iter()
+            .any(|r| r.contains("/api/v1/namespaces/ns-a/endpoints")),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs.iter().any(|r| r.starts_with("GET /api/v1/endpoints")),
+        "{reqs:?}"
+    );
+}
+
+#[test]
+fn a_newer_watcher_takes_over_and_the_old_one_stops() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "x",
+        &["10.7.0.1"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    // A second watcher on the same region (as after `nginx -s reload`), on its own runtime.
+    let cluster = inst.clusters[0].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster)));
+    std::thread::sleep(Duration::from_millis(300));
+    // The old watcher notices within its ownership check interval and closes its watch.
+    eventually("exactly one watch left", || {
+        s.stats().active_watches == 1 && s.stats().watches_started >= 2
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.stats().active_watches, 1);
+    s.apply(endpoints(
+        "ns",
+        "x",
+        &["10.7.0.2"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    eventually("new watcher publishes", || {
+        nodes(&inst, "ns/x:p") == Some(vec![node("10.7.0.2", 1)])
+    });
+}
