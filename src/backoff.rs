@@ -52,6 +52,11 @@ impl Backoff {
         self.last_failure = None;
     }
 
+    /// A random number in [0, n), for spreading other timers (e.g. watch timeouts) from the same source.
+    pub fn random_below(&mut self, n: u64) -> u64 {
+        (self.random_unit() * n as f64) as u64 % n.max(1)
+    }
+
     fn random_unit(&mut self) -> f64 {
         // xorshift64: plenty for spreading retries.
         self.rng ^= self.rng << 13;

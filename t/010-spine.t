@@ -1,0 +1,239 @@
+# The spine end to end: fake API server -> watcher -> shared memory -> every nginx worker.
+
+use lib 't/lib';
+use K8sDiscTest;
+
+master_on();
+workers(2);
+repeat_each(1);
+no_shuffle();
+log_level('info');
+
+# Objects present before nginx starts (listed, not watched).
+for my $ns ('ns-a', 'ns-b') {
+    fake_api('POST', "/api/v1/namespaces/$ns/endpoints", {
+        metadata => { name => 'web' },
+        subsets  => [{
+            addresses => [{ ip => '10.0.0.2' }, { ip => '10.0.0.10' }, { ip => '10.0.0.1' }],
+            notReadyAddresses => [{ ip => '10.0.0.99' }],
+            ports => [{ name => 'http', port => 8080 }, { port => 9090 }],
+        }],
+    });
+}
+
+# Every block runs with the same discovery config unless it brings its own http_config.
+add_block_preprocessor(sub {
+    my $block = shift;
+    if (!defined $block->http_config) {
+        $block->set_value('http_config', <<'_EOC_');
+    init_by_lua_block {
+        require("resty.k8s_disc").init({
+            service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },
+            client = { token = "test-token" },
+            shared_size = "1m",
+        })
+    }
+    init_worker_by_lua_block {
+        local k8s_disc = require("resty.k8s_disc")
+        k8s_disc.init_worker()
+        -- Each worker reports once what it sees, so the test can check every worker, not just one.
+        local function report(premature, tries)
+            if premature then return end
+            local nodes = k8s_disc.nodes("ns-a/web:http")
+            if nodes then
+                ngx.log(ngx.INFO, "worker ", ngx.worker.id(), " sees ", #nodes, " nodes")
+            elseif tries < 500 then
+                ngx.timer.at(0.01, report, tries + 1)
+            end
+        end
+        ngx.timer.at(0, report, 0)
+    }
+_EOC_
+    }
+});
+
+plan tests => 22;
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: nodes are visible from every worker, sorted by host then port, not-ready addresses left out
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require("k8s_test")
+            assert(t.wait_ready(5), "discovery not ready")
+            local cjson = require("cjson")
+            for _, n in ipairs(require("resty.k8s_disc").nodes("ns-a/web:http")) do
+                ngx.say(n.host, " ", n.port, " ", n.weight)
+            end
+            ngx.sleep(0.3)
+        }
+    }
+--- request
+GET /t
+--- response_body
+10.0.0.1 8080 50
+10.0.0.10 8080 50
+10.0.0.2 8080 50
+--- error_log
+worker 0 sees 3 nodes
+worker 1 sees 3 nodes
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: unknown service, unknown port and malformed names give nil; unnamed ports by number
+--- config
+    location = /t {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            assert(require("k8s_test").wait_ready(5))
+            for _, name in ipairs({"ns-a/web:grpc", "ns-a/nope:http", "ns-c/web:http", "ns-a/web", "", "ns-a/web:9090"}) do
+                local nodes = k8s_disc.nodes(name)
+                ngx.say(name, " -> ", nodes and #nodes or "nil")
+            end
+            ngx.say("number -> ", tostring((k8s_disc.nodes(42))))
+        }
+    }
+--- request
+GET /t
+--- response_body
+ns-a/web:grpc -> nil
+ns-a/nope:http -> nil
+ns-c/web:http -> nil
+ns-a/web -> nil
+ -> nil
+ns-a/web:9090 -> 3
+number -> nil
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: the same table while unchanged, a new one on change, and the old one is never modified
+--- config
+    location = /t {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            assert(t.wait_ready(5))
+            local first = k8s_disc.nodes("ns-b/web:http")
+            ngx.say("same while unchanged: ", first == k8s_disc.nodes("ns-b/web:http"))
+            -- A change to another service leaves this one's table alone.
+            t.apply(port, t.endpoints("ns-b", "other", {"10.9.9.9"}, {{name = "http", port = 1}}))
+            assert(t.wait_until(function() return k8s_disc.nodes("ns-b/other:http") end, 5))
+            ngx.say("same after another service changed: ", first == k8s_disc.nodes("ns-b/web:http"))
+            t.apply(port, t.endpoints("ns-b", "web", {"10.0.0.7"}, {{name = "http", port = 8080}}))
+            local second = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-b/web:http")
+                return n ~= first and n
+            end, 5)
+            ngx.say("new table on change: ", second ~= nil and second ~= first)
+            ngx.say("new content: ", second[1].host, " ", #second)
+            ngx.say("old table untouched: ", #first, " ", first[1].host)
+        }
+    }
+--- request
+GET /t
+--- response_body
+same while unchanged: true
+same after another service changed: true
+new table on change: true
+new content: 10.0.0.7 1
+old table untouched: 3 10.0.0.1
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: an update and a delete reach the workers within a bounded time
+--- config
+    location = /t {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            assert(t.wait_ready(5))
+            t.apply(port, t.endpoints("ns-a", "web", {"10.0.0.1", "10.0.0.5"}, {{name = "http", port = 8080}}))
+            local ok, took = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-a/web:http")
+                return n and #n == 2 and n[2].host == "10.0.0.5"
+            end, 2)
+            ngx.say("update within 2s: ", ok == true)
+            t.delete(port, "Endpoints", "ns-a", "web")
+            ok, took = t.wait_until(function() return k8s_disc.nodes("ns-a/web:http") == nil end, 2)
+            ngx.say("delete within 2s: ", ok == true)
+            ngx.say("port gone too: ", k8s_disc.nodes("ns-a/web:9090") == nil)
+        }
+    }
+--- request
+GET /t
+--- response_body
+update within 2s: true
+delete within 2s: true
+port gone too: true
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: an invalid config stops nginx from starting, naming the field, value and rule
+--- http_config
+    init_by_lua_block {
+        require("resty.k8s_disc").init({
+            service = { schema = "http", host = "127.0.0.1", port = "99999" },
+            client = { token = "t" },
+        })
+    }
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log
+invalid discovery config: service.port = "99999"
+
+
+
+=== TEST 6: nginx -s reload keeps serving and leaves exactly one watcher
+--- config
+    location = /reload {
+        content_by_lua_block {
+            assert(require("k8s_test").wait_ready(5))
+            local ffi = require("ffi")
+            ffi.cdef("int kill(int pid, int sig);")
+            local f = assert(io.open(ngx.config.prefix() .. "logs/nginx.pid"))
+            local pid = tonumber(f:read("*l"))
+            f:close()
+            ngx.say("reload signalled: ", ffi.C.kill(pid, 1) == 0)
+        }
+    }
+    location = /after {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local fake = require("fake_api")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            local nodes = t.wait_until(function() return k8s_disc.nodes("ns-b/web:http") end, 5)
+            ngx.say("serving after reload: ", nodes ~= nil)
+            -- The new watcher takes over; the old one drops its watch within about a second.
+            ngx.sleep(2.5)
+            local stats = fake.stats(port)
+            ngx.say("active watches: ", stats.active_watches)
+            -- And the new watcher is the one that publishes.
+            t.apply(port, t.endpoints("ns-b", "web", {"10.0.0.8"}, {{name = "http", port = 8080}}))
+            local ok = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-b/web:http")
+                return n and n[1].host == "10.0.0.8"
+            end, 3)
+            ngx.say("changes still arrive: ", ok == true)
+        }
+    }
+--- request eval
+["GET /reload", "GET /after"]
+--- response_body eval
+["reload signalled: true\n", "serving after reload: true\nactive watches: 1\nchanges still arrive: true\n"]
+--- no_error_log
+[error]
