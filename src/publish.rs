@@ -13,6 +13,8 @@ pub struct Publisher<'r> {
     region: &'r Region,
     /// Ports currently stored per service, to know which port keys to drop when a port disappears.
     stored: HashMap<String, BTreeSet<String>>,
+    /// How log lines name the cluster.
+    label: String,
     /// Whether a "region full" condition was already logged (logged once per episode, not per event).
     full_logged: bool,
 }
@@ -22,7 +24,7 @@ fn port_key(service: &str, port: &str) -> String {
 }
 
 impl<'r> Publisher<'r> {
-    pub fn new(region: &'r Region, writer: Writer<'r>) -> Publisher<'r> {
+    pub fn new(region: &'r Region, writer: Writer<'r>, label: String) -> Publisher<'r> {
         let mut stored: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (key, kind) in writer.keys() {
             let key = String::from_utf8_lossy(key);
@@ -39,6 +41,7 @@ impl<'r> Publisher<'r> {
             writer,
             region,
             stored,
+            label,
             full_logged: false,
         }
     }
@@ -96,6 +99,7 @@ impl<'r> Publisher<'r> {
             for key in &gone {
                 write_service(&mut b, &mut self.stored, key, None);
             }
+            log_stale(&self.label, &gone);
             for key in view.service_keys() {
                 full += write_service(&mut b, &mut self.stored, key, view.ports(key).as_ref());
             }
@@ -126,8 +130,9 @@ impl<'r> Publisher<'r> {
             let st = self.region.status();
             log_at!(
                 Error,
-                "shared memory region full ({} of {} bytes used, {} entries): {} update(s) held back, previous data \
+                "{}: shared memory region full ({} of {} bytes used, {} entries): {} update(s) held back, previous data \
                  still served; raise shared_size",
+                self.label,
                 st.heap_used,
                 st.heap_bytes,
                 st.entries,
@@ -141,6 +146,24 @@ impl<'r> Publisher<'r> {
             );
             self.full_logged = false;
         }
+    }
+}
+
+/// Names the services a relist found gone (a handful by name, the rest counted), so that vanished data is visible.
+fn log_stale(label: &str, gone: &[String]) {
+    const NAMED: usize = 20;
+    for key in gone.iter().take(NAMED) {
+        log_at!(
+            Info,
+            "{label}: removed stale service {key}: not in the latest full list"
+        );
+    }
+    if gone.len() > NAMED {
+        log_at!(
+            Info,
+            "{label}: removed {} more stale services",
+            gone.len() - NAMED
+        );
     }
 }
 

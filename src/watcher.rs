@@ -124,7 +124,7 @@ pub async fn run(cluster: Arc<Cluster>) {
         backoff: Backoff::new(),
         rv: None,
     };
-    let mut publisher = Publisher::new(&cluster.region, writer);
+    let mut publisher = Publisher::new(&cluster.region, writer, label.clone());
     log_at!(
         Info,
         "{label}: watcher started in process {}",
