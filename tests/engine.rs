@@ -394,8 +394,18 @@ fn a_newer_watcher_takes_over_and_the_old_one_stops() {
 fn multi_cluster_routes_by_id_and_fails_independently() {
     let a = server();
     let b = server();
-    a.apply(endpoints("ns", "svc", &["10.8.0.1"], json!([{"name": "p", "port": 1}])));
-    b.apply(endpoints("ns", "svc", &["10.8.0.2"], json!([{"name": "p", "port": 2}])));
+    a.apply(endpoints(
+        "ns",
+        "svc",
+        &["10.8.0.1"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    b.apply(endpoints(
+        "ns",
+        "svc",
+        &["10.8.0.2"],
+        json!([{"name": "p", "port": 2}]),
+    ));
     // Nothing listens on b's port once b's server is gone; keep a third port closed for "down".
     let down_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -411,21 +421,51 @@ fn multi_cluster_routes_by_id_and_fails_independently() {
     ]);
     let inst = Instance::standalone(&conf.to_string()).unwrap();
     assert!(inst.multi());
-    assert_eq!(inst.clusters[1].region.size(), 2 << 20, "each cluster sized by its own shared_size");
+    assert_eq!(
+        inst.clusters[1].region.size(),
+        2 << 20,
+        "each cluster sized by its own shared_size"
+    );
     k8s_disc::runtime::start(&inst).unwrap();
-    eventually("first cluster listed", || nodes(&inst, "first/ns/svc:p").is_some());
-    eventually("second cluster listed", || nodes(&inst, "second/ns/svc:p").is_some());
-    assert_eq!(nodes(&inst, "first/ns/svc:p"), Some(vec![node("10.8.0.1", 1)]));
-    assert_eq!(nodes(&inst, "second/ns/svc:p"), Some(vec![node("10.8.0.2", 2)]));
+    eventually("first cluster listed", || {
+        nodes(&inst, "first/ns/svc:p").is_some()
+    });
+    eventually("second cluster listed", || {
+        nodes(&inst, "second/ns/svc:p").is_some()
+    });
+    assert_eq!(
+        nodes(&inst, "first/ns/svc:p"),
+        Some(vec![node("10.8.0.1", 1)])
+    );
+    assert_eq!(
+        nodes(&inst, "second/ns/svc:p"),
+        Some(vec![node("10.8.0.2", 2)])
+    );
     assert_eq!(nodes(&inst, "third/ns/svc:p"), None, "unknown cluster id");
-    assert_eq!(nodes(&inst, "ns/svc:p"), None, "single-cluster name in multi mode");
-    assert!(!inst.ready(), "not ready while one cluster has never listed");
+    assert_eq!(
+        nodes(&inst, "ns/svc:p"),
+        None,
+        "single-cluster name in multi mode"
+    );
+    assert!(
+        !inst.ready(),
+        "not ready while one cluster has never listed"
+    );
     let dump = k8s_disc::dump::dump(&inst);
     assert_eq!(dump["endpoints"][1]["id"], "second");
     assert_eq!(
         dump["endpoints"][1]["endpoints"][0]["value"],
         r#"{"p":[{"host":"10.8.0.2","port":2,"weight":7}]}"#
     );
-    assert_eq!(dump["config"][0]["client"]["token"], "******", "tokens are masked");
-    assert!(dump["status"][2]["last_error"].as_str().unwrap().contains("Connection refused"), "{dump}");
+    assert_eq!(
+        dump["config"][0]["client"]["token"], "******",
+        "tokens are masked"
+    );
+    assert!(
+        dump["status"][2]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{dump}"
+    );
 }

@@ -10,12 +10,22 @@ fn init(json: &str) -> Result<*const Instance, (i64, String)> {
     let mut out: *const Instance = ptr::null();
     let mut err = [0 as c_char; 512];
     // SAFETY: all pointers are valid for the lengths passed.
-    let rc = unsafe { k8s_disc_init(json.as_ptr().cast(), json.len(), &mut out, err.as_mut_ptr(), err.len()) };
+    let rc = unsafe {
+        k8s_disc_init(
+            json.as_ptr().cast(),
+            json.len(),
+            &mut out,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
     if rc == 0 {
         Ok(out)
     } else {
         // SAFETY: k8s_disc_init NUL-terminates the message within the buffer.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         Err((rc, msg))
     }
 }
@@ -24,9 +34,13 @@ const GOOD: &str = r#"{"service":{"schema":"http","host":"127.0.0.1","port":"1"}
 
 #[test]
 fn init_reports_config_errors_with_field_and_value() {
-    let (rc, msg) = init(r#"{"service":{"host":"127.0.0.1","port":"0"},"client":{"token":"t"}}"#).unwrap_err();
+    let (rc, msg) =
+        init(r#"{"service":{"host":"127.0.0.1","port":"0"},"client":{"token":"t"}}"#).unwrap_err();
     assert_eq!(rc, K8S_DISC_E_CONFIG);
-    assert!(msg.contains("service.port") && msg.contains("\"0\""), "{msg}");
+    assert!(
+        msg.contains("service.port") && msg.contains("\"0\""),
+        "{msg}"
+    );
     let (rc, msg) = init("{not json").unwrap_err();
     assert_eq!(rc, K8S_DISC_E_CONFIG);
     assert!(msg.contains("discovery.kubernetes"), "{msg}");
@@ -41,10 +55,26 @@ fn init_rejects_null_and_non_utf8() {
     assert_eq!(rc, K8S_DISC_E_INVALID);
     let bad = [0xffu8, 0xfe];
     // SAFETY: valid buffer of invalid UTF-8.
-    let rc = unsafe { k8s_disc_init(bad.as_ptr().cast(), bad.len(), &mut out, err.as_mut_ptr(), err.len()) };
+    let rc = unsafe {
+        k8s_disc_init(
+            bad.as_ptr().cast(),
+            bad.len(),
+            &mut out,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
     assert_eq!(rc, K8S_DISC_E_INVALID);
     // SAFETY: NULL output pointer must be rejected; a NULL error buffer is allowed.
-    let rc = unsafe { k8s_disc_init(GOOD.as_ptr().cast(), GOOD.len(), ptr::null_mut(), ptr::null_mut(), 0) };
+    let rc = unsafe {
+        k8s_disc_init(
+            GOOD.as_ptr().cast(),
+            GOOD.len(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            0,
+        )
+    };
     assert_eq!(rc, K8S_DISC_E_INVALID);
 }
 
@@ -52,7 +82,10 @@ fn init_rejects_null_and_non_utf8() {
 fn same_config_gives_the_same_handle() {
     let a = init(GOOD).unwrap();
     let b = init(GOOD).unwrap();
-    assert_eq!(a, b, "re-running init with an unchanged config (reload) keeps the instance and its regions");
+    assert_eq!(
+        a, b,
+        "re-running init with an unchanged config (reload) keeps the instance and its regions"
+    );
 }
 
 #[test]
@@ -64,34 +97,90 @@ fn nodes_checks_every_pointer_and_length() {
     // SAFETY: every call passes either valid pointers or NULL where NULL must be rejected.
     unsafe {
         assert_eq!(
-            k8s_disc_nodes(h, name.as_ptr().cast(), name.len(), &mut version, &mut hint, buf.as_mut_ptr(), &mut len),
+            k8s_disc_nodes(
+                h,
+                name.as_ptr().cast(),
+                name.len(),
+                &mut version,
+                &mut hint,
+                buf.as_mut_ptr(),
+                &mut len
+            ),
             K8S_DISC_NOT_FOUND
         );
         assert_eq!(
-            k8s_disc_nodes(ptr::null(), name.as_ptr().cast(), name.len(), &mut version, &mut hint, buf.as_mut_ptr(), &mut len),
+            k8s_disc_nodes(
+                ptr::null(),
+                name.as_ptr().cast(),
+                name.len(),
+                &mut version,
+                &mut hint,
+                buf.as_mut_ptr(),
+                &mut len
+            ),
             K8S_DISC_E_INVALID
         );
         assert_eq!(
-            k8s_disc_nodes(h, ptr::null(), 5, &mut version, &mut hint, buf.as_mut_ptr(), &mut len),
+            k8s_disc_nodes(
+                h,
+                ptr::null(),
+                5,
+                &mut version,
+                &mut hint,
+                buf.as_mut_ptr(),
+                &mut len
+            ),
             K8S_DISC_E_INVALID
         );
         assert_eq!(
-            k8s_disc_nodes(h, name.as_ptr().cast(), name.len(), ptr::null_mut(), &mut hint, buf.as_mut_ptr(), &mut len),
+            k8s_disc_nodes(
+                h,
+                name.as_ptr().cast(),
+                name.len(),
+                ptr::null_mut(),
+                &mut hint,
+                buf.as_mut_ptr(),
+                &mut len
+            ),
             K8S_DISC_E_INVALID
         );
         assert_eq!(
-            k8s_disc_nodes(h, name.as_ptr().cast(), name.len(), &mut version, &mut hint, ptr::null_mut(), &mut len),
+            k8s_disc_nodes(
+                h,
+                name.as_ptr().cast(),
+                name.len(),
+                &mut version,
+                &mut hint,
+                ptr::null_mut(),
+                &mut len
+            ),
             K8S_DISC_E_INVALID
         );
         let long = "x".repeat(5000);
         assert_eq!(
-            k8s_disc_nodes(h, long.as_ptr().cast(), long.len(), &mut version, &mut hint, buf.as_mut_ptr(), &mut len),
+            k8s_disc_nodes(
+                h,
+                long.as_ptr().cast(),
+                long.len(),
+                &mut version,
+                &mut hint,
+                buf.as_mut_ptr(),
+                &mut len
+            ),
             K8S_DISC_E_INVALID
         );
         // A stale hint pointing past the slot table is harmless.
         let (mut v, mut bad_hint) = (12345u64, u64::MAX);
         assert_eq!(
-            k8s_disc_nodes(h, name.as_ptr().cast(), name.len(), &mut v, &mut bad_hint, buf.as_mut_ptr(), &mut len),
+            k8s_disc_nodes(
+                h,
+                name.as_ptr().cast(),
+                name.len(),
+                &mut v,
+                &mut bad_hint,
+                buf.as_mut_ptr(),
+                &mut len
+            ),
             K8S_DISC_NOT_FOUND
         );
         assert_eq!(k8s_disc_ready(ptr::null()), K8S_DISC_E_INVALID);
@@ -116,7 +205,10 @@ fn dump_and_info_use_the_needed_length_protocol() {
     // SAFETY: valid buffer.
     let n = unsafe { k8s_disc_info(h, info.as_mut_ptr(), info.len()) } as usize;
     let info: serde_json::Value = serde_json::from_slice(&info[..n]).unwrap();
-    assert_eq!(info, serde_json::json!({"multi": false, "clusters": [{"id": "", "default_weight": 50}]}));
+    assert_eq!(
+        info,
+        serde_json::json!({"multi": false, "clusters": [{"id": "", "default_weight": 50}]})
+    );
     // SAFETY: the version string is static and NUL-terminated.
     let v = unsafe { std::ffi::CStr::from_ptr(k8s_disc_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
