@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_disc::instance::{Instance, NodesLookup};
 use k8s_disc::model::Node;
 use k8s_disc::store::decode_nodes;
-use k8s_fake_apiserver::{FakeApiServer, Fault, FaultKind, Kind, Options};
+use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
 use serde_json::{Value, json};
 
 fn server() -> FakeApiServer {
@@ -181,12 +181,9 @@ fn watch_410_relists_and_keeps_serving_meanwhile() {
     // Break the watch, make the history unusable, and change state while the watcher is away: it must
     // relist, pick up the change and drop the deleted service, without ever serving nothing for "a".
     let lists_before = s.stats().lists;
-    s.inject_fault(Fault {
-        kind: FaultKind::DelayMs,
-        path_prefix: "/api/v1/endpoints".into(),
-        ms: Some(300),
-        ..Fault::default()
-    });
+    // The watcher loses its connection and backs off (>= 0.8 s); meanwhile the state changes and the history
+    // it would resume from is compacted away, so resuming gives 410 and it must relist.
+    s.reset_watches();
     s.delete(Kind::Endpoints, "ns", "b");
     s.apply(endpoints(
         "ns",
@@ -195,7 +192,11 @@ fn watch_410_relists_and_keeps_serving_meanwhile() {
         json!([{"name": "http", "port": 80}]),
     ));
     s.compact();
-    s.reset_watches();
+    assert_eq!(
+        nodes(&inst, "ns/b:http"),
+        Some(vec![node("10.2.0.2", 80)]),
+        "old data served meanwhile"
+    );
     eventually("relist applied", || {
         nodes(&inst, "ns/a:http") == Some(vec![node("10.2.0.9", 80)])
     });
@@ -235,39 +236,46 @@ fn paged_list_with_expired_continue_token_falls_back_to_a_full_list() {
 }
 
 #[test]
-fn failed_page_deletes_nothing() {
+fn a_failed_later_page_fails_the_whole_list_and_deletes_nothing() {
     let s = server();
-    s.apply(endpoints(
-        "ns",
-        "keep",
-        &["10.4.0.1"],
-        json!([{"name": "http", "port": 80}]),
-    ));
+    for i in 0..700 {
+        s.apply(endpoints(
+            "ns",
+            &format!("svc{i:03}"),
+            &["10.4.0.1"],
+            json!([{"name": "http", "port": 80}]),
+        ));
+    }
     let inst = start(&s, json!({}));
     eventually("first list", || inst.ready());
-    // Force relists that fail on a page: the data listed before must stay.
-    for _ in 0..3 {
-        s.inject_fault(Fault {
-            watch: Some(false),
-            ..Fault::response("/api/v1/endpoints", 500)
-        });
-    }
-    s.compact();
-    s.reset_watches();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        nodes(&inst, "ns/keep:http"),
-        Some(vec![node("10.4.0.1", 80)])
-    );
-    s.apply(endpoints(
-        "ns",
-        "keep",
-        &["10.4.0.2"],
-        json!([{"name": "http", "port": 80}]),
-    ));
-    eventually("recovers", || {
-        nodes(&inst, "ns/keep:http") == Some(vec![node("10.4.0.2", 80)])
+    // Relists now fail on their second page (first page served, then a 500).
+    s.inject_fault(Fault {
+        watch: Some(false),
+        count: 2,
+        ..Fault::response("/api/v1/endpoints", 500).query_contains("continue=")
     });
+    s.reset_watches();
+    s.delete(Kind::Endpoints, "ns", "svc000");
+    s.compact();
+    // While the relists fail, every service listed before stays, including ones on the page that failed.
+    eventually("both failing relists happened", || {
+        s.stats().faults_pending == 0
+    });
+    for i in [1, 499, 500, 699] {
+        assert!(
+            nodes(&inst, &format!("ns/svc{i:03}:http")).is_some(),
+            "svc{i:03} kept"
+        );
+    }
+    assert!(
+        nodes(&inst, "ns/svc000:http").is_some(),
+        "nothing deleted until a list completes"
+    );
+    // The next relist succeeds and only then removes what is gone.
+    eventually("relist completes", || {
+        nodes(&inst, "ns/svc000:http").is_none()
+    });
+    assert!(nodes(&inst, "ns/svc699:http").is_some());
 }
 
 #[test]

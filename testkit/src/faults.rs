@@ -20,7 +20,8 @@ pub enum FaultKind {
 
 /// One queued fault. JSON form (POST /fake/faults):
 /// `{"kind":"response","path_prefix":"/api/v1/endpoints","count":1,"status":429,
-///   "retry_after":1,"body":"...","content_type":"text/plain","watch":true,"method":"GET"}`.
+///   "retry_after":1,"body":"...","content_type":"text/plain","watch":true,"method":"GET",
+///   "query_contains":"continue="}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Fault {
@@ -39,6 +40,8 @@ pub struct Fault {
     pub watch: Option<bool>,
     /// Only this HTTP method.
     pub method: Option<String>,
+    /// Only requests whose query string contains this (e.g. `continue=` for the later pages of a list).
+    pub query_contains: Option<String>,
 }
 
 impl Default for Fault {
@@ -56,6 +59,7 @@ impl Default for Fault {
             ms: None,
             watch: None,
             method: None,
+            query_contains: None,
         }
     }
 }
@@ -116,7 +120,13 @@ impl Fault {
         self
     }
 
-    fn matches(&self, method: &str, path: &str, is_watch: bool) -> bool {
+    /// Restrict to requests whose query string contains `needle`.
+    pub fn query_contains(mut self, needle: &str) -> Self {
+        self.query_contains = Some(needle.into());
+        self
+    }
+
+    fn matches(&self, method: &str, path: &str, query: &str, is_watch: bool) -> bool {
         // A reset targets the next watch unless `watch: false` explicitly aims it at lists,
         // so that a relist on the same path does not use it up.
         let want_watch = self
@@ -124,6 +134,10 @@ impl Fault {
             .or((self.kind == FaultKind::ResetAfterBytes).then_some(true));
         path.starts_with(&self.path_prefix)
             && want_watch.is_none_or(|w| w == is_watch)
+            && self
+                .query_contains
+                .as_deref()
+                .is_none_or(|q| query.contains(q))
             && self
                 .method
                 .as_deref()
@@ -162,12 +176,12 @@ impl FaultQueue {
 
     /// Consumes the faults that apply: every matching delay accumulates, and the first
     /// matching response or reset fault decides the outcome.
-    pub fn take(&mut self, method: &str, path: &str, is_watch: bool) -> Decision {
+    pub fn take(&mut self, method: &str, path: &str, query: &str, is_watch: bool) -> Decision {
         let mut d = Decision::default();
         let mut i = 0;
         while i < self.queue.len() {
             let f = &mut self.queue[i];
-            if !f.matches(method, path, is_watch) {
+            if !f.matches(method, path, query, is_watch) {
                 i += 1;
                 continue;
             }
@@ -201,13 +215,13 @@ mod tests {
         q.push(Fault::delay_ms("/api", 5));
         q.push(Fault::response("/api/v1/endpoints", 429).count(2));
         q.push(Fault::reset_after_bytes("/apis", 10));
-        let d = q.take("GET", "/api/v1/endpoints", false);
+        let d = q.take("GET", "/api/v1/endpoints", "", false);
         assert_eq!(d.delay_ms, 5);
         assert_eq!(d.respond.unwrap().status, Some(429));
-        assert!(q.take("GET", "/apis/x", false).reset_after.is_none());
-        assert_eq!(q.take("GET", "/apis/x", true).reset_after, Some(10));
+        assert!(q.take("GET", "/apis/x", "", false).reset_after.is_none());
+        assert_eq!(q.take("GET", "/apis/x", "", true).reset_after, Some(10));
         assert_eq!(
-            q.take("GET", "/api/v1/endpoints", true)
+            q.take("GET", "/api/v1/endpoints", "", true)
                 .respond
                 .unwrap()
                 .status,

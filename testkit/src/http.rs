@@ -222,7 +222,12 @@ async fn api(
     }
     let q = Query::parse(req.uri().query());
     let is_watch = q.bool("watch");
-    let decision = shared.faults().take(req.method().as_str(), path, is_watch);
+    let decision = shared.faults().take(
+        req.method().as_str(),
+        path,
+        req.uri().query().unwrap_or(""),
+        is_watch,
+    );
     if decision.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(decision.delay_ms)).await;
     }
