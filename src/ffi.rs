@@ -194,14 +194,17 @@ pub unsafe extern "C" fn k8s_disc_nodes(
         };
         // SAFETY: pointers checked non-NULL above; the caller guarantees they are valid.
         let (known_version, known_hint, cap) = unsafe { (*version, *hint, *buf_len) };
+        // The common case first: nothing changed, so the name need not even be looked at.
+        if known_version != 0 && inst.is_current(known_hint, known_version) {
+            return K8S_DISC_UNCHANGED;
+        }
         // SAFETY: the caller guarantees name_len readable bytes at name.
         let Some(name) = (unsafe { str_arg(name, name_len, MAX_NAME) }) else {
             return K8S_DISC_E_INVALID;
         };
         // SAFETY: the caller guarantees `cap` writable bytes at buf.
         let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
-        let known = (known_version != 0).then_some((known_hint, known_version));
-        match inst.nodes(name, known, out) {
+        match inst.nodes(name, None, out) {
             NodesLookup::Unchanged => K8S_DISC_UNCHANGED,
             NodesLookup::Found {
                 hint: new_hint,

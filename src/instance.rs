@@ -132,13 +132,10 @@ impl Instance {
     /// Looks up `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode). `known` is the caller's
     /// (hint, version) from a previous lookup; `hint` packs the cluster index and slot.
     pub fn nodes(&self, name: &str, known: Option<(u64, u64)>, out: &mut [u8]) -> NodesLookup {
-        if let Some((hint, version)) = known {
-            let (idx, slot) = ((hint >> 32) as usize, hint as u32);
-            if let Some(c) = self.clusters.get(idx)
-                && c.region.is_current(slot, version)
-            {
-                return NodesLookup::Unchanged;
-            }
+        if let Some((hint, version)) = known
+            && self.is_current(hint, version)
+        {
+            return NodesLookup::Unchanged;
         }
         let Some((idx, key)) = self.route(name) else {
             return NodesLookup::NotFound;
@@ -160,6 +157,15 @@ impl Instance {
             Lookup::TooSmall { need } => NodesLookup::TooSmall { need },
             Lookup::Busy => NodesLookup::Busy,
         }
+    }
+
+    /// Whether a (hint, version) pair from an earlier lookup still names current content: the `nodes()` fast path,
+    /// which needs neither the name nor a hash.
+    pub fn is_current(&self, hint: u64, version: u64) -> bool {
+        let (idx, slot) = ((hint >> 32) as usize, hint as u32);
+        self.clusters
+            .get(idx)
+            .is_some_and(|c| c.region.is_current(slot, version))
     }
 
     /// True once every cluster has completed its first full list.

@@ -274,6 +274,15 @@ impl Watcher {
                 let body = read_body(resp.into_body(), MAX_BODY_BYTES).await?;
                 let page: ListPage = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
+                // A 200 that is not a list of the expected kind (a proxy's page, a Status) must never be taken
+                // for an empty cluster: that would delete everything.
+                let expected_kind = format!("{}List", self.resource.name());
+                if page.kind.as_deref().is_some_and(|k| k != expected_kind) {
+                    return Err(ApiError::Decode(format!(
+                        "expected a {expected_kind}, got kind {:?}",
+                        page.kind.unwrap_or_default()
+                    )));
+                }
                 for item in page.items.unwrap_or_default() {
                     match Object::parse(self.resource, item) {
                         Ok(obj) => {
@@ -469,6 +478,8 @@ async fn owner_lost(p: &Publisher<'_>) {
 /// A LIST response page; items are parsed one by one so a single malformed object is skipped, not fatal.
 #[derive(serde::Deserialize)]
 struct ListPage {
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     metadata: ListMeta,
     #[serde(default)]

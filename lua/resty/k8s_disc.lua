@@ -48,7 +48,7 @@ local agent_enabled = false
 local watcher_mode = "auto"
 
 -- Per-worker state for nodes().
-local cache = {}     -- service name -> { ver = uint64, hint = uint64, nodes = table }
+local cache = {}     -- service name -> { ver = number, hint = number, nodes = table }
 local version_box = ffi_new("uint64_t[1]")
 local hint_box = ffi_new("uint64_t[1]")
 local len_box = ffi_new("size_t[1]")
@@ -247,7 +247,9 @@ function _M.nodes(name)
                 }
                 p = p + 3 + host_len
             end
-            cache[name] = { ver = version_box[0], hint = hint_box[0], nodes = nodes }
+            -- Plain numbers, not boxed uint64 cdata: versions and hints stay far below 2^53, and numbers cost no
+            -- allocation.
+            cache[name] = { ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes }
             return nodes
         end
         if rc == NOT_FOUND then

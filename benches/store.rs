@@ -1,0 +1,99 @@
+//! Store micro-benchmarks: prints ns per operation for the lookups behind `nodes()` and for writes, and writes
+//! the same numbers as JSON to `target/bench-store.json`. Run: `cargo bench --bench store`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use k8s_disc::model::Node;
+use k8s_disc::store::{Lookup, Region, Writer};
+
+fn nodes(n: usize, seed: usize) -> Vec<Node> {
+    (0..n)
+        .map(|i| Node {
+            host: format!("10.{}.{}.{}", seed % 250, i / 250, i % 250),
+            port: 8080,
+        })
+        .collect()
+}
+
+/// Runs `f` `iters` times and returns ns per call (best of 5 runs, to ride out a noisy neighbour).
+fn measure(iters: u64, mut f: impl FnMut(u64)) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for i in 0..iters {
+            f(i);
+        }
+        best = best.min(t.elapsed().as_nanos() as f64 / iters as f64);
+    }
+    best
+}
+
+fn main() {
+    let services = 10_000;
+    let region = Region::create(64 << 20).expect("region");
+    let mut w = Writer::claim(&region).expect("claim");
+    let keys: Vec<String> = (0..services)
+        .map(|i| format!("ns{}/svc{i}:http", i % 50))
+        .collect();
+    {
+        let mut b = w.batch().expect("batch");
+        for (i, k) in keys.iter().enumerate() {
+            b.put_port(k, &nodes(10, i));
+        }
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let mut known = Vec::with_capacity(services);
+    for k in &keys {
+        match region.lookup(k.as_bytes(), None, &mut buf) {
+            Lookup::Found { slot, version, .. } => known.push((slot, version)),
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+
+    let unchanged_one = measure(10_000_000, |_| {
+        black_box(region.is_current(black_box(known[0].0), black_box(known[0].1)));
+    });
+    let unchanged_spread = measure(2_000_000, |i| {
+        let (s, v) = known[(i as usize * 7919) % services];
+        black_box(region.is_current(s, v));
+    });
+    let full_lookup = measure(1_000_000, |i| {
+        let k = &keys[(i as usize * 7919) % services];
+        black_box(region.lookup(k.as_bytes(), None, &mut buf));
+    });
+    let miss = measure(1_000_000, |i| {
+        black_box(region.lookup(format!("nope/x{}:http", i % 100).as_bytes(), None, &mut buf));
+    });
+    let mut round = 0usize;
+    let write = measure(20_000, |i| {
+        round += 1;
+        let k = &keys[(i as usize * 7919) % services];
+        black_box(w.batch().expect("batch").put_port(k, &nodes(10, round)));
+    });
+    let st = region.status();
+    let per_endpoint = st.heap_used as f64 / (services * 10) as f64;
+    let slot_bytes_per_endpoint = (64.0 * 1024.0 * 1024.0 / 256.0 * 32.0) / (services * 10) as f64;
+
+    println!("store benchmark: {services} services x 10 nodes, region 64 MiB (best of 5 runs)");
+    println!("  unchanged check, same key          {unchanged_one:8.1} ns/op");
+    println!("  unchanged check, keys spread       {unchanged_spread:8.1} ns/op");
+    println!("  full lookup + copy (10 nodes)      {full_lookup:8.1} ns/op");
+    println!("  miss (unknown key)                 {miss:8.1} ns/op");
+    println!("  write of one 10-node entry         {write:8.1} ns/op");
+    println!("  heap bytes per endpoint            {per_endpoint:8.1}");
+    println!(
+        "  slot-table bytes per endpoint      {slot_bytes_per_endpoint:8.1} (fixed table sized by shared_size)"
+    );
+    let json = format!(
+        "{{\"services\":{services},\"nodes_per_service\":10,\"unchanged_same_key_ns\":{unchanged_one:.1},\
+         \"unchanged_spread_ns\":{unchanged_spread:.1},\"full_lookup_ns\":{full_lookup:.1},\"miss_ns\":{miss:.1},\
+         \"write_ns\":{write:.1},\"heap_bytes_per_endpoint\":{per_endpoint:.1}}}\n"
+    );
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-store.json");
+    if let Err(e) = std::fs::write(&out, json) {
+        eprintln!("cannot write {}: {e}", out.display());
+    }
+}
