@@ -12,9 +12,10 @@ use crate::config::{self, Config};
 use crate::store::{Lookup, Region};
 use crate::watcher::Cluster;
 
-/// Instances kept alive: the current one and the previous one (a failed reload leaves nginx running the previous
+/// Instances kept alive: those of the current and the previous configuration, with room for an http and a stream
+/// Lua VM each (a failed reload leaves nginx running the previous
 /// configuration, and workers it respawns must still find that instance in the master's memory).
-const KEPT_INSTANCES: usize = 2;
+const KEPT_INSTANCES: usize = 4;
 
 static INSTANCES: Mutex<Vec<Arc<Instance>>> = Mutex::new(Vec::new());
 

@@ -52,7 +52,7 @@ _EOC_
     }
 });
 
-plan tests => 22;
+plan tests => 28;
 
 run_tests();
 
@@ -231,9 +231,65 @@ invalid discovery config: service.port = "99999"
             ngx.say("changes still arrive: ", ok == true)
         }
     }
+--- timeout: 10
 --- request eval
 ["GET /reload", "GET /after"]
 --- response_body eval
 ["reload signalled: true\n", "serving after reload: true\nactive watches: 1\nchanges still arrive: true\n"]
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: a killed watcher is respawned, relists, and the last good data is served meanwhile
+--- config
+    location = /kill {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            assert(require("k8s_test").wait_ready(5))
+            local writer = k8s_disc.dump().status[1].writer_pid
+            local ffi = require("ffi")
+            ffi.cdef("int kill(int pid, int sig);")
+            ngx.say("have a writer: ", writer > 0)
+            local f = assert(io.open(ngx.config.prefix() .. "logs/killed-writer.pid", "w"))
+            f:write(writer)
+            f:close()
+            if writer == ngx.worker.pid() then
+                -- Do not die mid-response: kill this process once the response is out.
+                ngx.eof()
+                ngx.timer.at(0.05, function() ffi.C.kill(writer, 9) end)
+                ngx.sleep(1)
+            else
+                ffi.C.kill(writer, 9)
+            end
+        }
+    }
+    location = /after {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            ngx.say("data kept: ", k8s_disc.nodes("ns-b/web:http") ~= nil)
+            local f = assert(io.open(ngx.config.prefix() .. "logs/killed-writer.pid"))
+            local killed = tonumber(f:read("*a"))
+            f:close()
+            local relisted = t.wait_until(function()
+                local st = k8s_disc.dump().status[1]
+                return st.writer_pid ~= killed and st.state == "watching"
+            end, 5)
+            ngx.say("new watcher relisted: ", relisted == true)
+            t.apply(port, t.endpoints("ns-b", "web", {"10.0.0.11"}, {{name = "http", port = 8080}}))
+            local ok = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-b/web:http")
+                return n and n[1].host == "10.0.0.11"
+            end, 3)
+            ngx.say("changes arrive again: ", ok == true)
+        }
+    }
+--- timeout: 10
+--- request eval
+["GET /kill", "GET /after"]
+--- response_body eval
+["have a writer: true\n", "data kept: true\nnew watcher relisted: true\nchanges arrive again: true\n"]
 --- no_error_log
 [error]
