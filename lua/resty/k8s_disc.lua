@@ -46,6 +46,7 @@ local multi = false
 local weights = {}   -- cluster id ("" in single mode) -> default_weight
 local agent_enabled = false
 local watcher_mode = "auto"
+local explicit_log_level = false
 
 -- Per-worker state for nodes().
 local cache = {}     -- service name -> { ver = number, hint = number, nodes = table }
@@ -149,6 +150,7 @@ function _M.init(conf, opts)
             error("k8s-disc: invalid log_level " .. tostring(opts.log_level), 2)
         end
         lib.k8s_disc_set_log_level(level)
+        explicit_log_level = true
     end
     watcher_mode = opts.watcher or "auto"
     if watcher_mode ~= "auto" and watcher_mode ~= "agent" and watcher_mode ~= "worker" then
@@ -190,6 +192,14 @@ function _M.init_worker()
     end
     if not is_watcher_process() then
         return false
+    end
+    if not explicit_log_level then
+        -- Follow nginx's error_log level, so the watcher is as quiet as the rest of the log.
+        local ok, errlog = pcall(require, "ngx.errlog")
+        local level = ok and errlog.get_sys_filter_level()
+        if level then
+            lib.k8s_disc_set_log_level(level <= 4 and 1 or math.min(level - 3, 5))
+        end
     end
     local errbuf = ffi_new("char[?]", 1024)
     local rc = tonumber(lib.k8s_disc_start(handle, errbuf, 1024))
