@@ -77,4 +77,39 @@ function _M.endpoints(ns, name, ips, ports, labels)
     }
 end
 
+-- Compares two decoded JSON values; returns true, or false and the path of the first difference.
+function _M.same(a, b, path)
+    path = path or "$"
+    if type(a) ~= type(b) then
+        return false, path .. ": " .. type(a) .. " vs " .. type(b)
+    end
+    if type(a) ~= "table" then
+        if a == b then return true end
+        return false, path .. ": " .. tostring(a) .. " vs " .. tostring(b)
+    end
+    for k, v in pairs(a) do
+        local ok, where = _M.same(v, b[k], path .. "." .. tostring(k))
+        if not ok then return false, where end
+    end
+    for k in pairs(b) do
+        if a[k] == nil then return false, path .. "." .. tostring(k) .. ": missing" end
+    end
+    return true
+end
+
+-- Space-separated node counts of several service names, polled until they equal `expect` (same format) or
+-- `timeout` seconds pass; the last counts are returned either way.
+function _M.counts(names, expect, timeout, nodes_fn)
+    local line
+    _M.wait_until(function()
+        local out = {}
+        for i, name in ipairs(names) do
+            out[i] = _M.count(name, nodes_fn)
+        end
+        line = table.concat(out, " ")
+        return expect == nil or line == expect
+    end, timeout or 5)
+    return line
+end
+
 return _M
