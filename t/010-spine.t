@@ -52,7 +52,7 @@ _EOC_
     }
 });
 
-plan tests => 28;
+plan tests => 31;
 
 run_tests();
 
@@ -291,5 +291,26 @@ invalid discovery config: service.port = "99999"
 ["GET /kill", "GET /after"]
 --- response_body eval
 ["have a writer: true\n", "data kept: true\nnew watcher relisted: true\nchanges arrive again: true\n"]
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: init() outside init_by_lua is refused with a clear message
+--- config
+    location = /t {
+        content_by_lua_block {
+            local ok, err = pcall(require("resty.k8s_disc").init, { client = { token = "t" } })
+            ngx.say(ok, " ", err)
+            -- And the module still serves what the master initialised.
+            assert(require("k8s_test").wait_ready(5))
+            ngx.say(require("resty.k8s_disc").nodes("ns-b/web:http") ~= nil)
+        }
+    }
+--- request
+GET /t
+--- response_body
+false k8s-disc: init() must be called in init_by_lua (the master), not in a worker process
+true
 --- no_error_log
 [error]

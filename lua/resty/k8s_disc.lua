@@ -123,6 +123,12 @@ local LOG_LEVELS = { error = 1, warn = 2, notice = 3, info = 4, debug = 5 }
 -- Raises on an invalid config, so nginx refuses to start with the message.
 function _M.init(conf, opts)
     opts = opts or {}
+    local has_process, process = pcall(require, "ngx.process")
+    local ptype = has_process and process.type()
+    if ptype == "worker" or ptype == "privileged agent" then
+        -- Shared memory mapped after fork would be private to this process: nothing would reach the others.
+        error("k8s-disc: init() must be called in init_by_lua (the master), not in a " .. ptype .. " process", 2)
+    end
     if type(conf) ~= "table" then
         error("k8s-disc: invalid discovery config: expected a table, got " .. type(conf), 2)
     end
@@ -158,8 +164,7 @@ function _M.init(conf, opts)
               .. " (expected auto, agent or worker)", 2)
     end
     if watcher_mode ~= "worker" then
-        local ok, process = pcall(require, "ngx.process")
-        if ok and process.type() == "master" then
+        if ptype == "master" then
             local enabled, perr = process.enable_privileged_agent()
             agent_enabled = enabled and true or false
             if not enabled and watcher_mode == "agent" then
