@@ -9,7 +9,11 @@
 -- once returned is never modified, so callers may keep, sort or extend it.
 
 local ffi = require("ffi")
-local cjson = require("cjson.safe")
+local cjson = require("cjson.safe").new()
+-- Keep empty JSON arrays as arrays when the dump is re-encoded (OpenResty's cjson; a no-op elsewhere).
+if cjson.decode_array_with_array_mt then
+    cjson.decode_array_with_array_mt(true)
+end
 
 local C_NULL = nil
 local type, tonumber, error, pairs, ipairs = type, tonumber, error, pairs, ipairs
