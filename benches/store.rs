@@ -32,7 +32,7 @@ fn measure(iters: u64, mut f: impl FnMut(u64)) -> f64 {
 fn main() {
     let services = 10_000;
     let region = Region::create(64 << 20).expect("region");
-    let mut w = Writer::claim(&region).expect("claim");
+    let mut w = Writer::claim(&region, 1).expect("claim");
     let keys: Vec<String> = (0..services)
         .map(|i| format!("ns{}/svc{i}:http", i % 50))
         .collect();
@@ -45,7 +45,7 @@ fn main() {
     let mut buf = vec![0u8; 1 << 16];
     let mut known = Vec::with_capacity(services);
     for k in &keys {
-        match region.lookup(k.as_bytes(), None, &mut buf) {
+        match region.lookup(k.as_bytes(), &mut buf) {
             Lookup::Found { slot, version, .. } => known.push((slot, version)),
             other => panic!("{k}: {other:?}"),
         }
@@ -60,10 +60,10 @@ fn main() {
     });
     let full_lookup = measure(1_000_000, |i| {
         let k = &keys[(i as usize * 7919) % services];
-        black_box(region.lookup(k.as_bytes(), None, &mut buf));
+        black_box(region.lookup(k.as_bytes(), &mut buf));
     });
     let miss = measure(1_000_000, |i| {
-        black_box(region.lookup(format!("nope/x{}:http", i % 100).as_bytes(), None, &mut buf));
+        black_box(region.lookup(format!("nope/x{}:http", i % 100).as_bytes(), &mut buf));
     });
     let mut round = 0usize;
     let write = measure(20_000, |i| {

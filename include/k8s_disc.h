@@ -64,11 +64,20 @@ const char *k8s_disc_version(void);
  * `config` must be valid for `config_len` bytes, `out` valid for one pointer write, `err` valid for `err_cap`
  * bytes (or NULL).
  */
-int64_t k8s_disc_init(const char *config,
+int32_t k8s_disc_init(const char *config,
                       size_t config_len,
                       const k8s_disc_t **out,
                       char *err,
                       size_t err_cap);
+
+/**
+ * Gives back the reference a handle from `k8s_disc_init` holds (the Lua layer calls it when its VM closes, e.g.
+ * the master's previous configuration after a reload). NULL is ignored. The handle must not be used afterwards.
+ *
+ * # Safety
+ * `h` must be NULL or a handle from `k8s_disc_init`, released at most once.
+ */
+void k8s_disc_release(const k8s_disc_t *h);
 
 /**
  * Starts the watchers of `h` on a background thread of the calling process (the privileged agent, worker 0 or
@@ -77,7 +86,7 @@ int64_t k8s_disc_init(const char *config,
  * # Safety
  * `h` must be a handle from `k8s_disc_init`; `err` valid for `err_cap` bytes (or NULL).
  */
-int64_t k8s_disc_start(const k8s_disc_t *h,
+int32_t k8s_disc_start(const k8s_disc_t *h,
                        char *err,
                        size_t err_cap);
 
@@ -85,16 +94,17 @@ int64_t k8s_disc_start(const k8s_disc_t *h,
  * Looks up the nodes of `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode).
  *
  * `*version` and `*hint` carry the caller's state for this name (0 and 0 at first). If they are still current,
- * returns `K8S_DISC_UNCHANGED` without copying anything. Otherwise, writes the nodes into `buf` as
- * `count` x `[u16 port LE][u8 host_len][host bytes]`, updates `*version`, `*hint` and `*buf_len` (bytes used),
- * and returns `count` (>= 0). Unknown names give `K8S_DISC_NOT_FOUND`; a small buffer gives `K8S_DISC_E_BUFFER`
- * with the size needed in `*buf_len`.
+ * returns `K8S_DISC_UNCHANGED` without looking at the name or copying anything. Otherwise, writes the nodes into
+ * `buf` as `count` x `[u16 port LE][u8 host_len][host bytes]`, updates `*version`, `*hint` and `*buf_len` (bytes
+ * used), and returns `count` (>= 0). Unknown names give `K8S_DISC_NOT_FOUND`; a small buffer gives
+ * `K8S_DISC_E_BUFFER` with the size needed in `*buf_len`. Returns a 32-bit int so that even interpreted (not
+ * JIT-compiled) Lua gets a plain number back, with no boxed 64-bit cdata to allocate.
  *
  * # Safety
  * `h` from `k8s_disc_init`; `name` valid for `name_len` bytes; `version`, `hint`, `buf_len` valid pointers;
  * `buf` valid for `*buf_len` bytes.
  */
-int64_t k8s_disc_nodes(const k8s_disc_t *h,
+int32_t k8s_disc_nodes(const k8s_disc_t *h,
                        const char *name,
                        size_t name_len,
                        uint64_t *version,
@@ -108,7 +118,7 @@ int64_t k8s_disc_nodes(const k8s_disc_t *h,
  * # Safety
  * `h` must be a handle from `k8s_disc_init` (or NULL).
  */
-int64_t k8s_disc_ready(const k8s_disc_t *h);
+int32_t k8s_disc_ready(const k8s_disc_t *h);
 
 /**
  * The dump (APISIX `dump_data` shape plus per-cluster status) as JSON; see `write_json` for the buffer protocol.
@@ -134,7 +144,7 @@ int64_t k8s_disc_info(const k8s_disc_t *h,
 /**
  * Sets how much the watcher logs: 1 error, 2 warn, 3 notice, 4 info (default), 5 debug.
  */
-int64_t k8s_disc_set_log_level(int32_t level);
+int32_t k8s_disc_set_log_level(int32_t level);
 
 #ifdef __cplusplus
 }  // extern "C"

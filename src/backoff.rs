@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 const INITIAL: Duration = Duration::from_millis(800);
 const MAX: Duration = Duration::from_secs(30);
+/// The most a server's Retry-After may stretch one delay: a proxy answering "come back tomorrow" must not silence
+/// discovery for a day.
+const MAX_SERVER_HINT: Duration = Duration::from_secs(120);
 /// A connection that stayed healthy this long starts over from the initial delay.
 const RESET_AFTER: Duration = Duration::from_secs(120);
 
@@ -43,7 +46,7 @@ impl Backoff {
         let base = self.next;
         self.next = (self.next * 2).min(MAX);
         let jittered = base + base.mul_f64(self.random_unit());
-        jittered.max(server_hint.unwrap_or_default())
+        jittered.max(server_hint.unwrap_or_default().min(MAX_SERVER_HINT))
     }
 
     /// Forget past failures (called after a successful list or a productive watch).
@@ -88,8 +91,12 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_lower_bound() {
+    fn retry_after_is_a_lower_bound_within_reason() {
         let mut b = Backoff::new();
         assert!(b.next_delay(Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(u64::MAX))),
+            MAX_SERVER_HINT
+        );
     }
 }

@@ -43,9 +43,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// 410 Gone in any form: the resourceVersion or continue token is too old, so relist.
+    /// 410 Gone in any form (by code, or by reason from old servers): the resourceVersion or continue token is
+    /// too old, so relist.
     pub fn is_gone(&self) -> bool {
-        matches!(self, ApiError::Status { code: 410, .. })
+        match self {
+            ApiError::Status { code, reason, .. } => {
+                *code == 410 || reason == "Expired" || reason == "Gone"
+            }
+            _ => false,
+        }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -216,7 +222,7 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = read_body(resp.into_body(), 64 << 10)
+        let body = read_body(resp.into_body(), 64 << 10, Duration::from_secs(10))
             .await
             .unwrap_or_default();
         let mut err = match serde_json::from_slice::<Status>(&body) {
@@ -243,10 +249,25 @@ impl ApiClient {
     }
 }
 
-/// Reads a whole body, refusing more than `limit` bytes.
-pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads a whole body, refusing more than `limit` bytes and giving up after `idle` without data (a half-open
+/// connection would otherwise hang until TCP keepalive notices).
+pub async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::Transport(format!(
+                    "no data for {}s while reading a response",
+                    idle.as_secs()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(frame)) => frame,
+        };
         let frame = frame.map_err(|e| ApiError::Transport(error_chain(&e)))?;
         if let Some(data) = frame.data_ref() {
             if out.len() + data.len() > limit {

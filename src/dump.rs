@@ -29,11 +29,13 @@ pub fn dump(inst: &Instance) -> Value {
                 Entry::Port { key, nodes, .. } => ports.push((key, nodes)),
             }
         }
+        // A port entry belongs to its service even if the service's marker is missing (held back when full).
         for (key, nodes) in ports {
-            if let Some((svc, port)) = key.rsplit_once(':')
-                && let Some(s) = services.get_mut(svc)
-            {
-                s.insert(port.to_string(), nodes);
+            if let Some((svc, port)) = key.rsplit_once(':') {
+                services
+                    .entry(svc.to_string())
+                    .or_default()
+                    .insert(port.to_string(), nodes);
             }
         }
         let list: Vec<Value> = services

@@ -12,19 +12,19 @@ use crate::instance::{Instance, NodesLookup};
 use crate::log::Level;
 
 /// The lookup found nothing new: the caller's version is current.
-pub const K8S_DISC_UNCHANGED: i64 = -1;
+pub const K8S_DISC_UNCHANGED: i32 = -1;
 /// Unknown service, port or cluster.
-pub const K8S_DISC_NOT_FOUND: i64 = -2;
+pub const K8S_DISC_NOT_FOUND: i32 = -2;
 /// The output buffer is too small; the size needed was written to `*buf_len`.
-pub const K8S_DISC_E_BUFFER: i64 = -3;
+pub const K8S_DISC_E_BUFFER: i32 = -3;
 /// The watcher kept rewriting the entry during the read; try again.
-pub const K8S_DISC_E_BUSY: i64 = -4;
+pub const K8S_DISC_E_BUSY: i32 = -4;
 /// A NULL pointer, bad length or non-UTF-8 argument.
-pub const K8S_DISC_E_INVALID: i64 = -5;
+pub const K8S_DISC_E_INVALID: i32 = -5;
 /// The configuration was rejected (message in the error buffer).
-pub const K8S_DISC_E_CONFIG: i64 = -6;
+pub const K8S_DISC_E_CONFIG: i32 = -6;
 /// An internal failure (including a caught panic).
-pub const K8S_DISC_E_INTERNAL: i64 = -7;
+pub const K8S_DISC_E_INTERNAL: i32 = -7;
 
 /// Longest service name accepted (APISIX allows 256; leave room for the cluster id).
 const MAX_NAME: usize = 1024;
@@ -67,10 +67,23 @@ unsafe fn str_arg<'a>(ptr: *const c_char, len: usize, max: usize) -> Option<&'a 
 }
 
 /// # Safety
-/// `h` must be NULL or a handle returned by `k8s_disc_init` in this process or an ancestor.
+/// `h` must be NULL or a handle returned by `k8s_disc_init` in this process or an ancestor and not yet released.
 unsafe fn instance<'a>(h: *const Instance) -> Option<&'a Instance> {
-    // SAFETY: handles point into instances kept alive by the registry (see instance.rs).
+    // SAFETY: an unreleased handle owns a reference to its instance, which is therefore alive.
     unsafe { h.as_ref() }
+}
+
+/// Blocks every signal in the calling thread (and the threads it spawns later). nginx handles its signals
+/// (QUIT, HUP, USR1, TERM, ...) by setting flags that its main thread's event loop checks; delivered to the watcher
+/// thread instead, they would only be seen once the main thread happened to wake up.
+pub(crate) fn block_signals_in_this_thread() {
+    // SAFETY: `set` is a local sigset_t initialised by sigfillset before use; pthread_sigmask only changes the
+    // calling thread's mask and accepts a NULL old-set pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// The library version as a NUL-terminated string, e.g. "0.1.0".
@@ -93,7 +106,7 @@ pub unsafe extern "C" fn k8s_disc_init(
     out: *mut *const Instance,
     err: *mut c_char,
     err_cap: usize,
-) -> i64 {
+) -> i32 {
     guard(K8S_DISC_E_INTERNAL, || {
         if out.is_null() {
             // SAFETY: err/err_cap come from the caller as documented.
@@ -114,8 +127,9 @@ pub unsafe extern "C" fn k8s_disc_init(
         };
         match Instance::init(json) {
             Ok(inst) => {
-                // SAFETY: `out` checked non-NULL above. The registry keeps the Arc alive.
-                unsafe { *out = Arc::as_ptr(&inst) };
+                // SAFETY: `out` checked non-NULL above. The handle owns one reference, given back by
+                // `k8s_disc_release`.
+                unsafe { *out = Arc::into_raw(inst) };
                 0
             }
             Err(msg) => {
@@ -123,6 +137,21 @@ pub unsafe extern "C" fn k8s_disc_init(
                 unsafe { write_error(err, err_cap, &msg) };
                 K8S_DISC_E_CONFIG
             }
+        }
+    })
+}
+
+/// Gives back the reference a handle from `k8s_disc_init` holds (the Lua layer calls it when its VM closes, e.g.
+/// the master's previous configuration after a reload). NULL is ignored. The handle must not be used afterwards.
+///
+/// # Safety
+/// `h` must be NULL or a handle from `k8s_disc_init`, released at most once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn k8s_disc_release(h: *const Instance) {
+    guard((), || {
+        if !h.is_null() {
+            // SAFETY: `h` came from `Arc::into_raw` and is released once, as documented.
+            drop(unsafe { Arc::from_raw(h) });
         }
     })
 }
@@ -137,27 +166,26 @@ pub unsafe extern "C" fn k8s_disc_start(
     h: *const Instance,
     err: *mut c_char,
     err_cap: usize,
-) -> i64 {
+) -> i32 {
     guard(K8S_DISC_E_INTERNAL, || {
-        // SAFETY: see `instance`.
-        let Some(inst) = (unsafe { instance(h) }) else {
+        if h.is_null() {
             // SAFETY: caller-provided error buffer.
             unsafe { write_error(err, err_cap, "k8s_disc_start: NULL handle") };
             return K8S_DISC_E_INVALID;
+        }
+        // SAFETY: `h` came from `Arc::into_raw` in `k8s_disc_init` and the caller still holds that reference, so
+        // taking one more strong reference to the same allocation is sound.
+        let inst = unsafe {
+            Arc::increment_strong_count(h);
+            Arc::from_raw(h)
         };
-        let all = crate::instance::find_arc(inst);
-        match all.map(|a| crate::runtime::start(&a)) {
-            Some(Ok(true)) => 0,
-            Some(Ok(false)) => 1,
-            Some(Err(msg)) => {
+        match crate::runtime::start(&inst) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(msg) => {
                 // SAFETY: caller-provided error buffer.
                 unsafe { write_error(err, err_cap, &msg) };
                 K8S_DISC_E_INTERNAL
-            }
-            None => {
-                // SAFETY: caller-provided error buffer.
-                unsafe { write_error(err, err_cap, "k8s_disc_start: handle is no longer current") };
-                K8S_DISC_E_INVALID
             }
         }
     })
@@ -166,10 +194,11 @@ pub unsafe extern "C" fn k8s_disc_start(
 /// Looks up the nodes of `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode).
 ///
 /// `*version` and `*hint` carry the caller's state for this name (0 and 0 at first). If they are still current,
-/// returns `K8S_DISC_UNCHANGED` without copying anything. Otherwise, writes the nodes into `buf` as
-/// `count` x `[u16 port LE][u8 host_len][host bytes]`, updates `*version`, `*hint` and `*buf_len` (bytes used),
-/// and returns `count` (>= 0). Unknown names give `K8S_DISC_NOT_FOUND`; a small buffer gives `K8S_DISC_E_BUFFER`
-/// with the size needed in `*buf_len`.
+/// returns `K8S_DISC_UNCHANGED` without looking at the name or copying anything. Otherwise, writes the nodes into
+/// `buf` as `count` x `[u16 port LE][u8 host_len][host bytes]`, updates `*version`, `*hint` and `*buf_len` (bytes
+/// used), and returns `count` (>= 0). Unknown names give `K8S_DISC_NOT_FOUND`; a small buffer gives
+/// `K8S_DISC_E_BUFFER` with the size needed in `*buf_len`. Returns a 32-bit int so that even interpreted (not
+/// JIT-compiled) Lua gets a plain number back, with no boxed 64-bit cdata to allocate.
 ///
 /// # Safety
 /// `h` from `k8s_disc_init`; `name` valid for `name_len` bytes; `version`, `hint`, `buf_len` valid pointers;
@@ -183,29 +212,33 @@ pub unsafe extern "C" fn k8s_disc_nodes(
     hint: *mut u64,
     buf: *mut u8,
     buf_len: *mut usize,
-) -> i64 {
+) -> i32 {
+    const UNCHANGED: i32 = K8S_DISC_UNCHANGED;
+    const INVALID: i32 = K8S_DISC_E_INVALID;
     guard(K8S_DISC_E_INTERNAL, || {
         if version.is_null() || hint.is_null() || buf.is_null() || buf_len.is_null() {
-            return K8S_DISC_E_INVALID;
+            return INVALID;
         }
         // SAFETY: see `instance`.
         let Some(inst) = (unsafe { instance(h) }) else {
-            return K8S_DISC_E_INVALID;
+            return INVALID;
         };
         // SAFETY: pointers checked non-NULL above; the caller guarantees they are valid.
         let (known_version, known_hint, cap) = unsafe { (*version, *hint, *buf_len) };
         // The common case first: nothing changed, so the name need not even be looked at.
         if known_version != 0 && inst.is_current(known_hint, known_version) {
-            return K8S_DISC_UNCHANGED;
+            return UNCHANGED;
+        }
+        if cap > isize::MAX as usize {
+            return INVALID;
         }
         // SAFETY: the caller guarantees name_len readable bytes at name.
         let Some(name) = (unsafe { str_arg(name, name_len, MAX_NAME) }) else {
-            return K8S_DISC_E_INVALID;
+            return INVALID;
         };
-        // SAFETY: the caller guarantees `cap` writable bytes at buf.
+        // SAFETY: the caller guarantees `cap` writable bytes at buf, and cap <= isize::MAX was checked.
         let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
-        match inst.nodes(name, None, out) {
-            NodesLookup::Unchanged => K8S_DISC_UNCHANGED,
+        match inst.nodes(name, out) {
             NodesLookup::Found {
                 hint: new_hint,
                 version: new_version,
@@ -218,7 +251,7 @@ pub unsafe extern "C" fn k8s_disc_nodes(
                     *hint = new_hint;
                     *buf_len = len;
                 }
-                i64::from(count)
+                i32::try_from(count).unwrap_or(K8S_DISC_E_INTERNAL)
             }
             NodesLookup::NotFound => K8S_DISC_NOT_FOUND,
             NodesLookup::TooSmall { need } => {
@@ -236,11 +269,11 @@ pub unsafe extern "C" fn k8s_disc_nodes(
 /// # Safety
 /// `h` must be a handle from `k8s_disc_init` (or NULL).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn k8s_disc_ready(h: *const Instance) -> i64 {
+pub unsafe extern "C" fn k8s_disc_ready(h: *const Instance) -> i32 {
     guard(K8S_DISC_E_INTERNAL, || {
         // SAFETY: see `instance`.
         match unsafe { instance(h) } {
-            Some(inst) => i64::from(inst.ready()),
+            Some(inst) => i32::from(inst.ready()),
             None => K8S_DISC_E_INVALID,
         }
     })
@@ -257,7 +290,7 @@ unsafe fn write_json(doc: &serde_json::Value, buf: *mut u8, cap: usize) -> i64 {
         // SAFETY: the caller guarantees cap writable bytes; text.len() <= cap.
         unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
     }
-    i64::try_from(text.len()).unwrap_or(K8S_DISC_E_INTERNAL)
+    i64::try_from(text.len()).unwrap_or(i64::from(K8S_DISC_E_INTERNAL))
 }
 
 /// The dump (APISIX `dump_data` shape plus per-cluster status) as JSON; see `write_json` for the buffer protocol.
@@ -266,10 +299,10 @@ unsafe fn write_json(doc: &serde_json::Value, buf: *mut u8, cap: usize) -> i64 {
 /// `h` from `k8s_disc_init`; `buf` valid for `cap` bytes (or NULL with cap 0).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn k8s_disc_dump(h: *const Instance, buf: *mut u8, cap: usize) -> i64 {
-    guard(K8S_DISC_E_INTERNAL, || {
+    guard(i64::from(K8S_DISC_E_INTERNAL), || {
         // SAFETY: see `instance`.
         let Some(inst) = (unsafe { instance(h) }) else {
-            return K8S_DISC_E_INVALID;
+            return i64::from(K8S_DISC_E_INVALID);
         };
         // SAFETY: forwarded caller guarantee.
         unsafe { write_json(&crate::dump::dump(inst), buf, cap) }
@@ -283,10 +316,10 @@ pub unsafe extern "C" fn k8s_disc_dump(h: *const Instance, buf: *mut u8, cap: us
 /// `h` from `k8s_disc_init`; `buf` valid for `cap` bytes (or NULL with cap 0).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn k8s_disc_info(h: *const Instance, buf: *mut u8, cap: usize) -> i64 {
-    guard(K8S_DISC_E_INTERNAL, || {
+    guard(i64::from(K8S_DISC_E_INTERNAL), || {
         // SAFETY: see `instance`.
         let Some(inst) = (unsafe { instance(h) }) else {
-            return K8S_DISC_E_INVALID;
+            return i64::from(K8S_DISC_E_INVALID);
         };
         let clusters: Vec<serde_json::Value> = inst
             .clusters
@@ -301,7 +334,7 @@ pub unsafe extern "C" fn k8s_disc_info(h: *const Instance, buf: *mut u8, cap: us
 
 /// Sets how much the watcher logs: 1 error, 2 warn, 3 notice, 4 info (default), 5 debug.
 #[unsafe(no_mangle)]
-pub extern "C" fn k8s_disc_set_log_level(level: i32) -> i64 {
+pub extern "C" fn k8s_disc_set_log_level(level: i32) -> i32 {
     guard(K8S_DISC_E_INTERNAL, || {
         let l = match level {
             1 => Level::Error,

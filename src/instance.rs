@@ -4,20 +4,29 @@
 //! On `nginx -s reload` the master runs init again in the same process: an identical config returns the same
 //! instance, and a changed one gets a new instance that still reuses the region of every cluster whose id and size
 //! did not change (so workers keep serving while the new watcher relists).
+//!
+//! Lifetime: every handle given out through FFI holds a reference, released when its Lua VM is closed (the Lua
+//! layer attaches `k8s_disc_release` as a finaliser). nginx keeps the previous cycle's VM until a reload
+//! succeeds, so an instance lives exactly as long as a configuration that workers may still be forked from; the
+//! registry itself only holds weak references.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::config::{self, Config};
 use crate::store::{Lookup, Region};
 use crate::watcher::Cluster;
 
-/// Instances kept alive: those of the current and the previous configuration, with room for an http and a stream
-/// Lua VM each (a failed reload leaves nginx running the previous
-/// configuration, and workers it respawns must still find that instance in the master's memory).
-const KEPT_INSTANCES: usize = 4;
+/// Live instances of this process, for reuse across reloads.
+static INSTANCES: Mutex<Vec<Weak<Instance>>> = Mutex::new(Vec::new());
 
-static INSTANCES: Mutex<Vec<Arc<Instance>>> = Mutex::new(Vec::new());
+/// Configuration generations handed out by this process (the nginx master): one per `init`, growing, so a watcher
+/// started from a newer configuration always outranks one started from an older configuration.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+fn next_generation() -> u32 {
+    GENERATION.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 pub struct Instance {
     pub config: Config,
@@ -26,11 +35,13 @@ pub struct Instance {
     /// The process that started this instance's watchers (0 = none). A forked child sees its parent's pid here,
     /// which is not its own, so it correctly considers the watchers not running in itself.
     started_in: AtomicU32,
+    /// The generation of the latest `init` that returned this instance (see `GENERATION`); workers forked after
+    /// that init inherit it, workers of earlier cycles keep the older value.
+    generation: AtomicU32,
 }
 
 /// Result of a `nodes` lookup on an instance.
 pub enum NodesLookup {
-    Unchanged,
     Found {
         hint: u64,
         version: u64,
@@ -50,24 +61,25 @@ impl Instance {
     pub fn init(json: &str) -> Result<Arc<Instance>, String> {
         let config = parse_config(json)?;
         let fingerprint = fingerprint(&config);
-        let mut all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(inst) = all.iter().find(|i| i.fingerprint == fingerprint) {
-            let inst = inst.clone();
-            all.retain(|i| !Arc::ptr_eq(i, &inst));
-            all.push(inst.clone());
-            return Ok(inst);
+        let mut registry = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
+        registry.retain(|w| w.strong_count() > 0);
+        let live: Vec<Arc<Instance>> = registry.iter().filter_map(Weak::upgrade).collect();
+        if let Some(inst) = live.iter().find(|i| i.fingerprint == fingerprint) {
+            inst.generation.store(next_generation(), Ordering::Relaxed);
+            return Ok(inst.clone());
         }
         let inst = Arc::new(Instance::build(config, fingerprint, |c| {
-            all.iter()
+            let region = live
+                .iter()
                 .rev()
                 .flat_map(|i| i.clusters.iter())
                 .find(|old| old.config.id == c.id && old.config.shared_size == c.shared_size)
-                .map(|old| old.region.clone())
+                .map(|old| old.region.clone())?;
+            // Served data stays, but readiness waits for this configuration's first list.
+            region.clear_ready();
+            Some(region)
         })?);
-        all.push(inst.clone());
-        while all.len() > KEPT_INSTANCES {
-            all.remove(0);
-        }
+        registry.push(Arc::downgrade(&inst));
         Ok(inst)
     }
 
@@ -106,6 +118,7 @@ impl Instance {
             fingerprint,
             clusters,
             started_in: AtomicU32::new(0),
+            generation: AtomicU32::new(next_generation()),
         })
     }
 
@@ -114,6 +127,10 @@ impl Instance {
         let me = std::process::id();
         let prev = self.started_in.swap(me, Ordering::AcqRel);
         prev != me
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     pub fn multi(&self) -> bool {
@@ -130,18 +147,13 @@ impl Instance {
         Some((idx, rest))
     }
 
-    /// Looks up `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode). `known` is the caller's
-    /// (hint, version) from a previous lookup; `hint` packs the cluster index and slot.
-    pub fn nodes(&self, name: &str, known: Option<(u64, u64)>, out: &mut [u8]) -> NodesLookup {
-        if let Some((hint, version)) = known
-            && self.is_current(hint, version)
-        {
-            return NodesLookup::Unchanged;
-        }
+    /// Looks up `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode) and copies its nodes into
+    /// `out`. The returned hint packs the cluster index and slot, for `is_current` on the next call.
+    pub fn nodes(&self, name: &str, out: &mut [u8]) -> NodesLookup {
         let Some((idx, key)) = self.route(name) else {
             return NodesLookup::NotFound;
         };
-        match self.clusters[idx].region.lookup(key.as_bytes(), None, out) {
+        match self.clusters[idx].region.lookup(key.as_bytes(), out) {
             Lookup::Found {
                 slot,
                 version,
@@ -153,7 +165,6 @@ impl Instance {
                 count,
                 len,
             },
-            Lookup::Unchanged => NodesLookup::Unchanged,
             Lookup::NotFound => NodesLookup::NotFound,
             Lookup::TooSmall { need } => NodesLookup::TooSmall { need },
             Lookup::Busy => NodesLookup::Busy,
@@ -189,14 +200,6 @@ fn fingerprint(c: &Config) -> String {
         ));
     }
     s
-}
-
-/// The registry's Arc for an instance reference (None if it was dropped from the registry).
-pub fn find_arc(inst: &Instance) -> Option<Arc<Instance>> {
-    let all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
-    all.iter()
-        .find(|i| std::ptr::eq(Arc::as_ptr(i), inst))
-        .cloned()
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub struct Publisher<'r> {
     stored: HashMap<String, BTreeSet<String>>,
     /// How log lines name the cluster.
     label: String,
+    /// Whether the status currently shows an error.
+    error_shown: bool,
     /// Whether a "region full" condition was already logged (logged once per episode, not per event).
     full_logged: bool,
 }
@@ -42,6 +44,7 @@ impl<'r> Publisher<'r> {
             region,
             stored,
             label,
+            error_shown: true,
             full_logged: false,
         }
     }
@@ -67,6 +70,15 @@ impl<'r> Publisher<'r> {
 
     pub fn set_error(&mut self, msg: &str) -> Result<(), StoreError> {
         self.writer.batch()?.set_error(msg);
+        self.error_shown = !msg.is_empty();
+        Ok(())
+    }
+
+    /// Clears the error shown in the status, if any (after a successful list or watch start).
+    pub fn clear_error(&mut self) -> Result<(), StoreError> {
+        if self.error_shown {
+            self.set_error("")?;
+        }
         Ok(())
     }
 
@@ -89,7 +101,7 @@ impl<'r> Publisher<'r> {
         let mut full = 0;
         {
             let mut b = self.writer.batch()?;
-            let wanted: HashSet<&String> = view.service_keys().collect();
+            let wanted: HashSet<&String> = view.service_keys().chain(view.kept()).collect();
             let gone: Vec<String> = self
                 .stored
                 .keys()
@@ -100,7 +112,7 @@ impl<'r> Publisher<'r> {
                 write_service(&mut b, &mut self.stored, key, None);
             }
             log_stale(&self.label, &gone);
-            for key in view.service_keys() {
+            for key in view.service_keys().filter(|k| !view.kept().contains(*k)) {
                 full += write_service(&mut b, &mut self.stored, key, view.ports(key).as_ref());
             }
             // Anything else in the region (left by an earlier writer with different keys) is stale too.

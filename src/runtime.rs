@@ -27,7 +27,10 @@ fn handle() -> Result<tokio::runtime::Handle, String> {
     let h = runtime.handle().clone();
     std::thread::Builder::new()
         .name("k8s-disc".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .spawn(move || {
+            crate::ffi::block_signals_in_this_thread();
+            runtime.block_on(std::future::pending::<()>())
+        })
         .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
     *rt = Some((me, h.clone()));
     Ok(h)
@@ -39,12 +42,13 @@ pub fn start(inst: &Arc<Instance>) -> Result<bool, String> {
     if !inst.mark_started() {
         return Ok(false);
     }
+    let generation = inst.generation();
     for cluster in &inst.clusters {
         let cluster = cluster.clone();
         h.spawn(async move {
             // Supervise: a panic in the watcher is logged and the watcher restarted; it never reaches nginx.
             loop {
-                match tokio::spawn(watcher::run(cluster.clone())).await {
+                match tokio::spawn(watcher::run(cluster.clone(), generation)).await {
                     Ok(()) => break,
                     Err(e) if e.is_panic() => {
                         log_at!(

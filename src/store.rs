@@ -22,9 +22,12 @@
 //!   the region's whole life: a reader that still holds that pair knows its copy is current without touching the
 //!   record (the `nodes()` fast path).
 //!
-//! Exactly one writer: a writer claims the region by storing a fresh owner token, then serialises with any previous
-//! writer through the `lock` word (held only for the length of a batch). A writer whose token is no longer the owner
-//! stops at its next batch. A lock left by a dead process is taken over; the new writer repairs half-done slots.
+//! Exactly one writer: a writer claims the region by storing its owner token (generation, pid), then
+//! serialises with any previous writer through the `lock` word (held only for the length of a batch). The
+//! generation grows with every configuration the nginx master loads, so a watcher of an older configuration (an
+//! old worker still draining after a reload) can never claim the region back; within one generation the latest
+//! claimer wins (a respawned watcher). A writer whose token is no longer the owner stops at its next batch. A lock
+//! left by a dead process is taken over; the new writer repairs half-done slots.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -95,11 +98,10 @@ struct Header {
     size: AtomicU64,
     slot_count: AtomicU64,
     heap_start: AtomicU64,
-    /// Token of the writer that owns the region (pid << 32 | claim number).
+    /// Token of the writer that owns the region (see `make_token`).
     owner: AtomicU64,
     /// Token of the writer inside a batch, 0 when none.
     lock: AtomicU64,
-    claims: AtomicU64,
     next_version: AtomicU64,
     /// Bumped on every published change; lets readers and tests see that something happened.
     change_count: AtomicU64,
@@ -158,8 +160,6 @@ pub enum Put {
 /// Outcome of a reader lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// The caller's (slot, version) is still current.
-    Unchanged,
     /// A record was copied into the caller's buffer; `len` bytes of body, `count` items.
     Found {
         slot: u32,
@@ -180,6 +180,10 @@ pub enum Lookup {
 pub struct Region {
     base: *mut u8,
     size: usize,
+    /// Geometry fixed at creation, kept in process memory: faster than re-reading the header, and a corrupted
+    /// header can then never make an index go out of bounds.
+    slots: usize,
+    heap_start: usize,
 }
 
 // SAFETY: the region is only ever accessed through atomics (see module docs); the raw pointer itself is immutable.
@@ -255,6 +259,8 @@ impl Region {
         let region = Region {
             base: base.cast(),
             size,
+            slots,
+            heap_start,
         };
         let h = region.header();
         h.layout.store(LAYOUT_VERSION, Ordering::Relaxed);
@@ -277,27 +283,30 @@ impl Region {
     }
 
     fn slot_count(&self) -> usize {
-        self.header().slot_count.load(Ordering::Relaxed) as usize
+        self.slots
     }
 
     fn slot(&self, i: usize) -> &Slot {
-        debug_assert!(i < self.slot_count());
-        let i = i % self.slot_count();
+        let i = i % self.slots;
         // SAFETY: `i < slot_count`, and the slot table lies within the mapping by construction in `create`; Slot
         // is all atomics.
         unsafe { &*(self.base.add(HEADER_BYTES + i * SLOT_BYTES) as *const Slot) }
     }
 
     fn heap_words(&self) -> &[AtomicU64] {
-        let start = self.header().heap_start.load(Ordering::Relaxed) as usize;
         // SAFETY: [heap_start, size) lies within the mapping, is 8-byte aligned, and AtomicU64 has the size and
         // alignment of u64.
         unsafe {
             std::slice::from_raw_parts(
-                self.base.add(start) as *const AtomicU64,
-                (self.size - start) / 8,
+                self.base.add(self.heap_start) as *const AtomicU64,
+                (self.size - self.heap_start) / 8,
             )
         }
+    }
+
+    /// Marks the region as not yet listed (its content came from a different configuration).
+    pub fn clear_ready(&self) {
+        self.header().ready.store(0, Ordering::Release);
     }
 
     /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
@@ -322,13 +331,8 @@ impl Region {
         false
     }
 
-    /// Looks a port entry up. `known` is the caller's cached (slot, version), checked first without hashing.
-    pub fn lookup(&self, key: &[u8], known: Option<(u32, u64)>, out: &mut [u8]) -> Lookup {
-        if let Some((slot, version)) = known
-            && self.is_current(slot, version)
-        {
-            return Lookup::Unchanged;
-        }
+    /// Looks a port entry up and copies its nodes into `out`.
+    pub fn lookup(&self, key: &[u8], out: &mut [u8]) -> Lookup {
         self.find(key, KIND_PORT, out)
     }
 
@@ -520,7 +524,7 @@ impl Region {
         }
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
         let used = h.heap_used.load(Ordering::Relaxed);
-        let heap = (self.size as u64).saturating_sub(h.heap_start.load(Ordering::Relaxed));
+        let heap = (self.size - self.heap_start) as u64;
         Status {
             ready: h.ready.load(Ordering::Acquire) == 1,
             state: SyncState::from_u32(h.state.load(Ordering::Relaxed) as u32),
@@ -533,7 +537,7 @@ impl Region {
             heap_used: used,
             heap_bytes: heap,
             changes: h.change_count.load(Ordering::Acquire),
-            writer_pid: (h.owner.load(Ordering::Relaxed) >> 32) as u32,
+            writer_pid: token_pid(h.owner.load(Ordering::Relaxed)),
             last_error_ms,
             last_error: String::from_utf8_lossy(&text[..end]).into_owned(),
         }
@@ -711,6 +715,33 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Points a slot at `loc` (EMPTY or TOMBSTONE) under its seqlock.
+fn set_slot_loc(s: &Slot, loc: u64) {
+    let seq = s.seq.load(Ordering::Relaxed) | 1;
+    s.seq.store(seq, Ordering::Relaxed);
+    fence(Ordering::Release);
+    s.loc.store(loc, Ordering::Relaxed);
+    s.version.store(0, Ordering::Relaxed);
+    s.seq.store(seq + 1, Ordering::Release);
+}
+
+/// Writer tokens: generation (24 bits) | claim number within this process (8 bits) | pid (32 bits). The claim
+/// number tells apart two writers of one process (a watcher restarted after a panic, or tests); 16 million
+/// configuration generations are far more reloads than an nginx master lives through.
+fn make_token(generation: u32) -> u64 {
+    static CLAIMS: AtomicU64 = AtomicU64::new(0);
+    let claim = CLAIMS.fetch_add(1, Ordering::Relaxed) & 0xff;
+    (u64::from(generation & 0xff_ffff) << 40) | (claim << 32) | u64::from(std::process::id())
+}
+
+fn token_pid(token: u64) -> u32 {
+    token as u32
+}
+
+fn token_generation(token: u64) -> u32 {
+    (token >> 40) as u32
+}
+
 fn pid_alive(pid: u32) -> bool {
     if pid == 0 {
         return false;
@@ -781,23 +812,36 @@ pub struct Writer<'r> {
     /// Non-empty slots (live or tombstone); bounds the probe-chain load factor.
     used_slots: usize,
     /// Keys whose latest content did not fit; they keep old content and are retried when space frees.
-    held_back: HashMap<Vec<u8>, (u16, u32, Vec<u8>)>,
+    held_back: HashMap<Vec<u8>, (u16, Vec<u8>)>,
+    /// Whether heap space or slots were freed since a write last failed (only then is a retry worth it).
+    freed_since_full: bool,
     heap_used: usize,
 }
 
 impl<'r> Writer<'r> {
-    /// Claims the region. Fails with `Locked` while another live writer is inside a batch; the caller retries.
-    pub fn claim(region: &'r Region) -> Result<Writer<'r>, StoreError> {
+    /// Claims the region for a watcher of configuration `generation`. Fails with `Superseded` if a watcher of a
+    /// newer generation owns it, and with `Locked` while another live writer is inside a batch (retry shortly).
+    pub fn claim(region: &'r Region, generation: u32) -> Result<Writer<'r>, StoreError> {
         let h = region.header();
         if h.magic.load(Ordering::Acquire) != MAGIC
             || h.layout.load(Ordering::Relaxed) != LAYOUT_VERSION
         {
             return Err(StoreError::Region("bad magic or layout version".into()));
         }
-        let pid = std::process::id() as u64;
-        let token =
-            (pid << 32) | (h.claims.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xffff_ffff);
-        h.owner.store(token, Ordering::SeqCst);
+        let token = make_token(generation);
+        let mut current = h.owner.load(Ordering::SeqCst);
+        loop {
+            if token_generation(current) > generation {
+                return Err(StoreError::Superseded);
+            }
+            match h
+                .owner
+                .compare_exchange(current, token, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
         let mut w = Writer {
             region,
             token,
@@ -805,16 +849,13 @@ impl<'r> Writer<'r> {
             keys: HashMap::new(),
             used_slots: 0,
             held_back: HashMap::new(),
+            freed_since_full: false,
             heap_used: 0,
         };
         w.lock()?;
         w.rebuild();
         w.unlock();
         Ok(w)
-    }
-
-    pub fn token(&self) -> u64 {
-        self.token
     }
 
     /// Whether this writer still owns the region (a newer watcher may have claimed it, e.g. after a reload).
@@ -832,7 +873,7 @@ impl<'r> Writer<'r> {
                 Ok(_) => return Ok(()),
                 Err(holder) if holder == self.token => return Ok(()),
                 Err(holder) => {
-                    if !pid_alive((holder >> 32) as u32)
+                    if !pid_alive(token_pid(holder))
                         && h.lock
                             .compare_exchange(
                                 holder,
@@ -860,76 +901,97 @@ impl<'r> Writer<'r> {
         );
     }
 
-    /// Rebuilds the private index and free map from the region, repairing slots a dead writer left half-updated.
+    /// Rebuilds the private index and free map from the region, repairing slots a dead writer left half-updated:
+    /// a slot whose record is unreadable, overlaps another record or repeats a key becomes a tombstone.
     fn rebuild(&mut self) {
         let r = self.region;
         let words = r.heap_words();
-        let mut live: Vec<(usize, usize)> = Vec::new();
-        self.keys.clear();
-        self.used_slots = 0;
+        // (offset in words, length in bytes, slot, key, kind) of every readable record.
+        let mut found: Vec<(usize, usize, usize, Vec<u8>, u16)> = Vec::new();
+        let mut unreadable = Vec::new();
         for i in 0..r.slot_count() {
             let s = r.slot(i);
-            let seq = s.seq.load(Ordering::Relaxed);
             let loc = s.loc.load(Ordering::Relaxed);
-            if loc == EMPTY {
-                if seq & 1 == 1 {
-                    s.seq.store(seq + 1, Ordering::Release);
-                }
+            if loc == EMPTY || loc == TOMBSTONE {
                 continue;
             }
-            self.used_slots += 1;
-            let valid = decode_loc(loc, words.len()).and_then(|(off, len)| {
+            let rec = decode_loc(loc, words.len()).and_then(|(off, len)| {
                 let mut bytes = Vec::with_capacity(round_up8(len));
                 for w in &words[off..off + round_up8(len) / 8] {
                     bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
                 }
                 let rec = RecordView::parse(&bytes[..len])?;
-                let overlaps = live
-                    .iter()
-                    .any(|&(o, l)| off < o + l && o < off + round_up8(len) / 8);
-                (key_hash(rec.key) == s.hash.load(Ordering::Relaxed)
-                    && !overlaps
-                    && !self.keys.contains_key(rec.key))
-                .then(|| (rec.key.to_vec(), rec.kind, off, len))
+                (key_hash(rec.key) == s.hash.load(Ordering::Relaxed))
+                    .then(|| (off, len, i, rec.key.to_vec(), rec.kind))
             });
-            match valid {
-                Some((key, kind, off, len)) => {
-                    live.push((off, round_up8(len) / 8));
-                    self.keys.insert(
-                        key,
-                        Known {
-                            slot: i,
-                            kind,
-                            off,
-                            len,
-                        },
-                    );
-                }
-                None if loc != TOMBSTONE => {
-                    s.seq.store(seq | 1, Ordering::Relaxed);
-                    fence(Ordering::Release);
-                    s.loc.store(TOMBSTONE, Ordering::Relaxed);
-                    s.version.store(0, Ordering::Relaxed);
-                    s.seq.store((seq | 1) + 1, Ordering::Release);
-                    continue;
-                }
-                None => {}
+            match rec {
+                Some(f) => found.push(f),
+                None => unreadable.push(i),
             }
+        }
+        // Sorted by offset, overlapping records are neighbours: keep the first of each overlap.
+        found.sort_unstable_by_key(|f| f.0);
+        self.keys.clear();
+        self.free = FreeSpace::default();
+        self.heap_used = 0;
+        let mut cursor = 0;
+        for (off, len, slot, key, kind) in found {
+            if off < cursor || self.keys.contains_key(&key) {
+                unreadable.push(slot);
+                continue;
+            }
+            self.free.insert(cursor, off - cursor);
+            cursor = off + round_up8(len) / 8;
+            self.heap_used += round_up8(len);
+            self.keys.insert(
+                key,
+                Known {
+                    slot,
+                    kind,
+                    off,
+                    len,
+                },
+            );
+        }
+        self.free.insert(cursor, words.len() - cursor);
+        for i in unreadable {
+            set_slot_loc(r.slot(i), TOMBSTONE);
+        }
+        // A writer that died mid-update left an odd sequence: make every slot readable again.
+        for i in 0..r.slot_count() {
+            let s = r.slot(i);
+            let seq = s.seq.load(Ordering::Relaxed);
             if seq & 1 == 1 {
                 s.seq.store(seq + 1, Ordering::Release);
             }
         }
-        live.sort_unstable();
-        self.free = FreeSpace::default();
-        let mut cursor = 0;
-        self.heap_used = 0;
-        for (off, w) in live {
-            self.free.insert(cursor, off - cursor);
-            cursor = off + w;
-            self.heap_used += w * 8;
+        self.used_slots = (0..r.slot_count())
+            .filter(|&i| r.slot(i).loc.load(Ordering::Relaxed) != EMPTY)
+            .count();
+        for i in 0..r.slot_count() {
+            if r.slot(i).loc.load(Ordering::Relaxed) == EMPTY {
+                self.reclaim_tombstones_before(i);
+            }
         }
-        self.free.insert(cursor, words.len() - cursor);
         self.publish_counts();
+    }
+
+    /// Turns the run of tombstones just before an empty slot back into empty slots. Safe for readers: no probe
+    /// chain of a live key crosses an empty slot, so none can need those tombstones to continue.
+    fn reclaim_tombstones_before(&mut self, empty: usize) {
+        let r = self.region;
+        let n = r.slot_count();
+        let mut i = (empty + n - 1) & (n - 1);
+        for _ in 0..n {
+            let s = r.slot(i);
+            if s.loc.load(Ordering::Relaxed) != TOMBSTONE {
+                break;
+            }
+            set_slot_loc(s, EMPTY);
+            self.used_slots -= 1;
+            self.freed_since_full = true;
+            i = (i + n - 1) & (n - 1);
+        }
     }
 
     /// Starts a batch of changes. Fails with `Superseded` once another writer has claimed the region.
@@ -997,6 +1059,9 @@ impl<'r> Writer<'r> {
         let words = r.heap_words();
         let mut padded = record.clone();
         padded.resize(words_needed * 8, 0);
+        // Orders these stores after every earlier slot change, including a previous writer's (handed over through
+        // the lock): a reader copying this block while it is reused then sees the slot it read has moved on.
+        fence(Ordering::Release);
         for (w, chunk) in words[off..off + words_needed]
             .iter()
             .zip(padded.chunks_exact(8))
@@ -1030,18 +1095,22 @@ impl<'r> Writer<'r> {
         ) {
             self.heap_used -= round_up8(old.len);
             self.free.insert(old.off, round_up8(old.len) / 8);
+            self.freed_since_full = true;
         }
         self.held_back.remove(key);
         Put::Written
     }
 
     fn hold_back(&mut self, key: &[u8], kind: u16, record: Vec<u8>) -> Put {
-        let h = self.region.header();
+        // Counted once per key, however often a retry fails again.
         if !self.held_back.contains_key(key) {
-            h.full_rejections.fetch_add(1, Ordering::Relaxed);
+            self.region
+                .header()
+                .full_rejections
+                .fetch_add(1, Ordering::Relaxed);
         }
-        let count = RecordView::parse(&record).map(|r| r.count).unwrap_or(0);
-        self.held_back.insert(key.to_vec(), (kind, count, record));
+        self.freed_since_full = false;
+        self.held_back.insert(key.to_vec(), (kind, record));
         Put::Full
     }
 
@@ -1072,15 +1141,15 @@ impl<'r> Writer<'r> {
         let Some(k) = self.keys.remove(key) else {
             return false;
         };
-        let s = self.region.slot(k.slot);
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        s.loc.store(TOMBSTONE, Ordering::Relaxed);
-        s.version.store(0, Ordering::Relaxed);
-        s.seq.store(seq + 2, Ordering::Release);
+        let r = self.region;
+        set_slot_loc(r.slot(k.slot), TOMBSTONE);
+        let next = (k.slot + 1) & (r.slot_count() - 1);
+        if r.slot(next).loc.load(Ordering::Relaxed) == EMPTY {
+            self.reclaim_tombstones_before(next);
+        }
         self.heap_used -= round_up8(k.len);
         self.free.insert(k.off, round_up8(k.len) / 8);
+        self.freed_since_full = true;
         true
     }
 }
@@ -1126,13 +1195,18 @@ impl Batch<'_, '_> {
         removed
     }
 
-    /// Retries keys that did not fit earlier, now that space may have freed.
+    /// Retries keys that did not fit earlier, if space was freed since (a key leaves the list once written).
     fn retry_held_back(&mut self) {
-        if self.w.held_back.is_empty() {
+        if self.w.held_back.is_empty() || !self.w.freed_since_full {
             return;
         }
-        let pending: Vec<_> = self.w.held_back.drain().collect();
-        for (key, (kind, _count, rec)) in pending {
+        let pending: Vec<(Vec<u8>, u16, Vec<u8>)> = self
+            .w
+            .held_back
+            .iter()
+            .map(|(k, (kind, rec))| (k.clone(), *kind, rec.clone()))
+            .collect();
+        for (key, kind, rec) in pending {
             let p = self.w.put_record(&key, kind, rec);
             self.changed |= p == Put::Written;
         }
@@ -1225,7 +1299,7 @@ mod tests {
 
     fn get(r: &Region, key: &str) -> Option<(u32, u64, Vec<Node>)> {
         let mut buf = vec![0u8; 1 << 16];
-        match r.lookup(key.as_bytes(), None, &mut buf) {
+        match r.lookup(key.as_bytes(), &mut buf) {
             Lookup::Found {
                 slot,
                 version,
@@ -1240,7 +1314,7 @@ mod tests {
     #[test]
     fn put_lookup_unchanged_and_remove() {
         let r = Region::create(1 << 20).unwrap();
-        let mut w = Writer::claim(&r).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
         assert_eq!(get(&r, "ns/a:http"), None);
         {
             let mut b = w.batch().unwrap();
@@ -1250,19 +1324,13 @@ mod tests {
         let (slot, v1, got) = get(&r, "ns/a:http").unwrap();
         assert_eq!(got, nodes(3, 80));
         let mut buf = [0u8; 64];
-        assert_eq!(
-            r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf),
-            Lookup::Unchanged
-        );
+        assert!(r.is_current(slot, v1));
         // Same content: no new version.
         assert_eq!(
             w.batch().unwrap().put_port("ns/a:http", &nodes(3, 80)),
             Put::Unchanged
         );
-        assert_eq!(
-            r.lookup(b"ns/a:http", Some((slot, v1)), &mut buf),
-            Lookup::Unchanged
-        );
+        assert!(r.is_current(slot, v1));
         // New content: new version, same key.
         assert_eq!(
             w.batch().unwrap().put_port("ns/a:http", &nodes(2, 80)),
@@ -1276,24 +1344,22 @@ mod tests {
         assert_eq!(get(&r, "ns/a"), None);
         assert!(w.batch().unwrap().remove("ns/a:http"));
         assert_eq!(get(&r, "ns/a:http"), None);
-        assert_eq!(
-            r.lookup(b"ns/a:http", Some((slot, v2)), &mut buf),
-            Lookup::NotFound
-        );
+        assert!(!r.is_current(slot, v2));
+        assert_eq!(r.lookup(b"ns/a:http", &mut buf), Lookup::NotFound);
     }
 
     #[test]
     fn small_buffer_reports_needed_size() {
         let r = Region::create(1 << 20).unwrap();
-        let mut w = Writer::claim(&r).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
         w.batch().unwrap().put_port("ns/big:80", &nodes(100, 80));
         let mut small = [0u8; 32];
-        let Lookup::TooSmall { need } = r.lookup(b"ns/big:80", None, &mut small) else {
+        let Lookup::TooSmall { need } = r.lookup(b"ns/big:80", &mut small) else {
             panic!()
         };
         let mut buf = vec![0u8; need];
         assert!(matches!(
-            r.lookup(b"ns/big:80", None, &mut buf),
+            r.lookup(b"ns/big:80", &mut buf),
             Lookup::Found { count: 100, .. }
         ));
     }
@@ -1301,7 +1367,7 @@ mod tests {
     #[test]
     fn full_region_keeps_old_data_and_retries_when_space_frees() {
         let r = Region::create(MIN_REGION_BYTES).unwrap();
-        let mut w = Writer::claim(&r).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
         let mut b = w.batch().unwrap();
         assert_eq!(b.put_port("ns/a:80", &nodes(10, 80)), Put::Written);
         let mut fillers = 0;
@@ -1340,7 +1406,7 @@ mod tests {
     #[test]
     fn churn_reuses_space() {
         let r = Region::create(256 * 1024).unwrap();
-        let mut w = Writer::claim(&r).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
         for round in 0..2000u32 {
             let mut b = w.batch().unwrap();
             let key = format!("ns/s{}:80", round % 50);
@@ -1360,11 +1426,73 @@ mod tests {
     }
 
     #[test]
+    fn deleted_keys_do_not_fill_the_slot_table() {
+        // 64 KiB: 256 slots. Far more distinct keys than slots come and go, a few live at a time.
+        let r = Region::create(MIN_REGION_BYTES).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        for i in 0..20_000 {
+            let mut b = w.batch().unwrap();
+            assert_eq!(
+                b.put_port(&format!("ns/svc{i}:80"), &nodes(1, 80)),
+                Put::Written,
+                "key {i}"
+            );
+            if i >= 5 {
+                assert!(b.remove(&format!("ns/svc{}:80", i - 5)));
+            }
+        }
+        assert_eq!(r.status().full_rejections, 0);
+        for i in 19_995..20_000 {
+            assert!(get(&r, &format!("ns/svc{i}:80")).is_some());
+        }
+        assert_eq!(get(&r, "ns/svc19994:80"), None);
+        // A new writer (restart) sees the same table and keeps working.
+        let mut w = Writer::claim(&r, 1).unwrap();
+        assert_eq!(
+            w.batch().unwrap().put_port("ns/after:80", &nodes(1, 80)),
+            Put::Written
+        );
+        assert!(get(&r, "ns/svc19999:80").is_some());
+    }
+
+    #[test]
+    fn held_back_keys_are_counted_once_and_retried_only_after_space_frees() {
+        let r = Region::create(MIN_REGION_BYTES).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        let mut b = w.batch().unwrap();
+        assert_eq!(b.put_port("ns/filler:80", &nodes(2500, 80)), Put::Written);
+        assert_eq!(b.put_port("ns/big:80", &nodes(2500, 81)), Put::Full);
+        drop(b);
+        for _ in 0..10 {
+            w.batch().unwrap().set_state(SyncState::Watching);
+        }
+        assert_eq!(r.status().full_rejections, 1);
+        w.batch().unwrap().remove("ns/filler:80");
+        assert_eq!(get(&r, "ns/big:80").unwrap().2.len(), 2500);
+        assert_eq!(r.status().pending_full, 0);
+    }
+
+    #[test]
+    fn an_older_generation_cannot_claim_the_region_back() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut new = Writer::claim(&r, 2).unwrap();
+        assert!(matches!(Writer::claim(&r, 1), Err(StoreError::Superseded)));
+        assert!(new.is_owner());
+        assert_eq!(
+            new.batch().unwrap().put_port("ns/a:80", &nodes(1, 80)),
+            Put::Written
+        );
+        // The same generation (a respawned watcher of the current configuration) may take over.
+        let _respawned = Writer::claim(&r, 2).unwrap();
+        assert!(matches!(new.batch(), Err(StoreError::Superseded)));
+    }
+
+    #[test]
     fn second_writer_supersedes_first() {
         let r = Region::create(1 << 20).unwrap();
-        let mut a = Writer::claim(&r).unwrap();
+        let mut a = Writer::claim(&r, 1).unwrap();
         a.batch().unwrap().put_port("ns/a:80", &nodes(1, 80));
-        let mut b = Writer::claim(&r).unwrap();
+        let mut b = Writer::claim(&r, 1).unwrap();
         assert!(matches!(a.batch(), Err(StoreError::Superseded)));
         // The new writer sees what the old one wrote and carries on.
         assert_eq!(
@@ -1380,7 +1508,7 @@ mod tests {
     #[test]
     fn lock_of_dead_process_is_taken_over_and_half_done_slot_repaired() {
         let r = Region::create(1 << 20).unwrap();
-        let mut a = Writer::claim(&r).unwrap();
+        let mut a = Writer::claim(&r, 1).unwrap();
         a.batch().unwrap().put_port("ns/a:80", &nodes(3, 80));
         // SAFETY: fork in a test; the child exits immediately without touching shared state.
         let child = unsafe { libc::fork() };
@@ -1393,12 +1521,12 @@ mod tests {
         unsafe { libc::waitpid(child, &mut status, 0) };
         // Pretend the dead child died inside a batch, mid-way through updating a slot.
         let h = r.header();
-        h.lock.store((child as u64) << 32 | 7, Ordering::SeqCst);
+        h.lock.store((1 << 40) | child as u64, Ordering::SeqCst);
         let slot = a.keys[b"ns/a:80".as_slice()].slot;
         r.slot(slot).seq.fetch_add(1, Ordering::SeqCst);
         let mut buf = [0u8; 256];
-        assert_eq!(r.lookup(b"ns/a:80", None, &mut buf), Lookup::Busy);
-        let mut b = Writer::claim(&r).unwrap();
+        assert_eq!(r.lookup(b"ns/a:80", &mut buf), Lookup::Busy);
+        let mut b = Writer::claim(&r, 1).unwrap();
         assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(3, 80));
         assert_eq!(
             b.batch().unwrap().put_port("ns/a:80", &nodes(4, 80)),
@@ -1410,7 +1538,7 @@ mod tests {
     #[test]
     fn reader_in_forked_process_sees_only_whole_records() {
         let r = Region::create(512 * 1024).unwrap();
-        let mut w = Writer::claim(&r).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
         w.batch().unwrap().put_port("ns/hot:80", &nodes(1, 1));
         // SAFETY: fork in a test. The child only reads the shared mapping and exits with _exit.
         let child = unsafe { libc::fork() };
@@ -1421,7 +1549,7 @@ mod tests {
             let mut bad = 0;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while std::time::Instant::now() < deadline {
-                match r.lookup(b"ns/hot:80", None, &mut buf) {
+                match r.lookup(b"ns/hot:80", &mut buf) {
                     Lookup::Found {
                         version,
                         count,

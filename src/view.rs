@@ -1,7 +1,7 @@
 //! The watcher's in-memory view of one cluster: the Kubernetes objects it watches, grouped by service, and the
 //! node lists derived from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::{self, EndpointSlice, Endpoints, PortNodes};
 use crate::selector::NamespaceSelector;
@@ -24,6 +24,21 @@ impl Resource {
             Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}"),
             None => format!("{prefix}/{plural}"),
         }
+    }
+
+    /// The (namespace, service name) an object belongs to, read from raw JSON: used to name objects that do not
+    /// parse.
+    pub fn service_of(self, v: &serde_json::Value) -> Option<(String, String)> {
+        let meta = v.get("metadata")?;
+        let ns = meta.get("namespace")?.as_str()?;
+        let name = match self {
+            Resource::Endpoints => meta.get("name")?.as_str()?,
+            Resource::EndpointSlices => meta
+                .get("labels")?
+                .get(model::SERVICE_NAME_LABEL)?
+                .as_str()?,
+        };
+        (!ns.is_empty() && !name.is_empty()).then(|| (ns.to_string(), name.to_string()))
     }
 
     pub fn name(self) -> &'static str {
@@ -69,6 +84,8 @@ pub struct View {
     services: HashMap<String, Source>,
     /// `ns/slice-name` to its service key, so a slice event finds the service it belonged to.
     slice_owner: HashMap<String, String>,
+    /// Services with an object that could not be parsed in the last list: their stored nodes are kept as they were.
+    kept: HashSet<String>,
 }
 
 impl View {
@@ -77,6 +94,7 @@ impl View {
             namespaces,
             services: HashMap::new(),
             slice_owner: HashMap::new(),
+            kept: HashSet::new(),
         }
     }
 
@@ -95,15 +113,22 @@ impl View {
             }
             Object::Slice(s) => {
                 let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let (Some(name), Some(svc)) =
-                    (s.metadata.name.clone(), model::slice_service_name(&s))
-                else {
-                    return Vec::new();
-                };
-                let Some(key) = self.admitted_key(Some(&ns), Some(svc)) else {
+                let Some(name) = s.metadata.name.clone() else {
                     return Vec::new();
                 };
                 let slice_id = format!("{ns}/{name}");
+                // A slice that lost its service label (or no longer passes the selector) leaves its old service.
+                let Some(key) = model::slice_service_name(&s)
+                    .and_then(|svc| self.admitted_key(Some(&ns), Some(svc)))
+                else {
+                    return match self.slice_owner.remove(&slice_id) {
+                        Some(prev) => {
+                            self.remove_slice(&prev, &name);
+                            vec![prev]
+                        }
+                        None => Vec::new(),
+                    };
+                };
                 let mut affected = vec![key.clone()];
                 if let Some(prev) = self.slice_owner.insert(slice_id, key.clone())
                     && prev != key
@@ -175,6 +200,25 @@ impl View {
         Some(model::service_key(ns, name))
     }
 
+    /// Marks a service whose object did not parse: a full replace keeps its stored nodes untouched.
+    pub fn keep_previous(&mut self, ns: &str, name: &str) {
+        if self.namespaces.as_ref().is_none_or(|sel| sel.admits(ns)) {
+            self.kept.insert(model::service_key(ns, name));
+        }
+    }
+
+    pub fn kept(&self) -> &HashSet<String> {
+        &self.kept
+    }
+
+    #[cfg(test)]
+    fn slice_count(&self, key: &str) -> usize {
+        match self.services.get(key) {
+            Some(Source::Slices(m)) => m.len(),
+            _ => 0,
+        }
+    }
+
     /// The ports and nodes of a service, or None if the service is not (or no longer) known.
     pub fn ports(&self, key: &str) -> Option<PortNodes> {
         Some(match self.services.get(key)? {
@@ -193,5 +237,66 @@ impl View {
 
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(name: &str, label: Option<&str>, ip: &str) -> Object {
+        let mut v = serde_json::json!({
+            "metadata": {"namespace": "ns", "name": name, "labels": {}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip]}],
+            "ports": [{"name": "http", "port": 80}]
+        });
+        if let Some(l) = label {
+            v["metadata"]["labels"]["kubernetes.io/service-name"] = l.into();
+        }
+        Object::parse(Resource::EndpointSlices, v).unwrap()
+    }
+
+    #[test]
+    fn a_slice_that_loses_its_label_leaves_its_service() {
+        let mut v = View::new(None);
+        assert_eq!(v.apply(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
+        assert_eq!(v.apply(slice("a-1", None, "10.0.0.1")), vec!["ns/a"]);
+        assert_eq!(v.slice_count("ns/a"), 0);
+        assert_eq!(
+            v.ports("ns/a"),
+            Some(Default::default()),
+            "known service, no nodes"
+        );
+    }
+
+    #[test]
+    fn a_slice_that_moves_updates_both_services() {
+        let mut v = View::new(None);
+        v.apply(slice("x-1", Some("a"), "10.0.0.1"));
+        let mut affected = v.apply(slice("x-1", Some("b"), "10.0.0.1"));
+        affected.sort();
+        assert_eq!(affected, vec!["ns/a", "ns/b"]);
+        assert_eq!(v.slice_count("ns/a"), 0);
+        assert_eq!(v.slice_count("ns/b"), 1);
+    }
+
+    #[test]
+    fn service_of_reads_names_from_raw_objects() {
+        let raw = serde_json::json!({"metadata": {"namespace": "ns", "name": "web-x",
+                                      "labels": {"kubernetes.io/service-name": "web"}}, "endpoints": 5});
+        assert!(Object::parse(Resource::EndpointSlices, raw.clone()).is_err());
+        assert_eq!(
+            Resource::EndpointSlices.service_of(&raw),
+            Some(("ns".into(), "web".into()))
+        );
+        assert_eq!(
+            Resource::Endpoints.service_of(&raw),
+            Some(("ns".into(), "web-x".into()))
+        );
+        assert_eq!(
+            Resource::Endpoints.service_of(&serde_json::json!({"metadata": {}})),
+            None
+        );
     }
 }

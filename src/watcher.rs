@@ -35,6 +35,10 @@ const WATCH_TIMEOUT_MIN: u64 = 240;
 const WATCH_TIMEOUT_SPREAD: u64 = 50;
 /// Extra silence tolerated beyond the server-side timeout before the watch is presumed dead.
 const IDLE_GRACE: Duration = Duration::from_secs(30);
+/// A watch that lasted this long (or delivered an event) counts as healthy and resets the back-off.
+const HEALTHY_WATCH: Duration = Duration::from_secs(30);
+/// Longest silence tolerated while reading a LIST response.
+const LIST_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a watcher checks that it still owns its region (a newer watcher takes over after a reload).
 const OWNER_CHECK: Duration = Duration::from_secs(1);
 
@@ -56,10 +60,8 @@ impl Cluster {
 }
 
 enum WatchEnd {
-    /// The server ended the watch normally; `events` says whether it delivered anything.
-    Clean {
-        events: u64,
-    },
+    /// The server ended the watch normally.
+    Clean,
     /// 410: relist.
     Gone(String),
     Failed(ApiError),
@@ -78,8 +80,9 @@ struct Watcher {
     view: View,
 }
 
-/// Runs one cluster until another watcher takes its region over.
-pub async fn run(cluster: Arc<Cluster>) {
+/// Runs one cluster until another watcher takes its region over. `generation` is that of the configuration this
+/// watcher was started from; a watcher of a newer one always wins the region.
+pub async fn run(cluster: Arc<Cluster>, generation: u32) {
     let label = cluster.label();
     let client = loop {
         match ApiClient::new(&cluster.config) {
@@ -94,8 +97,15 @@ pub async fn run(cluster: Arc<Cluster>) {
         }
     };
     let writer = loop {
-        match Writer::claim(&cluster.region) {
+        match Writer::claim(&cluster.region, generation) {
             Ok(w) => break w,
+            Err(StoreError::Superseded) => {
+                log_at!(
+                    Info,
+                    "{label}: a watcher of a newer configuration owns the region; not starting"
+                );
+                return;
+            }
             Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => {
                 log_at!(Error, "{label}: {e}");
@@ -141,16 +151,14 @@ pub async fn run(cluster: Arc<Cluster>) {
 
 impl Watcher {
     async fn run(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {
-        let mut last_list: Option<Instant> = None;
         loop {
             if self.rv.is_none() {
-                // A relist right after another (410 storms) waits like any failure would.
-                if last_list.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                    self.pause(p, None).await?;
-                }
-                last_list = Some(Instant::now());
                 p.set_state(SyncState::Listing)?;
-                match self.list().await {
+                let listed = tokio::select! {
+                    r = self.list() => r,
+                    _ = owner_lost(p) => return Err(StoreError::Superseded),
+                };
+                match listed {
                     Ok((view, rv)) => {
                         p.replace_all(&view)?;
                         log_at!(
@@ -162,8 +170,7 @@ impl Watcher {
                         );
                         self.view = view;
                         self.rv = Some(rv);
-                        self.backoff.reset();
-                        p.set_error("")?;
+                        p.clear_error()?;
                     }
                     Err(e) => {
                         let msg = format!("list {} failed: {e}", self.resource.name());
@@ -176,15 +183,18 @@ impl Watcher {
             }
             p.set_state(SyncState::Watching)?;
             let started = Instant::now();
-            match self.watch(p).await? {
-                WatchEnd::Clean { events } => {
-                    if events == 0 && started.elapsed() < Duration::from_secs(1) {
-                        // A watch that ends at once without news would otherwise spin.
-                        self.pause(p, None).await?;
-                    } else if started.elapsed() > Duration::from_secs(30) || events > 0 {
-                        self.backoff.reset();
-                    }
+            let (end, events) = self.watch(p).await?;
+            // Only a watch that proved healthy resets the back-off; a list that succeeds but whose watch fails at
+            // once (e.g. a list slower than the server's watch history) must not relist in a tight loop.
+            if events > 0 || started.elapsed() > HEALTHY_WATCH {
+                self.backoff.reset();
+            }
+            match end {
+                WatchEnd::Clean if events == 0 && started.elapsed() < Duration::from_secs(1) => {
+                    // A watch that ends at once without news would otherwise spin.
+                    self.pause(p, None).await?;
                 }
+                WatchEnd::Clean => {}
                 WatchEnd::Gone(msg) => {
                     log_at!(
                         Info,
@@ -192,6 +202,7 @@ impl Watcher {
                         self.label
                     );
                     self.rv = None;
+                    self.pause(p, None).await?;
                 }
                 WatchEnd::Failed(e) => {
                     let msg = format!("watch {} failed: {e}", self.resource.name());
@@ -210,7 +221,10 @@ impl Watcher {
         hint: Option<Duration>,
     ) -> Result<(), StoreError> {
         p.set_state(SyncState::Backoff)?;
-        let until = Instant::now() + self.backoff.next_delay(hint);
+        let delay = self.backoff.next_delay(hint);
+        let until = Instant::now()
+            .checked_add(delay)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
         while Instant::now() < until {
             tokio::time::sleep(OWNER_CHECK.min(until - Instant::now())).await;
             if !p.is_owner() {
@@ -271,7 +285,7 @@ impl Watcher {
                     }
                     other => other?,
                 };
-                let body = read_body(resp.into_body(), MAX_BODY_BYTES).await?;
+                let body = read_body(resp.into_body(), MAX_BODY_BYTES, LIST_READ_TIMEOUT).await?;
                 let page: ListPage = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
                 // A 200 that is not a list of the expected kind (a proxy's page, a Status) must never be taken
@@ -284,16 +298,29 @@ impl Watcher {
                     )));
                 }
                 for item in page.items.unwrap_or_default() {
+                    let service = self.resource.service_of(&item);
                     match Object::parse(self.resource, item) {
                         Ok(obj) => {
                             view.apply(obj);
                         }
-                        Err(e) => log_at!(
-                            Warn,
-                            "{}: skipping malformed {}: {e}",
-                            self.label,
-                            self.resource.name()
-                        ),
+                        // Keep serving what was stored for that service rather than dropping it with the list.
+                        Err(e) => match service {
+                            Some((ns, name)) => {
+                                log_at!(
+                                    Warn,
+                                    "{}: malformed {} in {ns}/{name} ({e}); keeping its previous nodes",
+                                    self.label,
+                                    self.resource.name()
+                                );
+                                view.keep_previous(&ns, &name);
+                            }
+                            None => {
+                                return Err(ApiError::Decode(format!(
+                                    "malformed {} without a readable name: {e}",
+                                    self.resource.name()
+                                )));
+                            }
+                        },
                     }
                 }
                 // All pages share the first page's resourceVersion (one consistent snapshot).
@@ -312,10 +339,11 @@ impl Watcher {
         }
     }
 
-    async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<WatchEnd, StoreError> {
+    /// Watches from the last resourceVersion until the stream ends. Returns how it ended and how many events it
+    /// delivered.
+    async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<(WatchEnd, u64), StoreError> {
         let rv = self.rv.clone().unwrap_or_default();
-        let timeout = WATCH_TIMEOUT_MIN
-            + (Instant::now().elapsed().subsec_nanos() as u64 % WATCH_TIMEOUT_SPREAD);
+        let timeout = WATCH_TIMEOUT_MIN + self.backoff.random_below(WATCH_TIMEOUT_SPREAD);
         let timeout_s = timeout.to_string();
         let path = self.query(&[
             ("watch", "1"),
@@ -329,14 +357,17 @@ impl Watcher {
         };
         let resp = match resp {
             Ok(r) => r,
-            Err(e) if e.is_gone() => return Ok(WatchEnd::Gone(format!("watch answered {e}"))),
-            Err(e) => return Ok(WatchEnd::Failed(e)),
+            Err(e) if e.is_gone() => {
+                return Ok((WatchEnd::Gone(format!("watch answered {e}")), 0));
+            }
+            Err(e) => return Ok((WatchEnd::Failed(e), 0)),
         };
+        p.clear_error()?;
         let mut body = resp.into_body();
         let idle = Duration::from_secs(timeout) + IDLE_GRACE;
         let mut buf: Vec<u8> = Vec::new();
         let mut discarding = false;
-        let mut events = 0u64;
+        let mut total = 0u64;
         loop {
             let frame = tokio::select! {
                 f = tokio::time::timeout(idle, body.frame()) => f,
@@ -344,90 +375,81 @@ impl Watcher {
             };
             let frame = match frame {
                 Err(_) => {
-                    return Ok(WatchEnd::Failed(ApiError::Transport(format!(
+                    let e = ApiError::Transport(format!(
                         "no data for {}s; presuming the connection dead",
                         idle.as_secs()
-                    ))));
+                    ));
+                    return Ok((WatchEnd::Failed(e), total));
                 }
-                Ok(None) => return Ok(WatchEnd::Clean { events }),
+                Ok(None) => return Ok((WatchEnd::Clean, total)),
                 Ok(Some(Err(e))) => {
-                    return Ok(WatchEnd::Failed(ApiError::Transport(
-                        crate::client::error_chain(&e),
-                    )));
+                    let e = ApiError::Transport(crate::client::error_chain(&e));
+                    return Ok((WatchEnd::Failed(e), total));
                 }
                 Ok(Some(Ok(f))) => f,
             };
             let Some(data) = frame.data_ref() else {
                 continue;
             };
+            // Only the new bytes can hold a line end: earlier ones were scanned already.
+            let mut scan_from = buf.len();
             buf.extend_from_slice(data);
             let mut affected = BTreeSet::new();
             let mut consumed = 0;
+            let mut events = 0u64;
             let mut end = None;
-            while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
-                let line = &buf[consumed..consumed + nl];
-                consumed += nl + 1;
-                if std::mem::take(&mut discarding) {
-                    continue;
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
+            while let Some(nl) = buf[scan_from..].iter().position(|&b| b == b'\n') {
+                let line_end = scan_from + nl;
+                let line = &buf[consumed..line_end];
+                consumed = line_end + 1;
+                scan_from = consumed;
+                if std::mem::take(&mut discarding) || line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 events += 1;
-                match self.event(line, &mut affected) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        end = Some(e);
-                        break;
-                    }
+                if let Err(e) = self.event(line, &mut affected) {
+                    end = Some(e);
+                    break;
                 }
             }
             buf.drain(..consumed);
             if buf.len() > MAX_EVENT_BYTES {
+                // Buffering it whole could exhaust memory; relisting afterwards picks the object up complete.
                 log_at!(
                     Error,
-                    "{}: skipping a watch event larger than {MAX_EVENT_BYTES} bytes",
+                    "{}: a watch event is larger than {MAX_EVENT_BYTES} bytes; skipping it and relisting",
                     self.label
                 );
                 buf.clear();
                 discarding = true;
+                end.get_or_insert(WatchEnd::Gone("oversized watch event".into()));
             }
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
                 p.services(&self.view, &keys)?;
             }
             p.count_watch_events(events);
-            events = 0;
+            total += events;
             if let Some(e) = end {
-                return Ok(e);
+                return Ok((e, total));
             }
         }
     }
 
-    /// Applies one watch event line. Returns the watch's end for ERROR events.
+    /// Applies one watch event line. Returns how the watch ends for ERROR events and for events that cannot be
+    /// understood (skipping one would leave its object stale with nothing to correct it, so those relist).
     fn event(&mut self, line: &[u8], affected: &mut BTreeSet<String>) -> Result<(), WatchEnd> {
-        let ev: WatchEvent = match serde_json::from_slice(line) {
-            Ok(ev) => ev,
-            Err(e) => {
-                // One bad line must not cost the data we have; the stream itself may still be fine.
-                log_at!(Warn, "{}: ignoring malformed watch event: {e}", self.label);
-                return Ok(());
-            }
-        };
+        let ev: WatchEvent = serde_json::from_slice(line)
+            .map_err(|e| WatchEnd::Gone(format!("malformed watch event ({e})")))?;
         match ev.type_.as_str() {
             "ADDED" | "MODIFIED" | "DELETED" => {
-                let obj = match Object::parse(self.resource, ev.object) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        log_at!(
-                            Warn,
-                            "{}: ignoring malformed {} event: {e}",
-                            self.label,
-                            ev.type_
-                        );
-                        return Ok(());
-                    }
-                };
+                let obj = Object::parse(self.resource, ev.object).map_err(|e| {
+                    WatchEnd::Gone(format!(
+                        "malformed {} in a {} event ({e})",
+                        self.resource.name(),
+                        ev.type_
+                    ))
+                })?;
                 if let Some(rv) = obj.resource_version().filter(|r| !r.is_empty()) {
                     self.rv = Some(rv.to_string());
                 }
@@ -448,10 +470,12 @@ impl Watcher {
             "ERROR" => {
                 let st: Status = serde_json::from_value(ev.object).unwrap_or_default();
                 let err = ApiError::from_status(&st, 500);
-                // 410 Expired/Gone, and 504 "too large resource version": the watch cannot resume from our RV.
-                return Err(match st.code {
-                    Some(410) | Some(504) => WatchEnd::Gone(format!("watch ended with {err}")),
-                    _ => WatchEnd::Failed(err),
+                // 410 Expired/Gone (by code or, from old servers, by reason only), and 504 "too large resource
+                // version": the watch cannot resume from our resourceVersion.
+                return Err(if st.is_expired() || st.code == Some(504) {
+                    WatchEnd::Gone(format!("watch ended with {err}"))
+                } else {
+                    WatchEnd::Failed(err)
                 });
             }
             other => log_at!(

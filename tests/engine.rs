@@ -37,11 +37,10 @@ fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
 
 fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
     let mut buf = vec![0u8; 1 << 20];
-    match inst.nodes(name, None, &mut buf) {
+    match inst.nodes(name, &mut buf) {
         NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
         NodesLookup::NotFound => None,
         NodesLookup::Busy => panic!("busy"),
-        NodesLookup::Unchanged => unreachable!("no version was given"),
         NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
     }
 }
@@ -127,13 +126,10 @@ fn unchanged_lookup_keeps_version_and_change_bumps_it() {
     let inst = start(&s, json!({}));
     eventually("first list", || inst.ready());
     let mut buf = vec![0u8; 4096];
-    let NodesLookup::Found { hint, version, .. } = inst.nodes("ns/svc:p", None, &mut buf) else {
+    let NodesLookup::Found { hint, version, .. } = inst.nodes("ns/svc:p", &mut buf) else {
         panic!()
     };
-    assert!(matches!(
-        inst.nodes("ns/svc:p", Some((hint, version)), &mut buf),
-        NodesLookup::Unchanged
-    ));
+    assert!(inst.is_current(hint, version));
     // Another service changing does not touch this one's version.
     s.apply(endpoints(
         "ns",
@@ -142,22 +138,14 @@ fn unchanged_lookup_keeps_version_and_change_bumps_it() {
         json!([{"name": "p", "port": 1}]),
     ));
     eventually("other service", || nodes(&inst, "ns/other:p").is_some());
-    assert!(matches!(
-        inst.nodes("ns/svc:p", Some((hint, version)), &mut buf),
-        NodesLookup::Unchanged
-    ));
+    assert!(inst.is_current(hint, version));
     s.apply(endpoints(
         "ns",
         "svc",
         &["10.1.0.2"],
         json!([{"name": "p", "port": 8080}]),
     ));
-    eventually("change seen", || {
-        !matches!(
-            inst.nodes("ns/svc:p", Some((hint, version)), &mut buf),
-            NodesLookup::Unchanged
-        )
-    });
+    eventually("change seen", || !inst.is_current(hint, version));
 }
 
 #[test]
@@ -373,18 +361,28 @@ fn a_newer_watcher_takes_over_and_the_old_one_stops() {
     let inst = start(&s, json!({}));
     eventually("first list", || inst.ready());
     assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
-    // A second watcher on the same region (as after `nginx -s reload`), on its own runtime.
+    // A second watcher on the same region from a newer configuration (as after `nginx -s reload`).
     let cluster = inst.clusters[0].clone();
+    let old_generation = inst.generation();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster)));
+    std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster, old_generation + 1)));
     std::thread::sleep(Duration::from_millis(300));
     // The old watcher notices within its ownership check interval and closes its watch.
     eventually("exactly one watch left", || {
         s.stats().active_watches == 1 && s.stats().watches_started >= 2
     });
+    // A watcher of the old configuration (say, restarted after a panic) cannot claim the region back.
+    let cluster = inst.clusters[0].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stale =
+        std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster, old_generation)));
+    stale.join().expect("the stale watcher returns at once");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.stats().active_watches, 1);
     s.apply(endpoints(
@@ -476,4 +474,42 @@ fn multi_cluster_routes_by_id_and_fails_independently() {
             .contains("Connection refused"),
         "{dump}"
     );
+}
+
+#[test]
+fn a_malformed_object_keeps_its_previous_nodes_and_does_not_stop_the_others() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.9.0.1"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    s.apply(endpoints(
+        "ns",
+        "b",
+        &["10.9.0.2"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    let lists = s.stats().lists;
+    // "subsets" must be a list; a watch event carrying this cannot be applied, so the watcher relists, and
+    // the relist keeps what was stored for ns/a instead of dropping it.
+    s.apply(json!({"kind": "Endpoints", "apiVersion": "v1",
+                   "metadata": {"namespace": "ns", "name": "a"}, "subsets": "bogus"}));
+    eventually("relisted after the malformed event", || {
+        s.stats().lists > lists
+    });
+    assert_eq!(nodes(&inst, "ns/a:p"), Some(vec![node("10.9.0.1", 1)]));
+    s.apply(endpoints(
+        "ns",
+        "b",
+        &["10.9.0.3"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    eventually("others still update", || {
+        nodes(&inst, "ns/b:p") == Some(vec![node("10.9.0.3", 1)])
+    });
+    assert_eq!(nodes(&inst, "ns/a:p"), Some(vec![node("10.9.0.1", 1)]));
 }

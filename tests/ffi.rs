@@ -6,7 +6,7 @@ use std::ptr;
 use k8s_disc::ffi::*;
 use k8s_disc::instance::Instance;
 
-fn init(json: &str) -> Result<*const Instance, (i64, String)> {
+fn init(json: &str) -> Result<*const Instance, (i32, String)> {
     let mut out: *const Instance = ptr::null();
     let mut err = [0 as c_char; 512];
     // SAFETY: all pointers are valid for the lengths passed.
@@ -76,6 +76,25 @@ fn init_rejects_null_and_non_utf8() {
         )
     };
     assert_eq!(rc, K8S_DISC_E_INVALID);
+}
+
+#[test]
+fn released_handles_free_their_instance_and_null_is_ignored() {
+    let conf = r#"{"service":{"schema":"http","host":"127.0.0.1","port":"2"},"client":{"token":"t"},"shared_size":"1m"}"#;
+    let a = init(conf).unwrap();
+    let b = init(conf).unwrap();
+    assert_eq!(a, b);
+    // SAFETY: each init gave one reference; give both back. NULL is documented as ignored.
+    unsafe {
+        k8s_disc_release(a);
+        assert_eq!(
+            k8s_disc_ready(b),
+            0,
+            "still alive while one reference remains"
+        );
+        k8s_disc_release(b);
+        k8s_disc_release(ptr::null());
+    }
 }
 
 #[test]

@@ -30,14 +30,15 @@ local _M = { _VERSION = "0.1.0" }
 ffi.cdef [[
 typedef struct k8s_disc_t k8s_disc_t;
 const char *k8s_disc_version(void);
-int64_t k8s_disc_init(const char *config, size_t config_len, const k8s_disc_t **out, char *err, size_t err_cap);
-int64_t k8s_disc_start(const k8s_disc_t *h, char *err, size_t err_cap);
-int64_t k8s_disc_nodes(const k8s_disc_t *h, const char *name, size_t name_len, uint64_t *version,
+int32_t k8s_disc_init(const char *config, size_t config_len, const k8s_disc_t **out, char *err, size_t err_cap);
+void k8s_disc_release(const k8s_disc_t *h);
+int32_t k8s_disc_start(const k8s_disc_t *h, char *err, size_t err_cap);
+int32_t k8s_disc_nodes(const k8s_disc_t *h, const char *name, size_t name_len, uint64_t *version,
                        uint64_t *hint, uint8_t *buf, size_t *buf_len);
-int64_t k8s_disc_ready(const k8s_disc_t *h);
+int32_t k8s_disc_ready(const k8s_disc_t *h);
 int64_t k8s_disc_dump(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int64_t k8s_disc_info(const k8s_disc_t *h, uint8_t *buf, size_t cap);
-int64_t k8s_disc_set_log_level(int32_t level);
+int32_t k8s_disc_set_log_level(int32_t level);
 ]]
 
 -- Return codes shared with include/k8s_disc.h.
@@ -147,7 +148,9 @@ function _M.init(conf, opts)
     if rc ~= 0 then
         error("k8s-disc: " .. ffi_string(errbuf), 2)
     end
-    handle = out[0]
+    -- The handle holds a reference to the library's instance until this Lua VM closes (after a reload, the
+    -- master's previous VM), so the configuration stays valid as long as nginx may fork workers from it.
+    handle = ffi.gc(out[0], lib.k8s_disc_release)
     local info = assert(read_json(lib.k8s_disc_info))
     multi = info.multi
     weights = {}
@@ -180,17 +183,29 @@ function _M.init(conf, opts)
     return true
 end
 
--- Whether the calling process is the one that runs the watcher.
+-- Whether the calling process is the one that runs the watcher: the privileged agent (when there is one and
+-- the mode allows it), else worker 0, or the only process with master_process off.
 local function is_watcher_process()
     local ok, process = pcall(require, "ngx.process")
-    local ptype = ok and process.type() or "single"
-    if ptype == "privileged agent" then
-        return true
+    local ptype
+    if ok then
+        ptype = process.type()
+    else
+        ptype = ngx.worker.id() and "worker" or "single"
     end
     if ptype == "single" then
         return true
     end
-    return ptype == "worker" and not agent_enabled and ngx.worker.id() == 0
+    if ptype == "privileged agent" then
+        return watcher_mode ~= "worker"
+    end
+    if ptype ~= "worker" or watcher_mode == "agent" then
+        return false
+    end
+    if watcher_mode == "auto" and agent_enabled then
+        return false
+    end
+    return ngx.worker.id() == 0
 end
 
 -- Starts the watcher if this process is the watcher process. Call in init_worker_by_lua.
@@ -249,7 +264,7 @@ function _M.nodes(name)
             hint_box[0] = 0
         end
         len_box[0] = buf_size
-        local rc = tonumber(lib.k8s_disc_nodes(handle, name, #name, version_box, hint_box, buf, len_box))
+        local rc = lib.k8s_disc_nodes(handle, name, #name, version_box, hint_box, buf, len_box)
         if rc == UNCHANGED then
             return entry.nodes
         end
