@@ -59,10 +59,6 @@ impl<'r> Publisher<'r> {
         }
     }
 
-    pub fn batch(&mut self) -> Result<Batch<'_, 'r>, StoreError> {
-        self.writer.batch()
-    }
-
     pub fn set_state(&mut self, s: SyncState) -> Result<(), StoreError> {
         self.writer.batch()?.set_state(s);
         Ok(())

@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::client::{ApiClient, ApiError, MAX_BODY_BYTES, read_body};
 use crate::config::ClusterConfig;
 use crate::log::log_at;
-use crate::model::{Bookmark, ListMeta, Status, WatchEvent};
+use crate::model::{Bookmark, List, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
 use crate::store::{Region, StoreError, SyncState, Writer};
@@ -286,7 +286,7 @@ impl Watcher {
                     other => other?,
                 };
                 let body = read_body(resp.into_body(), MAX_BODY_BYTES, LIST_READ_TIMEOUT).await?;
-                let page: ListPage = serde_json::from_slice(&body)
+                let page: List<serde_json::Value> = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
                 // A 200 that is not a list of the expected kind (a proxy's page, a Status) must never be taken
                 // for an empty cluster: that would delete everything.
@@ -327,8 +327,8 @@ impl Watcher {
                 if rv.is_none() {
                     rv = page.metadata.resource_version.clone();
                 }
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(c) => cont = Some(c),
+                match page.metadata.next_page() {
+                    Some(c) => cont = Some(c.to_string()),
                     None => break,
                 }
             }
@@ -462,9 +462,9 @@ impl Watcher {
             }
             "BOOKMARK" => {
                 if let Ok(b) = serde_json::from_value::<Bookmark>(ev.object)
-                    && let Some(rv) = b.metadata.resource_version.filter(|r| !r.is_empty())
+                    && let Some(rv) = b.resource_version()
                 {
-                    self.rv = Some(rv);
+                    self.rv = Some(rv.to_string());
                 }
             }
             "ERROR" => {
@@ -497,17 +497,6 @@ async fn owner_lost(p: &Publisher<'_>) {
             return;
         }
     }
-}
-
-/// A LIST response page; items are parsed one by one so a single malformed object is skipped, not fatal.
-#[derive(serde::Deserialize)]
-struct ListPage {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Option<Vec<serde_json::Value>>,
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
