@@ -1537,17 +1537,22 @@ mod tests {
     /// A reader in another process never sees a torn record while the writer rewrites and reuses space.
     #[test]
     fn reader_in_forked_process_sees_only_whole_records() {
+        const DONE: u16 = 60000;
         let r = Region::create(512 * 1024).unwrap();
         let mut w = Writer::claim(&r, 1).unwrap();
-        w.batch().unwrap().put_port("ns/hot:80", &nodes(1, 1));
+        // The first record, like every later one, has 1 + port % 13 nodes.
+        w.batch().unwrap().put_port("ns/hot:80", &nodes(2, 1));
+        let mut fds = [0i32; 2];
+        // SAFETY: a pipe for the child to say it is reading, so the writes below overlap its reads.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         // SAFETY: fork in a test. The child only reads the shared mapping and exits with _exit.
         let child = unsafe { libc::fork() };
         if child == 0 {
             let mut buf = vec![0u8; 1 << 16];
-            let mut seen_versions = 0u32;
-            let mut last = 0;
-            let mut bad = 0;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let (mut versions, mut last, mut torn, mut odd) = (0u32, 0u64, 0u32, 0u32);
+            // SAFETY: writing one byte to our end of the pipe.
+            unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while std::time::Instant::now() < deadline {
                 match r.lookup(b"ns/hot:80", &mut buf) {
                     Lookup::Found {
@@ -1557,49 +1562,71 @@ mod tests {
                         ..
                     } => {
                         let got = decode_nodes(&buf[..len], count);
-                        // Every record written has count == 1 + port % 13 and all nodes share the port.
+                        // Every record written has 1 + port % 13 nodes, all on that port.
                         let port = got.first().map(|n| n.port).unwrap_or(0);
-                        if got.len() != count as usize
-                            || count as u16 != 1 + port % 13
-                            || got
-                                .iter()
-                                .enumerate()
-                                .any(|(i, n)| *n != nodes(count as usize, port)[i])
-                        {
-                            bad += 1;
+                        if count as u16 != 1 + port % 13 || got != nodes(count as usize, port) {
+                            torn += 1;
                         }
                         if version != last {
-                            seen_versions += 1;
+                            versions += 1;
                             last = version;
                         }
-                        if port == 60000 {
+                        if port == DONE {
                             break;
                         }
                     }
                     Lookup::Busy => {}
-                    _ => bad += 1,
+                    _ => odd += 1,
                 }
             }
-            let code = if bad == 0 && seen_versions > 10 { 0 } else { 1 };
+            let code = if torn > 0 {
+                2
+            } else if odd > 0 {
+                3
+            } else if versions < 10 {
+                4
+            } else {
+                0
+            };
             // SAFETY: leave the child without running the test harness's exit path.
             unsafe { libc::_exit(code) };
         }
-        for port in 2..60000u16 {
+        let mut byte = [0u8; 1];
+        // SAFETY: reading one byte from our end of the pipe; blocks until the child is reading.
+        assert_eq!(
+            unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) },
+            1
+        );
+        let start = std::time::Instant::now();
+        let mut port = 2u16;
+        while start.elapsed() < std::time::Duration::from_millis(700) || port < 20_000 {
             let mut b = w.batch().unwrap();
             b.put_port("ns/hot:80", &nodes(1 + (port % 13) as usize, port));
             // Churn other keys so freed blocks get reused while the child may still be copying them.
-            let k = format!("ns/other{}:80", port % 17);
-            b.put_port(&k, &nodes(1 + (port % 5) as usize, port));
+            b.put_port(
+                &format!("ns/other{}:80", port % 17),
+                &nodes(1 + (port % 5) as usize, port),
+            );
+            port = if port + 1 >= DONE { 2 } else { port + 1 };
         }
         w.batch()
             .unwrap()
-            .put_port("ns/hot:80", &nodes(1 + (60000 % 13), 60000));
+            .put_port("ns/hot:80", &nodes(1 + (DONE % 13) as usize, DONE));
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(child, &mut status, 0) };
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child saw torn data: {status}"
-        );
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        let meaning = match code {
+            0 => "ok",
+            2 => "a torn record was interpreted",
+            3 => "the key was reported missing",
+            4 => "too few versions seen to prove anything",
+            _ => "the child crashed or timed out",
+        };
+        assert_eq!(code, 0, "{meaning}");
     }
 }
