@@ -14,7 +14,7 @@ local host = {
 local port = {
     anyOf = {
         { type = "string", pattern = env_ref },
-        { type = "string", pattern = [[^[0-9]{1,5}$]] },
+        { type = "string", pattern = [[^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$]] },
         { type = "integer", minimum = 1, maximum = 65535 },
     },
 }
