@@ -52,7 +52,12 @@ impl Cluster {
     /// How log lines name this cluster.
     pub fn label(&self) -> String {
         if self.config.id.is_empty() {
-            format!("{}:{}", self.config.host, self.config.port)
+            let host = &self.config.host;
+            if host.contains(':') {
+                format!("[{host}]:{}", self.config.port)
+            } else {
+                format!("{host}:{}", self.config.port)
+            }
         } else {
             format!("cluster {}", self.config.id)
         }

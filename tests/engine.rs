@@ -513,3 +513,102 @@ fn a_malformed_object_keeps_its_previous_nodes_and_does_not_stop_the_others() {
     });
     assert_eq!(nodes(&inst, "ns/a:p"), Some(vec![node("10.9.0.1", 1)]));
 }
+
+#[test]
+fn ipv6_api_server_host_is_bracketed_in_urls() {
+    let s = FakeApiServer::start(Options {
+        listen: "[::1]:0".parse().unwrap(),
+        ..Options::default()
+    })
+    .unwrap();
+    s.apply(endpoints(
+        "ns",
+        "v6",
+        &["fd00::1"],
+        json!([{"name": "p", "port": 80}]),
+    ));
+    let conf = json!({
+        "service": {"schema": "http", "host": "::1", "port": s.addr().port()},
+        "client": {"token": "t"}, "shared_size": "1m",
+    });
+    let inst = Instance::standalone(&conf.to_string()).unwrap();
+    k8s_disc::runtime::start(&inst).unwrap();
+    eventually("listed over IPv6", || inst.ready());
+    assert_eq!(nodes(&inst, "ns/v6:p"), Some(vec![node("fd00::1", 80)]));
+}
+
+#[test]
+fn events_split_and_merged_across_chunks_are_all_applied() {
+    let s = FakeApiServer::start(Options {
+        fuzz_chunks: true,
+        ..Options::default()
+    })
+    .unwrap();
+    let inst = start(&s, json!({"watch_endpoint_slices": true}));
+    eventually("first list", || inst.ready());
+    for i in 0..200u32 {
+        let ips: Vec<String> = (0..=(i % 7))
+            .map(|j| format!("10.10.{}.{j}", i % 20))
+            .collect();
+        let eps: Vec<Value> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+        s.apply(slice(
+            "ns",
+            &format!("svc{}-x", i % 20),
+            &format!("svc{}", i % 20),
+            json!(eps),
+            json!([{"name": "http", "port": 8080}]),
+        ));
+    }
+    // The last write to each service decides its nodes: i in 180..200 wrote 1 + i % 7 addresses.
+    for i in 180..200u32 {
+        let want = (1 + i % 7) as usize;
+        eventually(&format!("svc{} settled", i % 20), || {
+            nodes(&inst, &format!("ns/svc{}:http", i % 20)).map(|n| n.len()) == Some(want)
+        });
+    }
+    assert_eq!(s.stats().lists, 1, "no relist was needed");
+}
+
+#[test]
+fn bookmarks_keep_the_resume_point_fresh() {
+    let s = FakeApiServer::start(Options {
+        bookmark_interval: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .unwrap();
+    s.apply(endpoints(
+        "watched",
+        "a",
+        &["10.11.0.1"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    let inst = start(&s, json!({"namespace_selector": {"equal": "watched"}}));
+    eventually("first list", || inst.ready());
+    // Changes elsewhere move the server's resourceVersion on; this watch only learns of it from bookmarks.
+    for i in 0..20 {
+        s.apply(endpoints(
+            "other",
+            &format!("x{i}"),
+            &["10.11.9.9"],
+            json!([{"name": "p", "port": 1}]),
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let lists = s.stats().lists;
+    s.compact();
+    s.reset_watches();
+    s.apply(endpoints(
+        "watched",
+        "a",
+        &["10.11.0.2"],
+        json!([{"name": "p", "port": 1}]),
+    ));
+    eventually("change after reconnect", || {
+        nodes(&inst, "watched/a:p") == Some(vec![node("10.11.0.2", 1)])
+    });
+    assert_eq!(
+        s.stats().lists,
+        lists,
+        "resumed from the bookmark's resourceVersion without a relist"
+    );
+}
