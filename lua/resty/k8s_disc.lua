@@ -245,6 +245,22 @@ local function weight_of(name)
     return id and weights[id]
 end
 
+-- Builds the node tables from the lookup buffer: `count` x [u16 port LE][u8 host_len][host].
+local function decode_nodes(count, weight)
+    local nodes = new_tab(count, 0)
+    local p = 0
+    for i = 1, count do
+        local host_len = buf[p + 2]
+        nodes[i] = {
+            host = ffi_string(buf + p + 3, host_len),
+            port = buf[p] + buf[p + 1] * 256,
+            weight = weight,
+        }
+        p = p + 3 + host_len
+    end
+    return nodes
+end
+
 -- The nodes of "ns/name:port" ("id/ns/name:port" in multi-cluster mode) as an array of {host, port, weight},
 -- or nil (plus a reason) when the service or port is unknown.
 function _M.nodes(name)
@@ -269,18 +285,7 @@ function _M.nodes(name)
             return entry.nodes
         end
         if rc >= 0 then
-            local weight = weight_of(name)
-            local nodes = new_tab(rc, 0)
-            local p = 0
-            for i = 1, rc do
-                local host_len = buf[p + 2]
-                nodes[i] = {
-                    host = ffi_string(buf + p + 3, host_len),
-                    port = buf[p] + buf[p + 1] * 256,
-                    weight = weight,
-                }
-                p = p + 3 + host_len
-            end
+            local nodes = decode_nodes(rc, weight_of(name))
             -- Plain numbers, not boxed uint64 cdata: versions and hints stay far below 2^53, and numbers cost no
             -- allocation.
             cache[name] = { ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes }
