@@ -42,6 +42,8 @@ const HEADER_BYTES: usize = 4096;
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = u64::MAX;
+/// How long a writer waits for another live writer's batch to finish before giving up (and retrying later).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How many times a reader re-reads a slot that a writer is changing before reporting "busy".
 const READ_RETRIES: u32 = 1000;
 /// Bytes of the last-error message kept in the status block.
@@ -863,9 +865,13 @@ impl<'r> Writer<'r> {
         self.region.header().owner.load(Ordering::SeqCst) == self.token
     }
 
+    /// Takes the batch lock. A live holder (a previous writer finishing its last batch) is waited for, up to
+    /// `LOCK_WAIT`; a dead one is taken over.
     fn lock(&self) -> Result<(), StoreError> {
         let h = self.region.header();
-        for _ in 0..1000 {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut spins = 0u32;
+        loop {
             match h
                 .lock
                 .compare_exchange(0, self.token, Ordering::Acquire, Ordering::Relaxed)
@@ -885,11 +891,19 @@ impl<'r> Writer<'r> {
                     {
                         return Ok(());
                     }
-                    std::thread::yield_now();
+                    if std::time::Instant::now() > deadline {
+                        return Err(StoreError::Locked);
+                    }
+                    // Batches are short: spin briefly, then sleep so a long one does not burn a core.
+                    spins += 1;
+                    if spins < 100 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                 }
             }
         }
-        Err(StoreError::Locked)
     }
 
     fn unlock(&self) {

@@ -73,7 +73,7 @@ enum WatchEnd {
 }
 
 struct Watcher {
-    client: ApiClient,
+    client: Arc<ApiClient>,
     resource: Resource,
     namespace: Option<String>,
     field_selector: Option<String>,
@@ -91,7 +91,7 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
     let label = cluster.label();
     let client = loop {
         match ApiClient::new(&cluster.config) {
-            Ok(c) => break c,
+            Ok(c) => break Arc::new(c),
             Err(e) => {
                 log_at!(
                     Error,
@@ -101,56 +101,70 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             }
         }
     };
-    let writer = loop {
-        match Writer::claim(&cluster.region, generation) {
-            Ok(w) => break w,
-            Err(StoreError::Superseded) => {
-                log_at!(
-                    Info,
-                    "{label}: a watcher of a newer configuration owns the region; not starting"
-                );
-                return;
-            }
-            Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => {
-                log_at!(Error, "{label}: {e}");
-                return;
-            }
-        }
-    };
     let cfg = &cluster.config;
     let selector = cfg.namespace_selector.clone();
-    let mut w = Watcher {
-        client,
-        resource: if cfg.watch_endpoint_slices {
-            Resource::EndpointSlices
-        } else {
-            Resource::Endpoints
-        },
-        namespace: selector
-            .as_ref()
-            .and_then(|s| s.namespace_scope())
-            .map(str::to_string),
-        field_selector: selector.as_ref().and_then(|s| s.field_selector()),
-        label_selector: cfg.label_selector.clone(),
-        view: View::new(selector.clone()),
-        selector,
-        label: label.clone(),
-        backoff: Backoff::new(),
-        rv: None,
-    };
-    let mut publisher = Publisher::new(&cluster.region, writer, label.clone());
-    log_at!(
-        Info,
-        "{label}: watcher started in process {}",
-        std::process::id()
-    );
-    match w.run(&mut publisher).await {
-        Err(StoreError::Superseded) => {
-            log_at!(Info, "{label}: another watcher took over; this one stops")
+    loop {
+        let writer = loop {
+            match Writer::claim(&cluster.region, generation) {
+                Ok(w) => break w,
+                Err(StoreError::Superseded) => {
+                    log_at!(
+                        Info,
+                        "{label}: a watcher of a newer configuration owns the region; not starting"
+                    );
+                    return;
+                }
+                Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => {
+                    log_at!(Error, "{label}: {e}");
+                    return;
+                }
+            }
+        };
+        let mut w = Watcher {
+            client: client.clone(),
+            resource: if cfg.watch_endpoint_slices {
+                Resource::EndpointSlices
+            } else {
+                Resource::Endpoints
+            },
+            namespace: selector
+                .as_ref()
+                .and_then(|s| s.namespace_scope())
+                .map(str::to_string),
+            field_selector: selector.as_ref().and_then(|s| s.field_selector()),
+            label_selector: cfg.label_selector.clone(),
+            view: View::new(selector.clone()),
+            selector: selector.clone(),
+            label: label.clone(),
+            backoff: Backoff::new(),
+            rv: None,
+        };
+        let mut publisher = Publisher::new(&cluster.region, writer, label.clone());
+        log_at!(
+            Info,
+            "{label}: watcher started in process {}",
+            std::process::id()
+        );
+        match w.run(&mut publisher).await {
+            Err(StoreError::Superseded) => {
+                log_at!(Info, "{label}: another watcher took over; this one stops");
+                return;
+            }
+            // A previous writer held the region for unusually long; claim it again and relist.
+            Err(StoreError::Locked) => {
+                log_at!(
+                    Warn,
+                    "{label}: shared memory region busy; restarting the watcher"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                log_at!(Error, "{label}: watcher stopped: {e}");
+                return;
+            }
+            Ok(()) => return,
         }
-        Err(e) => log_at!(Error, "{label}: watcher stopped: {e}"),
-        Ok(()) => {}
     }
 }
 
