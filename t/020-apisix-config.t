@@ -45,15 +45,7 @@ add_block_preprocessor(sub {
     my $block = shift;
     my $conf = $block->discovery_conf;
     if (defined $conf && !defined $block->http_config) {
-        $block->set_value('http_config', <<_EOC_);
-    init_by_lua_block {
-        require("apisix.core.config_local").set_discovery("kubernetes", $conf)
-        require("apisix.discovery.kubernetes")
-    }
-    init_worker_by_lua_block {
-        require("apisix.discovery.kubernetes").init_worker()
-    }
-_EOC_
+        $block->set_value('http_config', apisix_http_config($conf));
     }
     my $expected = $block->expected_config;
     if (defined $expected && !defined $block->config) {

@@ -51,15 +51,7 @@ add_block_preprocessor(sub {
         }
 _EOC_
     }
-    $block->set_value('http_config', <<_EOC_);
-    init_by_lua_block {
-        require("apisix.core.config_local").set_discovery("kubernetes", $conf)
-        require("apisix.discovery.kubernetes")
-    }
-    init_worker_by_lua_block {
-        require("apisix.discovery.kubernetes").init_worker()
-    }
-_EOC_
+    $block->set_value('http_config', apisix_http_config($conf));
 });
 
 plan tests => 33;

@@ -44,15 +44,7 @@ add_block_preprocessor(sub {
     my $conf = $block->discovery_conf
         // '{ service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },'
          . ' client = { token = "t" }, shared_size = "4m" }';
-    $block->set_value('http_config', <<_EOC_);
-    init_by_lua_block {
-        require("apisix.core.config_local").set_discovery("kubernetes", $conf)
-        require("apisix.discovery.kubernetes")
-    }
-    init_worker_by_lua_block {
-        require("apisix.discovery.kubernetes").init_worker()
-    }
-_EOC_
+    $block->set_value('http_config', apisix_http_config($conf));
 });
 
 plan tests => 17;

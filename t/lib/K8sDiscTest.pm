@@ -62,7 +62,7 @@ my @DEBIAN_MODULES = (    # ndk must be loaded before the lua module
 # Helpers exported into the .t file (and into the package the backend
 # evaluates "--- init" sections in, so they can be called unqualified there).
 my @HELPERS = qw(fake_api fake_api_url fake_api_port fake_api_start
-                 fake_api_stop);
+                 fake_api_stop apisix_http_config);
 
 sub import {
     my $class  = shift;
@@ -356,6 +356,22 @@ sub fake_api_stop {
 }
 
 sub fake_api_port { $Fake{port} }
+
+# apisix_http_config(LUA_CONF) -> an http_config that loads the APISIX adapter the way APISIX does: the
+# discovery config (a Lua table literal) goes into the config_local stand-in, then the adapter is required in
+# init_by_lua (in the master) and its init_worker() runs in every worker.
+sub apisix_http_config {
+    my ($conf) = @_;
+    return <<_EOC_;
+    init_by_lua_block {
+        require("apisix.core.config_local").set_discovery("kubernetes", $conf)
+        require("apisix.discovery.kubernetes")
+    }
+    init_worker_by_lua_block {
+        require("apisix.discovery.kubernetes").init_worker()
+    }
+_EOC_
+}
 
 sub fake_api_url {
     die "K8sDiscTest: the fake API server is not running\n" unless $Fake{port};
