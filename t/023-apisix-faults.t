@@ -89,7 +89,8 @@ main::reset_and_seed();
             t.delete(port, "Endpoints", "ns-a", "stale")
             a.admin(port, "/fake/compact")
 
-            a.say_counts("", names, "2 2 0")
+            -- Up to two back-off steps (reconnect, then relist after the 410) plus the 1.5 s delay.
+            a.say_counts("", names, "2 2 0", 15)
             ngx.say("stale: ", tostring(k8s.nodes("ns-a/stale:http")))
             ngx.say("relisted: ", a.status("").lists > lists_before)
             done = true
@@ -106,7 +107,7 @@ single: 2 2 0
 stale: nil
 relisted: true
 kept services checked often: true, missing meanwhile: 0
---- timeout: 10
+--- timeout: 20
 --- error_log
 removed stale service ns-a/stale: not in the latest full list
 
