@@ -57,15 +57,19 @@ const char *k8s_disc_version(void);
 
 /**
  * Validates the discovery config (JSON), expands `${VAR}` references and maps one shared-memory region per
- * cluster. Call in the nginx master (init_by_lua), before workers fork. Returns 0 and stores a handle in `*out`,
- * or a negative code with a message in `err`.
+ * cluster. Call in the nginx master (init_by_lua), before workers fork. `opts` (JSON) says who calls:
+ * `{"subsystem": "http" | "stream", "watcher": "auto" | "agent" | "worker"}`; the same config from both
+ * subsystems shares one instance. Returns 0 and stores a handle in `*out`, or a negative code with a message in
+ * `err`.
  *
  * # Safety
- * `config` must be valid for `config_len` bytes, `out` valid for one pointer write, `err` valid for `err_cap`
- * bytes (or NULL).
+ * `config` must be valid for `config_len` bytes, `opts` for `opts_len` bytes, `out` valid for one pointer write,
+ * `err` valid for `err_cap` bytes (or NULL).
  */
 int32_t k8s_disc_init(const char *config,
                       size_t config_len,
+                      const char *opts,
+                      size_t opts_len,
                       const k8s_disc_t **out,
                       char *err,
                       size_t err_cap);

@@ -28,5 +28,62 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
-echo "== Test::Nginx suite"
-prove -r t/
+# The Test::Nginx-format suite, once per runner and nginx build available here. The bundled runner on the
+# distribution's nginx always runs; the real Test::Nginx and an OpenResty-like build (privileged agent, stream
+# Lua module) run when the shared test material beside the project provides them, and say so when it does not.
+shared=${K8S_DISC_SHARED:-$(cd .. && pwd)/shared}
+summary=()
+
+suite() {   # suite LABEL [VAR=VALUE...]: prove -r t/ with the given environment
+    local label=$1
+    shift
+    echo "== Test::Nginx suite: $label"
+    local log
+    log=$(mktemp)
+    if ! env "$@" prove -r t/ 2>&1 | tee "$log"; then
+        rm -f "$log"
+        echo "Test::Nginx suite failed: $label" >&2
+        exit 1
+    fi
+    local files skipped
+    files=$(grep -Eo 'Files=[0-9]+, Tests=[0-9]+' "$log" | tail -n 1)
+    skipped=$(grep -c 'skipped:' "$log" || true)
+    summary+=("pass  $label: $files, $skipped file(s) skipped")
+    rm -f "$log"
+}
+
+skip() {
+    echo "== Test::Nginx suite: $1: SKIPPED ($2)"
+    summary+=("skip  $1: $2")
+}
+
+suite "bundled runner, Debian nginx" K8S_DISC_TEST_RUNNER=bundled
+
+real_tarball=$(ls "$shared"/vendor/test-nginx-*.tar.gz 2>/dev/null | head -n 1 || true)
+real_lib=""
+if [ -n "$real_tarball" ]; then
+    mkdir -p target/test-nginx
+    tar xzf "$real_tarball" -C target/test-nginx
+    real_lib=$(dirname "$(find target/test-nginx -path '*/lib/Test/Nginx/Socket/Lua.pm' | head -n 1)")/../../..
+    real_lib=$(cd "$real_lib" && pwd)
+    suite "real Test::Nginx, Debian nginx" K8S_DISC_TEST_RUNNER=real PERL5LIB="$real_lib"
+else
+    skip "real Test::Nginx, Debian nginx" "no test-nginx tarball in $shared/vendor"
+fi
+
+agent_tool=$shared/tools/build-agent-nginx.sh
+if [ ! -x "$agent_tool" ]; then
+    skip "agent build (privileged agent, stream Lua)" "$agent_tool not found"
+else
+    echo "== build the OpenResty-like nginx"
+    agent_nginx=$("$agent_tool" "$(pwd)/target/agent-nginx" | tail -n 1)
+    if [ -n "$real_lib" ]; then
+        suite "real Test::Nginx, agent build" K8S_DISC_TEST_RUNNER=real PERL5LIB="$real_lib" \
+            TEST_NGINX_BINARY="$agent_nginx"
+    else
+        suite "bundled runner, agent build" K8S_DISC_TEST_RUNNER=bundled TEST_NGINX_BINARY="$agent_nginx"
+    fi
+fi
+
+echo "== Test::Nginx summary"
+printf '%s\n' "${summary[@]}"

@@ -8,7 +8,7 @@ use std::os::raw::c_char;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::instance::{Instance, NodesLookup};
+use crate::instance::{InitScope, Instance, NodesLookup};
 use crate::log::Level;
 
 /// The lookup found nothing new: the caller's version is current.
@@ -30,6 +30,8 @@ pub const K8S_DISC_E_INTERNAL: i32 = -7;
 const MAX_NAME: usize = 1024;
 /// Largest configuration accepted.
 const MAX_CONFIG: usize = 1 << 20;
+/// Largest init options document accepted.
+const MAX_OPTS: usize = 1024;
 
 static VERSION: &[u8] = concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes();
 
@@ -93,16 +95,20 @@ pub extern "C" fn k8s_disc_version() -> *const c_char {
 }
 
 /// Validates the discovery config (JSON), expands `${VAR}` references and maps one shared-memory region per
-/// cluster. Call in the nginx master (init_by_lua), before workers fork. Returns 0 and stores a handle in `*out`,
-/// or a negative code with a message in `err`.
+/// cluster. Call in the nginx master (init_by_lua), before workers fork. `opts` (JSON) says who calls:
+/// `{"subsystem": "http" | "stream", "watcher": "auto" | "agent" | "worker"}`; the same config from both
+/// subsystems shares one instance. Returns 0 and stores a handle in `*out`, or a negative code with a message in
+/// `err`.
 ///
 /// # Safety
-/// `config` must be valid for `config_len` bytes, `out` valid for one pointer write, `err` valid for `err_cap`
-/// bytes (or NULL).
+/// `config` must be valid for `config_len` bytes, `opts` for `opts_len` bytes, `out` valid for one pointer write,
+/// `err` valid for `err_cap` bytes (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn k8s_disc_init(
     config: *const c_char,
     config_len: usize,
+    opts: *const c_char,
+    opts_len: usize,
     out: *mut *const Instance,
     err: *mut c_char,
     err_cap: usize,
@@ -125,7 +131,27 @@ pub unsafe extern "C" fn k8s_disc_init(
             };
             return K8S_DISC_E_INVALID;
         };
-        match Instance::init(json) {
+        // SAFETY: the caller guarantees opts_len readable bytes at opts.
+        let Some(opts) = (unsafe { str_arg(opts, opts_len, MAX_OPTS) }) else {
+            // SAFETY: as above.
+            unsafe {
+                write_error(
+                    err,
+                    err_cap,
+                    "k8s_disc_init: opts is NULL, too long or not UTF-8",
+                )
+            };
+            return K8S_DISC_E_INVALID;
+        };
+        let scope = match InitScope::parse(opts) {
+            Ok(s) => s,
+            Err(msg) => {
+                // SAFETY: as above.
+                unsafe { write_error(err, err_cap, &msg) };
+                return K8S_DISC_E_INVALID;
+            }
+        };
+        match Instance::init(json, &scope) {
             Ok(inst) => {
                 // SAFETY: `out` checked non-NULL above. The handle owns one reference, given back by
                 // `k8s_disc_release`.

@@ -5,6 +5,12 @@
 //! instance, and a changed one gets a new instance that still reuses the region of every cluster whose id and size
 //! did not change (so workers keep serving while the new watcher relists).
 //!
+//! Subsystems: the http and stream subsystems each have a Lua VM and each call init, once per configuration
+//! cycle (http first, then stream). The same config in both gets the one instance: one watcher, one region. A
+//! different config gets an instance of its own whose regions no other instance of the same cycle uses, so each
+//! subsystem serves exactly what its config selects and no region ever has two watchers. A subsystem calling init
+//! again starts the next cycle (a reload).
+//!
 //! Lifetime: every handle given out through FFI holds a reference, released when its Lua VM is closed (the Lua
 //! layer attaches `k8s_disc_release` as a finaliser). nginx keeps the previous cycle's VM until a reload
 //! succeeds, so an instance lives exactly as long as a configuration that workers may still be forked from; the
@@ -17,8 +23,8 @@ use crate::config::{self, Config};
 use crate::store::{Lookup, Region};
 use crate::watcher::Cluster;
 
-/// Live instances of this process, for reuse across reloads.
-static INSTANCES: Mutex<Vec<Weak<Instance>>> = Mutex::new(Vec::new());
+/// Live instances of this process, for reuse across reloads and between subsystems.
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
 
 /// Configuration generations handed out by this process (the nginx master): one per `init`, growing, so a watcher
 /// started from a newer configuration always outranks one started from an older configuration.
@@ -28,9 +34,64 @@ fn next_generation() -> u32 {
     GENERATION.fetch_add(1, Ordering::Relaxed) + 1
 }
 
+/// Which process runs the watchers: the Lua layer's `watcher` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatcherMode {
+    /// The privileged agent where nginx has one, else worker 0.
+    Auto,
+    /// The privileged agent only.
+    Agent,
+    /// Worker 0 (or the single process) even where there is an agent.
+    Worker,
+}
+
+impl WatcherMode {
+    fn name(self) -> &'static str {
+        match self {
+            WatcherMode::Auto => "auto",
+            WatcherMode::Agent => "agent",
+            WatcherMode::Worker => "worker",
+        }
+    }
+}
+
+/// Who calls `init`: the nginx subsystem of the calling Lua VM and where it runs the watchers.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitScope {
+    pub subsystem: String,
+    pub watcher: WatcherMode,
+}
+
+impl InitScope {
+    /// Parses the Lua layer's options document, e.g. `{"subsystem":"stream","watcher":"auto"}`.
+    pub fn parse(json: &str) -> Result<InitScope, String> {
+        let scope: InitScope =
+            serde_json::from_str(json).map_err(|e| format!("invalid init options {json}: {e}"))?;
+        let s = &scope.subsystem;
+        if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(format!(
+                "invalid init options: subsystem = {s:?}: expected a subsystem name such as \"http\" or \"stream\""
+            ));
+        }
+        Ok(scope)
+    }
+
+    /// The scope of a plain http-only setup (tests and embedding).
+    pub fn http() -> InitScope {
+        InitScope {
+            subsystem: "http".into(),
+            watcher: WatcherMode::Auto,
+        }
+    }
+}
+
 pub struct Instance {
     pub config: Config,
     fingerprint: String,
+    /// The watcher placement every subsystem sharing this instance asked for.
+    pub watcher: WatcherMode,
     pub clusters: Vec<Arc<Cluster>>,
     /// The process that started this instance's watchers (0 = none). A forked child sees its parent's pid here,
     /// which is not its own, so it correctly considers the watchers not running in itself.
@@ -57,44 +118,31 @@ pub enum NodesLookup {
 
 impl Instance {
     /// Parses the config and returns the matching instance from the process-wide registry, creating regions as
-    /// needed (the FFI entry point; see the module docs for reuse across reloads).
-    pub fn init(json: &str) -> Result<Arc<Instance>, String> {
+    /// needed (the FFI entry point; see the module docs for reuse across reloads and subsystems).
+    pub fn init(json: &str, scope: &InitScope) -> Result<Arc<Instance>, String> {
         let config = parse_config(json)?;
-        let fingerprint = fingerprint(&config);
-        let mut registry = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
-        registry.retain(|w| w.strong_count() > 0);
-        let live: Vec<Arc<Instance>> = registry.iter().filter_map(Weak::upgrade).collect();
-        if let Some(inst) = live.iter().find(|i| i.fingerprint == fingerprint) {
-            inst.generation.store(next_generation(), Ordering::Relaxed);
-            return Ok(inst.clone());
-        }
-        let inst = Arc::new(Instance::build(config, fingerprint, |c| {
-            let region = live
-                .iter()
-                .rev()
-                .flat_map(|i| i.clusters.iter())
-                .find(|old| old.config.id == c.id && old.config.shared_size == c.shared_size)
-                .map(|old| old.region.clone())?;
-            // Served data stays, but readiness waits for this configuration's first list.
-            region.clear_ready();
-            Some(region)
-        })?);
-        registry.push(Arc::downgrade(&inst));
-        Ok(inst)
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .init(config, scope)
     }
 
     /// An instance with fresh regions of its own, outside the registry (tests and embedding).
     pub fn standalone(json: &str) -> Result<Arc<Instance>, String> {
         let config = parse_config(json)?;
-        let fingerprint = fingerprint(&config);
-        Ok(Arc::new(Instance::build(config, fingerprint, |_| None)?))
+        Ok(Arc::new(Instance::build(
+            config,
+            WatcherMode::Auto,
+            |_| None,
+        )?))
     }
 
     fn build(
         config: Config,
-        fingerprint: String,
+        watcher: WatcherMode,
         reuse: impl Fn(&crate::config::ClusterConfig) -> Option<Arc<Region>>,
     ) -> Result<Instance, String> {
+        let fingerprint = fingerprint(&config);
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for c in &config.clusters {
             let region = match reuse(c) {
@@ -116,6 +164,7 @@ impl Instance {
         Ok(Instance {
             config,
             fingerprint,
+            watcher,
             clusters,
             started_in: AtomicU32::new(0),
             generation: AtomicU32::new(next_generation()),
@@ -186,6 +235,118 @@ impl Instance {
     }
 }
 
+/// The instances of this process and the current configuration cycle (see the module docs).
+struct Registry {
+    instances: Vec<Weak<Instance>>,
+    /// The subsystems that called `init` in the current cycle, with the instance each got.
+    cycle: Vec<(String, Weak<Instance>)>,
+    /// The same for the cycle before: a changed config takes over its own subsystem's region first.
+    previous: Vec<(String, Weak<Instance>)>,
+}
+
+impl Registry {
+    const fn new() -> Registry {
+        Registry {
+            instances: Vec::new(),
+            cycle: Vec::new(),
+            previous: Vec::new(),
+        }
+    }
+
+    fn init(&mut self, config: Config, scope: &InitScope) -> Result<Arc<Instance>, String> {
+        self.instances.retain(|w| w.strong_count() > 0);
+        if self.cycle.iter().any(|(s, _)| *s == scope.subsystem) {
+            self.previous = std::mem::take(&mut self.cycle);
+        }
+        // Newest first, after the instance this subsystem had in the previous cycle.
+        let own_previous = self
+            .previous
+            .iter()
+            .find(|(s, _)| *s == scope.subsystem)
+            .and_then(|(_, w)| w.upgrade());
+        let mut live: Vec<Arc<Instance>> = self
+            .instances
+            .iter()
+            .rev()
+            .filter_map(Weak::upgrade)
+            .collect();
+        if let Some(own) = own_previous
+            && let Some(at) = live.iter().position(|i| Arc::ptr_eq(i, &own))
+        {
+            live[..=at].rotate_right(1);
+        }
+        let this_cycle: Vec<(String, Arc<Instance>)> = self
+            .cycle
+            .iter()
+            .filter_map(|(s, w)| Some((s.clone(), w.upgrade()?)))
+            .collect();
+        let fingerprint = fingerprint(&config);
+
+        // The same config as another subsystem of this cycle: share its instance, so one watcher serves both.
+        if let Some((other, inst)) = this_cycle
+            .iter()
+            .find(|(_, i)| i.fingerprint == fingerprint)
+        {
+            if inst.watcher != scope.watcher {
+                return Err(format!(
+                    "the {} subsystem initialises the same discovery config as the {other} subsystem, but with \
+                     watcher = {} where {other} has watcher = {}; one config has one watcher: give both the same \
+                     watcher option",
+                    scope.subsystem,
+                    scope.watcher.name(),
+                    inst.watcher.name()
+                ));
+            }
+            return Ok(self.hand_out(inst.clone(), scope));
+        }
+
+        // A region another subsystem of this cycle serves from is never given to a second instance.
+        let in_use = |region: &Arc<Region>| {
+            this_cycle
+                .iter()
+                .flat_map(|(_, i)| i.clusters.iter())
+                .any(|c| Arc::ptr_eq(&c.region, region))
+        };
+
+        // The same config as a previous cycle (a reload that left it unchanged): keep the instance.
+        if let Some(inst) = live.iter().find(|i| {
+            i.fingerprint == fingerprint
+                && i.watcher == scope.watcher
+                && !i.clusters.iter().any(|c| in_use(&c.region))
+        }) {
+            return Ok(self.hand_out(inst.clone(), scope));
+        }
+
+        let inst = Arc::new(Instance::build(config, scope.watcher, |c| {
+            let region = live
+                .iter()
+                .flat_map(|i| i.clusters.iter())
+                .find(|old| {
+                    old.config.id == c.id
+                        && old.config.shared_size == c.shared_size
+                        && !in_use(&old.region)
+                })
+                .map(|old| old.region.clone())?;
+            // Served data stays, but readiness waits for this configuration's first list.
+            region.clear_ready();
+            Some(region)
+        })?);
+        self.instances.push(Arc::downgrade(&inst));
+        self.cycle
+            .push((scope.subsystem.clone(), Arc::downgrade(&inst)));
+        Ok(inst)
+    }
+
+    /// Returns an existing instance to a caller: a new generation, so the watcher started from this
+    /// configuration outranks those of earlier cycles.
+    fn hand_out(&mut self, inst: Arc<Instance>, scope: &InitScope) -> Arc<Instance> {
+        inst.generation.store(next_generation(), Ordering::Relaxed);
+        self.cycle
+            .push((scope.subsystem.clone(), Arc::downgrade(&inst)));
+        inst
+    }
+}
+
 fn parse_config(json: &str) -> Result<Config, String> {
     config::parse(json, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())
 }
@@ -242,5 +403,128 @@ mod tests {
         assert!(!inst.is_current(u64::MAX, 1));
         assert!(!inst.is_current(0, 0));
         assert!(!inst.is_current(5 << 32, 1));
+    }
+
+    fn conf(weight: u32) -> Config {
+        parse_config(&format!(
+            r#"{{"service":{{"schema":"http","host":"127.0.0.1","port":"1"}},"client":{{"token":"t"}},
+                "default_weight":{weight},"shared_size":"1m"}}"#
+        ))
+        .unwrap()
+    }
+
+    fn scope(subsystem: &str, watcher: WatcherMode) -> InitScope {
+        InitScope {
+            subsystem: subsystem.into(),
+            watcher,
+        }
+    }
+
+    fn region(i: &Instance) -> &Arc<Region> {
+        &i.clusters[0].region
+    }
+
+    const HTTP: fn() -> InitScope = || scope("http", WatcherMode::Auto);
+    const STREAM: fn() -> InitScope = || scope("stream", WatcherMode::Auto);
+
+    #[test]
+    fn one_config_in_both_subsystems_is_one_instance() {
+        let mut reg = Registry::new();
+        let http = reg.init(conf(1), &HTTP()).unwrap();
+        let g = http.generation();
+        let stream = reg.init(conf(1), &STREAM()).unwrap();
+        assert!(Arc::ptr_eq(&http, &stream));
+        assert!(
+            stream.generation() > g,
+            "every init hands out a newer generation"
+        );
+    }
+
+    #[test]
+    fn different_configs_in_the_subsystems_never_share_a_region() {
+        let mut reg = Registry::new();
+        let http = reg.init(conf(1), &HTTP()).unwrap();
+        let stream = reg.init(conf(2), &STREAM()).unwrap();
+        assert!(!Arc::ptr_eq(region(&http), region(&stream)));
+
+        // A reload changing both keeps each subsystem on its own region.
+        let http2 = reg.init(conf(3), &HTTP()).unwrap();
+        let stream2 = reg.init(conf(4), &STREAM()).unwrap();
+        assert!(Arc::ptr_eq(region(&http2), region(&http)));
+        assert!(Arc::ptr_eq(region(&stream2), region(&stream)));
+
+        // A reload leaving both unchanged keeps both instances.
+        assert!(Arc::ptr_eq(&reg.init(conf(3), &HTTP()).unwrap(), &http2));
+        assert!(Arc::ptr_eq(
+            &reg.init(conf(4), &STREAM()).unwrap(),
+            &stream2
+        ));
+    }
+
+    #[test]
+    fn a_shared_config_changed_in_both_subsystems_keeps_its_region() {
+        let mut reg = Registry::new();
+        let first = reg.init(conf(1), &HTTP()).unwrap();
+        assert!(Arc::ptr_eq(&first, &reg.init(conf(1), &STREAM()).unwrap()));
+        let http = reg.init(conf(2), &HTTP()).unwrap();
+        let stream = reg.init(conf(2), &STREAM()).unwrap();
+        assert!(Arc::ptr_eq(&http, &stream));
+        assert!(Arc::ptr_eq(region(&http), region(&first)));
+    }
+
+    #[test]
+    fn a_shared_config_that_diverges_splits_into_two_regions() {
+        let mut reg = Registry::new();
+        let first = reg.init(conf(1), &HTTP()).unwrap();
+        reg.init(conf(1), &STREAM()).unwrap();
+        // Reload: http changes and takes the region over; stream keeps the old config, which must not come
+        // back with the region that http's new watcher now writes.
+        let http = reg.init(conf(2), &HTTP()).unwrap();
+        let stream = reg.init(conf(1), &STREAM()).unwrap();
+        assert!(Arc::ptr_eq(region(&http), region(&first)));
+        assert!(!Arc::ptr_eq(&stream, &first));
+        assert!(!Arc::ptr_eq(region(&stream), region(&http)));
+        assert_eq!(stream.config.clusters[0].default_weight, 1);
+    }
+
+    #[test]
+    fn one_config_with_two_watcher_modes_is_refused() {
+        let mut reg = Registry::new();
+        let _http = reg.init(conf(1), &HTTP()).unwrap();
+        let err = reg
+            .init(conf(1), &scope("stream", WatcherMode::Worker))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("stream")
+                && err.contains("watcher = worker")
+                && err.contains("watcher = auto"),
+            "{err}"
+        );
+        // The next cycle may change the mode: a new instance on the same region.
+        let before = reg.init(conf(1), &HTTP()).unwrap();
+        let after = reg
+            .init(conf(1), &scope("http", WatcherMode::Worker))
+            .unwrap();
+        assert!(!Arc::ptr_eq(&before, &after));
+        assert!(Arc::ptr_eq(region(&before), region(&after)));
+        assert_eq!(after.watcher, WatcherMode::Worker);
+    }
+
+    #[test]
+    fn init_options_are_validated() {
+        let s = InitScope::parse(r#"{"subsystem":"stream","watcher":"agent"}"#).unwrap();
+        assert_eq!(
+            (s.subsystem.as_str(), s.watcher),
+            ("stream", WatcherMode::Agent)
+        );
+        for bad in [
+            r#"{"subsystem":"","watcher":"auto"}"#,
+            r#"{"subsystem":"http"}"#,
+            r#"{"subsystem":"http","watcher":"auto","x":1}"#,
+            r#"{"subsystem":"Http","watcher":"auto"}"#,
+        ] {
+            assert!(InitScope::parse(bad).is_err(), "{bad}");
+        }
     }
 }

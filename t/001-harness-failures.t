@@ -24,7 +24,13 @@ my $failed = sub {
     return grep { !$_->[0] && $_->[1] =~ $like } @{ $by_block{$block} || [] };
 };
 
-isnt($exit, 0, 'the fixture exits non-zero') or diag @tap;
+# prove fails a test file that exits non-zero OR whose TAP has no plan. The
+# bundled runner exits non-zero. The real Test::Nginx turns off Test::More's
+# end-of-run handling (no_ending) when a client socket times out (TEST 7), so
+# it prints no plan and exits 0: prove still reports "No plan found".
+my $has_plan = grep { /^1\.\.\d+/ } @tap;
+ok($exit != 0 || !$has_plan, 'prove would fail the fixture (non-zero exit or no plan)')
+    or diag "exit $exit, plan line present\n", @tap;
 
 my $control = $by_block{'TEST 1'} || [];
 is(scalar @$control, 4, 'control block: 4 tests (status, body, error_log, no_error_log)');

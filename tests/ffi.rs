@@ -6,7 +6,13 @@ use std::ptr;
 use k8s_disc::ffi::*;
 use k8s_disc::instance::Instance;
 
+const HTTP: &str = r#"{"subsystem":"http","watcher":"auto"}"#;
+
 fn init(json: &str) -> Result<*const Instance, (i32, String)> {
+    init_with(json, HTTP)
+}
+
+fn init_with(json: &str, opts: &str) -> Result<*const Instance, (i32, String)> {
     let mut out: *const Instance = ptr::null();
     let mut err = [0 as c_char; 512];
     // SAFETY: all pointers are valid for the lengths passed.
@@ -14,6 +20,8 @@ fn init(json: &str) -> Result<*const Instance, (i32, String)> {
         k8s_disc_init(
             json.as_ptr().cast(),
             json.len(),
+            opts.as_ptr().cast(),
+            opts.len(),
             &mut out,
             err.as_mut_ptr(),
             err.len(),
@@ -51,7 +59,17 @@ fn init_rejects_null_and_non_utf8() {
     let mut out: *const Instance = ptr::null();
     let mut err = [0 as c_char; 128];
     // SAFETY: NULL config with a non-zero length must be rejected without being read.
-    let rc = unsafe { k8s_disc_init(ptr::null(), 10, &mut out, err.as_mut_ptr(), err.len()) };
+    let rc = unsafe {
+        k8s_disc_init(
+            ptr::null(),
+            10,
+            HTTP.as_ptr().cast(),
+            HTTP.len(),
+            &mut out,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
     assert_eq!(rc, K8S_DISC_E_INVALID);
     let bad = [0xffu8, 0xfe];
     // SAFETY: valid buffer of invalid UTF-8.
@@ -59,6 +77,8 @@ fn init_rejects_null_and_non_utf8() {
         k8s_disc_init(
             bad.as_ptr().cast(),
             bad.len(),
+            HTTP.as_ptr().cast(),
+            HTTP.len(),
             &mut out,
             err.as_mut_ptr(),
             err.len(),
@@ -70,7 +90,35 @@ fn init_rejects_null_and_non_utf8() {
         k8s_disc_init(
             GOOD.as_ptr().cast(),
             GOOD.len(),
+            HTTP.as_ptr().cast(),
+            HTTP.len(),
             ptr::null_mut(),
+            ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(rc, K8S_DISC_E_INVALID);
+}
+
+#[test]
+fn init_rejects_bad_options_naming_the_field() {
+    let (rc, msg) = init_with(GOOD, r#"{"subsystem":"http","watcher":"sometimes"}"#).unwrap_err();
+    assert_eq!(rc, K8S_DISC_E_INVALID);
+    assert!(msg.contains("sometimes"), "{msg}");
+    let (rc, msg) = init_with(GOOD, r#"{"subsystem":"HTTP/1","watcher":"auto"}"#).unwrap_err();
+    assert_eq!(rc, K8S_DISC_E_INVALID);
+    assert!(msg.contains("subsystem") && msg.contains("HTTP/1"), "{msg}");
+    let (rc, _) = init_with(GOOD, "").unwrap_err();
+    assert_eq!(rc, K8S_DISC_E_INVALID);
+    let mut out: *const Instance = ptr::null();
+    // SAFETY: NULL options with a non-zero length must be rejected without being read.
+    let rc = unsafe {
+        k8s_disc_init(
+            GOOD.as_ptr().cast(),
+            GOOD.len(),
+            ptr::null(),
+            4,
+            &mut out,
             ptr::null_mut(),
             0,
         )

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_disc::instance::Instance;
+use k8s_disc::instance::{InitScope, Instance};
 
 fn conf(weight: u32, size: &str) -> String {
     format!(
@@ -14,14 +14,14 @@ fn conf(weight: u32, size: &str) -> String {
 /// One test, because the instance registry is process-wide state.
 #[test]
 fn reload_keeps_regions_unless_their_size_changes() {
-    let a = Instance::init(&conf(50, "1m")).unwrap();
-    let same = Instance::init(&conf(50, "1m")).unwrap();
+    let a = Instance::init(&conf(50, "1m"), &InitScope::http()).unwrap();
+    let same = Instance::init(&conf(50, "1m"), &InitScope::http()).unwrap();
     assert!(
         Arc::ptr_eq(&a, &same),
         "unchanged config: the same instance"
     );
 
-    let b = Instance::init(&conf(7, "1m")).unwrap();
+    let b = Instance::init(&conf(7, "1m"), &InitScope::http()).unwrap();
     assert!(
         !Arc::ptr_eq(&a, &b),
         "changed config: a new instance with the new settings"
@@ -32,7 +32,7 @@ fn reload_keeps_regions_unless_their_size_changes() {
         "same cluster and size: region kept"
     );
 
-    let c = Instance::init(&conf(7, "2m")).unwrap();
+    let c = Instance::init(&conf(7, "2m"), &InitScope::http()).unwrap();
     assert!(
         !Arc::ptr_eq(&b.clusters[0].region, &c.clusters[0].region),
         "new size: new region"
@@ -44,10 +44,10 @@ fn reload_keeps_regions_unless_their_size_changes() {
     unsafe { std::env::set_var("K8S_DISC_RELOAD_TEST_TOKEN", "one") };
     let json = r#"{"service":{"schema":"http","host":"127.0.0.1","port":"6443"},
                    "client":{"token":"${K8S_DISC_RELOAD_TEST_TOKEN}"},"shared_size":"1m"}"#;
-    let a = Instance::init(json).unwrap();
+    let a = Instance::init(json, &InitScope::http()).unwrap();
     // SAFETY: as above.
     unsafe { std::env::set_var("K8S_DISC_RELOAD_TEST_TOKEN", "two") };
-    let b = Instance::init(json).unwrap();
+    let b = Instance::init(json, &InitScope::http()).unwrap();
     assert!(
         !Arc::ptr_eq(&a, &b),
         "a token that changed in the environment takes effect on reload"

@@ -30,7 +30,8 @@ local _M = { _VERSION = "0.1.0" }
 ffi.cdef [[
 typedef struct k8s_disc_t k8s_disc_t;
 const char *k8s_disc_version(void);
-int32_t k8s_disc_init(const char *config, size_t config_len, const k8s_disc_t **out, char *err, size_t err_cap);
+int32_t k8s_disc_init(const char *config, size_t config_len, const char *opts, size_t opts_len,
+                      const k8s_disc_t **out, char *err, size_t err_cap);
 void k8s_disc_release(const k8s_disc_t *h);
 int32_t k8s_disc_start(const k8s_disc_t *h, char *err, size_t err_cap);
 int32_t k8s_disc_nodes(const k8s_disc_t *h, const char *name, size_t name_len, uint64_t *version,
@@ -137,14 +138,29 @@ function _M.init(conf, opts)
     if type(conf) ~= "table" then
         error("k8s-disc: invalid discovery config: expected a table, got " .. type(conf), 2)
     end
+    watcher_mode = opts.watcher or "auto"
+    if watcher_mode ~= "auto" and watcher_mode ~= "agent" and watcher_mode ~= "worker" then
+        error("k8s-disc: invalid watcher option " .. tostring(watcher_mode)
+              .. " (expected auto, agent or worker)", 2)
+    end
+    local level
+    if opts.log_level then
+        level = LOG_LEVELS[opts.log_level]
+        if not level then
+            error("k8s-disc: invalid log_level " .. tostring(opts.log_level), 2)
+        end
+    end
     load_library(opts.library)
     local json, err = cjson.encode(conf)
     if not json then
         error("k8s-disc: cannot encode the discovery config: " .. err, 2)
     end
+    -- The subsystem tells the library which Lua VM calls: http and stream initialised with the same config share
+    -- one instance (one watcher, one region).
+    local scope = cjson.encode({ subsystem = ngx.config.subsystem or "http", watcher = watcher_mode })
     local out = ffi_new("const k8s_disc_t *[1]")
     local errbuf = ffi_new("char[?]", 2048)
-    local rc = tonumber(lib.k8s_disc_init(json, #json, out, errbuf, 2048))
+    local rc = tonumber(lib.k8s_disc_init(json, #json, scope, #scope, out, errbuf, 2048))
     if rc ~= 0 then
         error("k8s-disc: " .. ffi_string(errbuf), 2)
     end
@@ -157,26 +173,16 @@ function _M.init(conf, opts)
     for _, c in ipairs(info.clusters) do
         weights[c.id] = c.default_weight
     end
-    if opts.log_level then
-        local level = LOG_LEVELS[opts.log_level]
-        if not level then
-            error("k8s-disc: invalid log_level " .. tostring(opts.log_level), 2)
-        end
+    if level then
         lib.k8s_disc_set_log_level(level)
         explicit_log_level = true
     end
-    watcher_mode = opts.watcher or "auto"
-    if watcher_mode ~= "auto" and watcher_mode ~= "agent" and watcher_mode ~= "worker" then
-        error("k8s-disc: invalid watcher option " .. tostring(watcher_mode)
-              .. " (expected auto, agent or worker)", 2)
-    end
-    if watcher_mode ~= "worker" then
-        if ptype == "master" then
-            local enabled, perr = process.enable_privileged_agent()
-            agent_enabled = enabled and true or false
-            if not enabled and watcher_mode == "agent" then
-                error("k8s-disc: watcher = agent but no privileged agent: " .. tostring(perr), 2)
-            end
+    agent_enabled = false
+    if watcher_mode ~= "worker" and ptype == "master" then
+        local enabled, perr = process.enable_privileged_agent()
+        agent_enabled = enabled and true or false
+        if not enabled and watcher_mode == "agent" then
+            error("k8s-disc: watcher = agent but no privileged agent: " .. tostring(perr), 2)
         end
     end
     cache = {}

@@ -53,6 +53,7 @@ my $MainPid = $$;
 my @UserPreprocessors;
 my $HookInstalled;
 my %Fake;             # pid, port, out, log, args of the running fake API
+my %NginxFeatures;    # cache of nginx_features()
 
 my @DEBIAN_MODULES = (    # ndk must be loaded before the lua module
     '/usr/lib/nginx/modules/ndk_http_module.so',
@@ -62,7 +63,7 @@ my @DEBIAN_MODULES = (    # ndk must be loaded before the lua module
 # Helpers exported into the .t file (and into the package the backend
 # evaluates "--- init" sections in, so they can be called unqualified there).
 my @HELPERS = qw(fake_api fake_api_url fake_api_port fake_api_start
-                 fake_api_stop apisix_http_config);
+                 fake_api_stop apisix_http_config nginx_features skip_unless);
 
 sub import {
     my $class  = shift;
@@ -124,18 +125,64 @@ sub _setup_env {
     $ENV{TEST_NGINX_K8S_DISC_ROOT}    = $Root;
     $ENV{TEST_NGINX_K8S_DISC_LIB_DIR} = $LibDir;
 
-    # Debian's nginx has the lua module as a dynamic module. Only when the
-    # developer has not chosen (an OpenResty build needs none; an empty value
-    # means "none" too).
-    if (!defined $ENV{TEST_NGINX_LOAD_MODULES} && !grep { !-f } @DEBIAN_MODULES) {
-        $ENV{TEST_NGINX_LOAD_MODULES} = join ' ', @DEBIAN_MODULES;
-    }
-
     # Some shells (non-root PATHs) lack /usr/sbin.
     if (!defined $ENV{TEST_NGINX_BINARY} && !_on_path('nginx')
         && -x '/usr/sbin/nginx') {
         $ENV{TEST_NGINX_BINARY} = '/usr/sbin/nginx';
     }
+
+    # Module loading follows the binary, unless the developer has chosen (an
+    # empty value means "none"): a build with the lua module compiled in
+    # (OpenResty, the agent build) needs no load_module lines and refuses a
+    # second copy; Debian's nginx has it as a dynamic module.
+    if (!defined $ENV{TEST_NGINX_LOAD_MODULES}) {
+        $ENV{TEST_NGINX_LOAD_MODULES} =
+            nginx_features()->{static_lua}         ? ''
+          : !grep({ !-f } @DEBIAN_MODULES)          ? join(' ', @DEBIAN_MODULES)
+          :                                          '';
+    }
+}
+
+# What the nginx under test can do, from "nginx -V" and the binary itself:
+#   static_lua        the http lua module is compiled in
+#   stream_lua        the stream subsystem has the Lua module
+#   privileged_agent  the core has the privileged agent process patch
+#   binary            the path inspected
+sub nginx_features {
+    return {%NginxFeatures} if %NginxFeatures;
+    my $bin = $ENV{TEST_NGINX_BINARY} || 'nginx';
+    my $path = $bin =~ m{/} ? $bin
+             : (grep { -x } map { "$_/$bin" } split /:/, $ENV{PATH} // '')[0];
+    my $v = defined $path ? (`'$path' -V 2>&1` // '') : '';
+    my @modules = $v =~ /--add-(?:dynamic-)?module=(\S+)/g;
+    my $image = '';
+    if (defined $path && open my $fh, '<:raw', $path) {
+        local $/;
+        $image = <$fh> // '';
+    }
+    %NginxFeatures = (
+        binary     => $path // $bin,
+        # Source directory names: lua-nginx-module-* (upstream and Debian),
+        # ngx_lua-* and ngx_stream_lua-* (OpenResty's bundle).
+        static_lua => (grep({ m{(?:^|/)(?:lua-nginx-module|ngx_lua)[^/]*/?$} }
+                            $v =~ /--add-module=(\S+)/g) ? 1 : 0),
+        stream_lua => (grep({ m{(?:stream-lua-nginx-module|ngx_stream_lua)} } @modules)
+                       ? 1 : 0),
+        # The process title the patched core gives the agent (the lua module's
+        # own "missing ... patch" message is followed by " patch", not NUL).
+        privileged_agent => (index($image, "privileged agent process\0") >= 0 ? 1 : 0),
+    );
+    return {%NginxFeatures};
+}
+
+# skip_unless(FEATURE...) at file level: skips the whole file, saying why,
+# unless the nginx under test has every named feature (see nginx_features).
+sub skip_unless {
+    my @missing = grep { !nginx_features()->{$_} } @_;
+    return unless @missing;
+    Test::More::plan(skip_all => "needs an nginx with @missing; "
+        . nginx_features()->{binary} . " has not (set TEST_NGINX_BINARY, "
+        . "e.g. to an OpenResty build)");
 }
 
 sub _on_path {
@@ -161,7 +208,6 @@ sub _load_backend {
                                . 'or set K8S_DISC_TEST_RUNNER=bundled)')
             . ": $@";
         ($Backend, $BackendClass) = ('real', 'Test::Nginx::Socket::Lua');
-        _warn_about_stderr_error_log();
     } else {
         require K8sDisc::NginxRunner;
         ($Backend, $BackendClass) = ('bundled', 'K8sDisc::NginxRunner');
@@ -172,20 +218,6 @@ sub _load_backend {
 # inside Test::Nginx::Util::run_test).
 sub _init_package {
     return $Backend eq 'real' ? 'Test::Nginx::Util' : 'K8sDisc::NginxRunner';
-}
-
-# The real module reads only logs/error.log. An nginx whose built-in error
-# log is stderr (Debian's) writes config errors and init_by_lua messages to
-# stderr, so must_die/error_log checks on those cannot pass there. OpenResty's
-# built-in error log is logs/error.log, which is what the real module expects.
-sub _warn_about_stderr_error_log {
-    my $bin = $ENV{TEST_NGINX_BINARY} || 'nginx';
-    my $v = `$bin -V 2>&1` // '';
-    if ($v =~ /--error-log-path=stderr/) {
-        print STDERR "# K8sDiscTest: $bin logs start-up errors to stderr; "
-            . "under the real Test::Nginx, error_log checks of must_die blocks "
-            . "and of init_by_lua messages only see logs/error.log.\n";
-    }
 }
 
 # ---------------------------------------------------------------------------
