@@ -176,13 +176,15 @@ sub nginx_features {
 }
 
 # skip_unless(FEATURE...) at file level: skips the whole file, saying why,
-# unless the nginx under test has every named feature (see nginx_features).
+# unless the nginx under test has every named feature (see nginx_features);
+# "!FEATURE" requires its absence.
 sub skip_unless {
-    my @missing = grep { !nginx_features()->{$_} } @_;
-    return unless @missing;
-    Test::More::plan(skip_all => "needs an nginx with @missing; "
-        . nginx_features()->{binary} . " has not (set TEST_NGINX_BINARY, "
-        . "e.g. to an OpenResty build)");
+    my $f = nginx_features();
+    my @unmet = grep { /^!(.*)/ ? $f->{$1} : !$f->{$_} } @_;
+    return unless @unmet;
+    my $why = join ' and ', map { /^!(.*)/ ? "no $1" : $_ } @unmet;
+    Test::More::plan(skip_all => "needs an nginx with $why; $f->{binary} does not qualify "
+        . "(choose one with TEST_NGINX_BINARY)");
 }
 
 sub _on_path {

@@ -77,6 +77,18 @@ function _M.endpoints(ns, name, ips, ports, labels)
     }
 end
 
+-- "host:port:weight ..." of a nodes() result, or "nil".
+function _M.fmt_nodes(nodes)
+    if not nodes then
+        return "nil"
+    end
+    local parts = {}
+    for i, n in ipairs(nodes) do
+        parts[i] = n.host .. ":" .. n.port .. ":" .. tostring(n.weight)
+    end
+    return table.concat(parts, " ")
+end
+
 -- Compares two decoded JSON values; returns true, or false and the path of the first difference.
 function _M.same(a, b, path)
     path = path or "$"
@@ -110,6 +122,124 @@ function _M.counts(names, expect, timeout, nodes_fn)
         return expect == nil or line == expect
     end, timeout or 5)
     return line
+end
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+_M.read_file = read_file
+
+local function list_dir(path)
+    local names = {}
+    local ls = io.popen("ls -1 " .. path .. " 2>/dev/null")
+    for name in ls:lines() do
+        names[#names + 1] = name
+    end
+    ls:close()
+    return names
+end
+
+-- The children of this nginx's master (from /proc): { {pid=, title=, threads={name=count}, regions=n}, ... }
+-- sorted by pid. `title` is nginx's process title ("worker process", "privileged agent process", ...).
+-- `region_size`, when given, counts the process's shared anonymous mappings of exactly that many bytes: the
+-- discovery regions (nginx's own shared zones have other sizes).
+function _M.nginx_processes(region_size)
+    local master = require("ngx.process").get_master_pid()
+    local procs = {}
+    for _, entry in ipairs(list_dir("/proc")) do
+        local pid = tonumber(entry)
+        local stat = pid and read_file("/proc/" .. pid .. "/stat")
+        -- The parent pid is the second field after the ")" that ends the command name.
+        local ppid = stat and tonumber(stat:match("%) %S+ (%d+)"))
+        if ppid == master then
+            local cmdline = read_file("/proc/" .. pid .. "/cmdline") or ""
+            local p = {
+                pid = pid,
+                title = cmdline:match("^nginx: ([%w ]-)%s*%z*$") or cmdline,
+                threads = {},
+            }
+            for _, tid in ipairs(list_dir("/proc/" .. pid .. "/task")) do
+                local comm = (read_file("/proc/" .. pid .. "/task/" .. tid .. "/comm") or ""):gsub("%s+$", "")
+                p.threads[comm] = (p.threads[comm] or 0) + 1
+            end
+            if region_size then
+                p.regions = _M.region_count(pid, region_size)
+            end
+            procs[#procs + 1] = p
+        end
+    end
+    table.sort(procs, function(a, b) return a.pid < b.pid end)
+    return procs, master
+end
+
+-- How many shared anonymous mappings of exactly `size` bytes process `pid` has.
+function _M.region_count(pid, size)
+    local n = 0
+    for line in (read_file("/proc/" .. pid .. "/maps") or ""):gmatch("[^\n]+") do
+        local from, to, perms = line:match("^(%x+)-(%x+) (%S+)")
+        if perms and perms:sub(4, 4) == "s" and line:find("/dev/zero", 1, true)
+           and tonumber(to, 16) - tonumber(from, 16) == size then
+            n = n + 1
+        end
+    end
+    return n
+end
+
+-- A one-line summary of where watcher threads run: "<title>=<threads>" for every process that has one, e.g.
+-- "privileged agent process=1"; "none" when no process has one.
+function _M.watcher_threads(procs)
+    local parts = {}
+    for _, p in ipairs(procs) do
+        local n = p.threads["k8s-disc"]
+        if n then
+            parts[#parts + 1] = p.title .. "=" .. n
+        end
+    end
+    return #parts > 0 and table.concat(parts, ", ") or "none"
+end
+
+-- Sends nginx -s reload and waits until the old workers stopped accepting (they are gone or shutting down) and
+-- new ones run, so that the next request reaches a new worker. True when that happened within `timeout` seconds.
+function _M.reload(timeout)
+    local old = {}
+    for _, p in ipairs(_M.nginx_processes()) do
+        old[p.pid] = true
+    end
+    if not _M.kill(require("ngx.process").get_master_pid(), 1) then
+        return false
+    end
+    return _M.wait_until(function()
+        local new_workers = 0
+        for _, p in ipairs(_M.nginx_processes()) do
+            if old[p.pid] then
+                if not p.title:find("shutting down", 1, true) then
+                    return false
+                end
+            elseif p.title == "worker process" then
+                new_workers = new_workers + 1
+            end
+        end
+        return new_workers > 0
+    end, timeout or 5) == true
+end
+
+-- Whether process `pid` exists (a zombie counts as gone).
+function _M.alive(pid)
+    local stat = read_file("/proc/" .. pid .. "/stat")
+    return stat ~= nil and stat:match("%) (%S+)") ~= "Z"
+end
+
+-- Sends signal `sig` (a number) to `pid`.
+function _M.kill(pid, sig)
+    local ffi = require("ffi")
+    pcall(ffi.cdef, "int kill(int pid, int sig);")
+    return ffi.C.kill(pid, sig) == 0
 end
 
 return _M
