@@ -31,7 +31,13 @@ cargo test --workspace
 # The Test::Nginx-format suite, once per runner and nginx build available here. The bundled runner on the
 # distribution's nginx always runs; the real Test::Nginx and an OpenResty-like build (privileged agent, stream
 # Lua module) run when the shared test material beside the project provides them, and say so when it does not.
-shared=${K8S_DISC_SHARED:-$(cd .. && pwd)/shared}
+shared=${K8S_DISC_SHARED:-}
+if [ -z "$shared" ]; then
+    for d in ../shared ../../shared; do
+        [ -d "$d" ] && { shared=$(cd "$d" && pwd); break; }
+    done
+    shared=${shared:-../shared}
+fi
 summary=()
 
 suite() {   # suite LABEL [VAR=VALUE...]: prove -r t/ with the given environment
