@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use crate::model::Node;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"K8SDISC1");
-const LAYOUT_VERSION: u64 = 1;
+const LAYOUT_VERSION: u64 = 2;
 /// Bytes reserved at the start of the region for the header and status block.
 const HEADER_BYTES: usize = 4096;
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
@@ -118,6 +118,9 @@ struct Header {
     entries: AtomicU64,
     heap_used: AtomicU64,
     status_seq: AtomicU64,
+    /// Odd while the writer re-lays out the slot table (see `Writer::rehash`); a lookup that found nothing
+    /// retries when it changed meanwhile, since the key may have moved past where it looked.
+    table_seq: AtomicU64,
     last_error_ms: AtomicU64,
     last_error: [AtomicU64; ERROR_TEXT_WORDS],
 }
@@ -340,6 +343,27 @@ impl Region {
 
     /// Probes for `key` and copies its record body into `out`.
     fn find(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
+        let table_seq = &self.header().table_seq;
+        for _ in 0..READ_RETRIES {
+            let before = table_seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let found = self.probe(key, kind, out);
+            if !matches!(found, Lookup::NotFound) {
+                // A hit was validated by its slot's own sequence, wherever the key sits now.
+                return found;
+            }
+            fence(Ordering::Acquire);
+            if table_seq.load(Ordering::Relaxed) == before {
+                return found;
+            }
+        }
+        Lookup::Busy
+    }
+
+    fn probe(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
         let n = self.slot_count();
         let hash = key_hash(key);
         let mut i = (hash as usize) & (n - 1);
@@ -990,6 +1014,48 @@ impl<'r> Writer<'r> {
         self.publish_counts();
     }
 
+    /// Lays the slot table out afresh: every live key at the first free slot of its probe chain, no tombstones.
+    /// Runs when tombstones fill the table (churn deletes keys inside probe chains, where they cannot simply be
+    /// emptied). Readers keep working: each slot change goes through the slot's seqlock, and `table_seq` tells a
+    /// lookup that found nothing to look again.
+    fn rehash(&mut self) {
+        let r = self.region;
+        let n = r.slot_count();
+        let table_seq = &r.header().table_seq;
+        let seq = table_seq.load(Ordering::Relaxed);
+        table_seq.store(seq | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let versions: HashMap<usize, u64> = self
+            .keys
+            .values()
+            .map(|k| (k.slot, r.slot(k.slot).version.load(Ordering::Relaxed)))
+            .collect();
+        for i in 0..n {
+            if r.slot(i).loc.load(Ordering::Relaxed) != EMPTY {
+                set_slot_loc(r.slot(i), EMPTY);
+            }
+        }
+        for (key, k) in self.keys.iter_mut() {
+            let hash = key_hash(key);
+            let mut i = (hash as usize) & (n - 1);
+            while r.slot(i).loc.load(Ordering::Relaxed) != EMPTY {
+                i = (i + 1) & (n - 1);
+            }
+            let s = r.slot(i);
+            let slot_seq = s.seq.load(Ordering::Relaxed);
+            s.seq.store(slot_seq + 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            s.hash.store(hash, Ordering::Relaxed);
+            s.version.store(versions[&k.slot], Ordering::Relaxed);
+            s.loc.store(encode_loc(k.off, k.len), Ordering::Relaxed);
+            s.seq.store(slot_seq + 2, Ordering::Release);
+            k.slot = i;
+        }
+        self.used_slots = self.keys.len();
+        self.freed_since_full = true;
+        table_seq.store((seq | 1) + 1, Ordering::Release);
+    }
+
     /// Turns the run of tombstones just before an empty slot back into empty slots. Safe for readers: no probe
     /// chain of a live key crosses an empty slot, so none can need those tombstones to continue.
     fn reclaim_tombstones_before(&mut self, empty: usize) {
@@ -1141,6 +1207,11 @@ impl<'r> Writer<'r> {
             }
             if loc == EMPTY {
                 if (self.used_slots + 1) * 8 > n * 7 {
+                    if self.used_slots > self.keys.len() {
+                        // Tombstones of deleted keys take the room: lay the table out afresh, then retry.
+                        self.rehash();
+                        return self.free_slot(key);
+                    }
                     return None;
                 }
                 return Some((i, true));
@@ -1470,6 +1541,34 @@ mod tests {
     }
 
     #[test]
+    fn random_churn_at_high_load_never_reports_full() {
+        // 256 slots, 150 live keys (59 %), removed in random order and replaced by new ones: tombstones inside
+        // probe chains pile up unless the writer sweeps them while it runs, not only when it claims.
+        let r = Region::create(MIN_REGION_BYTES).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        let mut live: Vec<String> = Vec::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..60_000 {
+            let mut b = w.batch().unwrap();
+            if live.len() >= 150 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let victim = live.swap_remove((rng % live.len() as u64) as usize);
+                assert!(b.remove(&victim));
+            }
+            let key = format!("ns/svc{i}:80");
+            assert_eq!(b.put_port(&key, &nodes(1, 80)), Put::Written, "op {i}");
+            live.push(key);
+        }
+        drop(w);
+        assert_eq!(r.status().full_rejections, 0);
+        for key in &live {
+            assert!(get(&r, key).is_some(), "{key}");
+        }
+    }
+
+    #[test]
     fn held_back_keys_are_counted_once_and_retried_only_after_space_frees() {
         let r = Region::create(MIN_REGION_BYTES).unwrap();
         let mut w = Writer::claim(&r, 1).unwrap();
@@ -1549,6 +1648,80 @@ mod tests {
     }
 
     /// A reader in another process never sees a torn record while the writer rewrites and reuses space.
+    #[test]
+    fn a_forked_reader_never_misses_a_live_key_while_the_table_is_rehashed() {
+        const HOT: usize = 50;
+        // 1024 slots: a rehash takes long enough for lookups to overlap it.
+        let r = Region::create(256 * 1024).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        for k in 0..HOT {
+            w.batch()
+                .unwrap()
+                .put_port(&format!("ns/hot{k}:80"), &nodes(1, 80));
+        }
+        let mut fds = [0i32; 2];
+        // SAFETY: a pipe for the child to say it is reading, so the churn below overlaps its reads.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fork in a test. The child only reads the shared mapping and exits with _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut buf = vec![0u8; 1 << 12];
+            let mut missed = 0u32;
+            // SAFETY: writing one byte to our end of the pipe.
+            unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            'read: while std::time::Instant::now() < deadline {
+                for k in 0..HOT {
+                    match r.lookup(format!("ns/hot{k}:80").as_bytes(), &mut buf) {
+                        Lookup::Found { count, len, .. } => {
+                            if decode_nodes(&buf[..len], count).first().map(|n| n.port) == Some(9) {
+                                break 'read;
+                            }
+                        }
+                        Lookup::Busy => {}
+                        _ => missed += 1,
+                    }
+                }
+            }
+            // SAFETY: leave the child without running the test harness's exit path.
+            unsafe { libc::_exit(if missed > 0 { 2 } else { 0 }) };
+        }
+        let mut byte = [0u8; 1];
+        // SAFETY: reading one byte from our end of the pipe; blocks until the child is reading.
+        assert_eq!(
+            unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) },
+            1
+        );
+        // Random churn of 700 more keys at high load: rehashes move the hot keys around.
+        let mut live: Vec<String> = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..100_000 {
+            let mut b = w.batch().unwrap();
+            if live.len() >= 700 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                b.remove(&live.swap_remove((rng % live.len() as u64) as usize));
+            }
+            let key = format!("ns/churn{i}:80");
+            assert_eq!(b.put_port(&key, &nodes(1, 80)), Put::Written);
+            live.push(key);
+        }
+        let rehashes = r.header().table_seq.load(Ordering::Relaxed) / 2;
+        w.batch().unwrap().put_port("ns/hot0:80", &nodes(1, 9));
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(
+            rehashes > 10,
+            "the churn rehashed the table {rehashes} times"
+        );
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child saw a live key missing (status {status})"
+        );
+    }
+
     #[test]
     fn reader_in_forked_process_sees_only_whole_records() {
         const DONE: u16 = 60000;
