@@ -44,6 +44,11 @@
  */
 #define K8S_DISC_E_INTERNAL -7
 
+/**
+ * The entry's record in shared memory is corrupt; nothing was copied.
+ */
+#define K8S_DISC_E_CORRUPT -8
+
 typedef struct k8s_disc_t k8s_disc_t;
 
 #ifdef __cplusplus

@@ -25,6 +25,8 @@ pub const K8S_DISC_E_INVALID: i32 = -5;
 pub const K8S_DISC_E_CONFIG: i32 = -6;
 /// An internal failure (including a caught panic).
 pub const K8S_DISC_E_INTERNAL: i32 = -7;
+/// The entry's record in shared memory is corrupt; nothing was copied.
+pub const K8S_DISC_E_CORRUPT: i32 = -8;
 
 /// Longest service name accepted (APISIX allows 256; leave room for the cluster id).
 const MAX_NAME: usize = 1024;
@@ -286,6 +288,7 @@ pub unsafe extern "C" fn k8s_disc_nodes(
                 K8S_DISC_E_BUFFER
             }
             NodesLookup::Busy => K8S_DISC_E_BUSY,
+            NodesLookup::Corrupt => K8S_DISC_E_CORRUPT,
         }
     })
 }

@@ -114,6 +114,7 @@ pub enum NodesLookup {
         need: usize,
     },
     Busy,
+    Corrupt,
 }
 
 impl Instance {
@@ -217,6 +218,7 @@ impl Instance {
             Lookup::NotFound => NodesLookup::NotFound,
             Lookup::TooSmall { need } => NodesLookup::TooSmall { need },
             Lookup::Busy => NodesLookup::Busy,
+            Lookup::Corrupt => NodesLookup::Corrupt,
         }
     }
 

@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use std::time::{Duration, Instant};
+
 use crate::log::log_at;
 use crate::model::PortNodes;
-use crate::store::{Batch, KIND_SERVICE, Put, Region, StoreError, SyncState, Writer};
+use crate::store::{Batch, KIND_SERVICE, LOCK_WAIT, Put, Region, StoreError, SyncState, Writer};
 use crate::view::View;
 
 pub struct Publisher<'r> {
@@ -59,28 +61,48 @@ impl<'r> Publisher<'r> {
         }
     }
 
-    pub fn set_state(&mut self, s: SyncState) -> Result<(), StoreError> {
-        self.writer.batch()?.set_state(s);
+    /// Takes the region's batch lock, waiting (without blocking the runtime, which other clusters share) while a
+    /// previous writer finishes its last batch; `Locked` after `LOCK_WAIT`.
+    async fn lock(&mut self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match self.writer.try_lock() {
+                Err(StoreError::Locked) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn batch(&mut self) -> Result<Batch<'_, 'r>, StoreError> {
+        self.lock().await?;
+        self.writer.batch()
+    }
+
+    pub async fn set_state(&mut self, s: SyncState) -> Result<(), StoreError> {
+        self.batch().await?.set_state(s);
         Ok(())
     }
 
-    pub fn set_error(&mut self, msg: &str) -> Result<(), StoreError> {
-        self.writer.batch()?.set_error(msg);
+    pub async fn set_error(&mut self, msg: &str) -> Result<(), StoreError> {
+        self.batch().await?.set_error(msg);
         self.error_shown = !msg.is_empty();
         Ok(())
     }
 
     /// Clears the error shown in the status, if any (after a successful list or watch start).
-    pub fn clear_error(&mut self) -> Result<(), StoreError> {
+    pub async fn clear_error(&mut self) -> Result<(), StoreError> {
         if self.error_shown {
-            self.set_error("")?;
+            self.set_error("").await?;
         }
         Ok(())
     }
 
     /// Writes the given services as they now stand in `view` (removing those the view no longer has).
-    pub fn services(&mut self, view: &View, keys: &[String]) -> Result<(), StoreError> {
+    pub async fn services(&mut self, view: &View, keys: &[String]) -> Result<(), StoreError> {
         let mut full = 0;
+        self.lock().await?;
         {
             let mut b = self.writer.batch()?;
             for key in keys {
@@ -93,8 +115,9 @@ impl<'r> Publisher<'r> {
     }
 
     /// Replaces everything with a complete view (after a list): only here do vanished services disappear.
-    pub fn replace_all(&mut self, view: &View) -> Result<(), StoreError> {
+    pub async fn replace_all(&mut self, view: &View) -> Result<(), StoreError> {
         let mut full = 0;
+        self.lock().await?;
         {
             let mut b = self.writer.batch()?;
             let wanted: HashSet<&String> = view.service_keys().chain(view.kept()).collect();
@@ -205,4 +228,43 @@ fn write_service(
     }
     stored.insert(key.to_string(), ports.keys().cloned().collect());
     full
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::store::MIN_REGION_BYTES;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_region_locked_by_another_writer_does_not_hold_up_other_clusters() {
+        let (a, b) = (
+            Region::create(MIN_REGION_BYTES).unwrap(),
+            Region::create(MIN_REGION_BYTES).unwrap(),
+        );
+        let mut pa = Publisher::new(&a, Writer::claim(&a, 1).unwrap(), "a".into());
+        let mut pb = Publisher::new(&b, Writer::claim(&b, 1).unwrap(), "b".into());
+        a.hold_lock_as_stranger();
+        let finished = RefCell::new(Vec::new());
+        // Cluster a waits for its region; cluster b, on the same single thread, keeps publishing meanwhile and
+        // then lets the other writer go.
+        let waiting = async {
+            let r = pa.set_state(SyncState::Watching).await;
+            finished.borrow_mut().push("a");
+            r
+        };
+        let working = async {
+            for _ in 0..20 {
+                pb.set_state(SyncState::Watching).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            finished.borrow_mut().push("b");
+            a.release_stranger_lock();
+        };
+        let (waited, ()) = tokio::join!(waiting, working);
+        assert_eq!(waited, Ok(()));
+        assert_eq!(*finished.borrow(), ["b", "a"]);
+        assert_eq!(a.status().state, SyncState::Watching);
+    }
 }

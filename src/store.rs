@@ -42,8 +42,9 @@ const HEADER_BYTES: usize = 4096;
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = u64::MAX;
-/// How long a writer waits for another live writer's batch to finish before giving up (and retrying later).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a writer waits for another live writer's batch to finish before giving up (and retrying later). The
+/// waiting is the caller's (`Writer::try_lock` never blocks), so it can wait without holding up other clusters.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How many times a reader re-reads a slot that a writer is changing before reporting "busy".
 const READ_RETRIES: u32 = 1000;
 /// Bytes of the last-error message kept in the status block.
@@ -179,6 +180,8 @@ pub enum Lookup {
     },
     /// The writer kept changing the slot; try again later.
     Busy,
+    /// The record's contents contradict its own header (memory corruption): nothing was copied out.
+    Corrupt,
 }
 
 /// A mapped region. The mapping stays valid for the life of the value and is shared with forked children.
@@ -438,6 +441,11 @@ impl Region {
             }
             let body_start = rec.body_start;
             let count = rec.count;
+            // Callers (the Lua decoder among them) walk `count` items by their own length bytes: hand out only a
+            // body whose items fill it exactly.
+            if !body_is_valid(kind, &dst[body_start..len], count) {
+                return SlotRead::Hit(Lookup::Corrupt);
+            }
             if padded > out.len() {
                 return SlotRead::Hit(Lookup::TooSmall { need: padded });
             }
@@ -569,6 +577,22 @@ impl Region {
         }
     }
 
+    /// Makes the batch lock look held by another live writer of this process (tests of lock contention).
+    #[cfg(test)]
+    pub(crate) fn hold_lock_as_stranger(&self) {
+        self.header().lock.store(make_token(1), Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn release_stranger_lock(&self) {
+        self.header().lock.store(0, Ordering::SeqCst);
+    }
+
+    /// The process holding the batch lock (0 when free), for log messages.
+    pub fn lock_holder_pid(&self) -> u32 {
+        token_pid(self.header().lock.load(Ordering::Relaxed))
+    }
+
     pub fn is_ready(&self) -> bool {
         self.header().ready.load(Ordering::Acquire) == 1
     }
@@ -691,8 +715,30 @@ pub fn encode_nodes(nodes: &[Node]) -> Vec<u8> {
     b
 }
 
+/// Whether `body` holds exactly `count` items of its kind: nodes `[u16 port][u8 len][host]`, or port names
+/// `[u8 len][name]`.
+fn body_is_valid(kind: u16, body: &[u8], count: u32) -> bool {
+    let (prefix, len_at) = match kind {
+        KIND_PORT => (3, 2),
+        KIND_SERVICE => (1, 0),
+        _ => return false,
+    };
+    let mut p = 0usize;
+    for _ in 0..count {
+        let Some(&item_len) = body.get(p + len_at) else {
+            return false;
+        };
+        p += prefix + usize::from(item_len);
+        if p > body.len() {
+            return false;
+        }
+    }
+    p == body.len()
+}
+
 pub fn decode_nodes(body: &[u8], count: u32) -> Vec<Node> {
-    let mut nodes = Vec::with_capacity(count as usize);
+    // Each node takes at least 3 bytes: a corrupt count cannot make this allocate more than the body's size.
+    let mut nodes = Vec::with_capacity((count as usize).min(body.len() / 3));
     let mut p = 0;
     for _ in 0..count {
         let Some(hdr) = body.get(p..p + 3) else { break };
@@ -721,7 +767,7 @@ fn encode_names<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
 }
 
 fn decode_names(body: &[u8], count: u32) -> Vec<String> {
-    let mut names = Vec::with_capacity(count as usize);
+    let mut names = Vec::with_capacity((count as usize).min(body.len()));
     let mut p = 0;
     for _ in 0..count {
         let Some(&l) = body.get(p) else { break };
@@ -878,9 +924,13 @@ impl<'r> Writer<'r> {
             freed_since_full: false,
             heap_used: 0,
         };
-        w.lock()?;
-        w.rebuild();
+        w.try_lock()?;
+        // The lock must not outlive a panic here: this process would hold it for good.
+        let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.rebuild()));
         w.unlock();
+        if let Err(panic) = rebuilt {
+            std::panic::resume_unwind(panic);
+        }
         Ok(w)
     }
 
@@ -889,42 +939,25 @@ impl<'r> Writer<'r> {
         self.region.header().owner.load(Ordering::SeqCst) == self.token
     }
 
-    /// Takes the batch lock. A live holder (a previous writer finishing its last batch) is waited for, up to
-    /// `LOCK_WAIT`; a dead one is taken over.
-    fn lock(&self) -> Result<(), StoreError> {
+    /// Takes the batch lock if it is free, already ours, or held by a dead process; else fails with `Locked` at
+    /// once (a previous writer is finishing its last batch: the caller waits and retries, see `LOCK_WAIT`).
+    pub fn try_lock(&self) -> Result<(), StoreError> {
         let h = self.region.header();
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let mut spins = 0u32;
-        loop {
-            match h
-                .lock
-                .compare_exchange(0, self.token, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return Ok(()),
-                Err(holder) if holder == self.token => return Ok(()),
-                Err(holder) => {
-                    if !pid_alive(token_pid(holder))
-                        && h.lock
-                            .compare_exchange(
-                                holder,
-                                self.token,
-                                Ordering::Acquire,
-                                Ordering::Relaxed,
-                            )
-                            .is_ok()
-                    {
-                        return Ok(());
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(StoreError::Locked);
-                    }
-                    // Batches are short: spin briefly, then sleep so a long one does not burn a core.
-                    spins += 1;
-                    if spins < 100 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
+        match h
+            .lock
+            .compare_exchange(0, self.token, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(()),
+            Err(holder) if holder == self.token => Ok(()),
+            Err(holder) => {
+                if !pid_alive(token_pid(holder))
+                    && h.lock
+                        .compare_exchange(holder, self.token, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    Ok(())
+                } else {
+                    Err(StoreError::Locked)
                 }
             }
         }
@@ -995,12 +1028,16 @@ impl<'r> Writer<'r> {
         for i in unreadable {
             set_slot_loc(r.slot(i), TOMBSTONE);
         }
-        // A writer that died mid-update left an odd sequence: make every slot readable again.
-        for i in 0..r.slot_count() {
-            let s = r.slot(i);
-            let seq = s.seq.load(Ordering::Relaxed);
-            if seq & 1 == 1 {
-                s.seq.store(seq + 1, Ordering::Release);
+        // A writer that died mid-update left an odd sequence: make every slot, the status block and the table
+        // readable again.
+        let h = r.header();
+        for seq in (0..r.slot_count())
+            .map(|i| &r.slot(i).seq)
+            .chain([&h.status_seq, &h.table_seq])
+        {
+            let v = seq.load(Ordering::Relaxed);
+            if v & 1 == 1 {
+                seq.store(v + 1, Ordering::Release);
             }
         }
         self.used_slots = (0..r.slot_count())
@@ -1074,10 +1111,11 @@ impl<'r> Writer<'r> {
         }
     }
 
-    /// Starts a batch of changes. Fails with `Superseded` once another writer has claimed the region.
+    /// Starts a batch of changes. Fails with `Superseded` once another writer has claimed the region, and with
+    /// `Locked` while another live writer is inside a batch (see `try_lock`).
     pub fn batch(&mut self) -> Result<Batch<'_, 'r>, StoreError> {
         let h = self.region.header();
-        self.lock()?;
+        self.try_lock()?;
         if h.owner.load(Ordering::SeqCst) != self.token {
             self.unlock();
             return Err(StoreError::Superseded);
@@ -1356,6 +1394,11 @@ impl Batch<'_, '_> {
 
 impl Drop for Batch<'_, '_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Unwinding from a panic inside the batch: only give the lock back.
+            self.w.unlock();
+            return;
+        }
         self.retry_held_back();
         if self.changed {
             self.w
@@ -1431,6 +1474,94 @@ mod tests {
         assert_eq!(get(&r, "ns/a:http"), None);
         assert!(!r.is_current(slot, v2));
         assert_eq!(r.lookup(b"ns/a:http", &mut buf), Lookup::NotFound);
+    }
+
+    /// Overwrites byte `at` of the record that `key` points to.
+    fn corrupt_record(r: &Region, key: &str, at: usize, value: u8) {
+        let (off, _) = (0..r.slot_count())
+            .filter_map(|i| decode_loc(r.slot(i).loc.load(Ordering::Relaxed), r.heap_words().len()))
+            .find(|&(off, len)| {
+                let bytes: Vec<u8> = r.heap_words()[off..off + round_up8(len) / 8]
+                    .iter()
+                    .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+                    .collect();
+                RecordView::parse(&bytes[..len]).is_some_and(|v| v.key == key.as_bytes())
+            })
+            .expect("record present");
+        let word = &r.heap_words()[off + at / 8];
+        let mut bytes = word.load(Ordering::Relaxed).to_le_bytes();
+        bytes[at % 8] = value;
+        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_record_contradicting_its_header_is_reported_corrupt_not_read() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        let mut b = w.batch().unwrap();
+        b.put_port("ns/count:80", &nodes(2, 80));
+        b.put_port("ns/host:80", &nodes(2, 80));
+        b.put_port("ns/short:80", &nodes(2, 80));
+        b.put_service("ns/svc", &["http", "grpc"]);
+        drop(b);
+        let mut buf = vec![0u8; 1 << 16];
+        // count (bytes 8..12) says a billion nodes.
+        corrupt_record(&r, "ns/count:80", 11, 0x40);
+        assert_eq!(r.lookup(b"ns/count:80", &mut buf), Lookup::Corrupt);
+        // The first node's host length (body byte 2; the key pads the header to 32 bytes) runs past the body.
+        corrupt_record(&r, "ns/host:80", 32 + 2, 255);
+        assert_eq!(r.lookup(b"ns/host:80", &mut buf), Lookup::Corrupt);
+        // count says fewer nodes than the body holds.
+        corrupt_record(&r, "ns/short:80", 8, 1);
+        assert_eq!(r.lookup(b"ns/short:80", &mut buf), Lookup::Corrupt);
+        // Service markers are checked the same way.
+        corrupt_record(&r, "ns/svc", 8, 9);
+        assert_eq!(r.find(b"ns/svc", KIND_SERVICE, &mut buf), Lookup::Corrupt);
+        // Decoding a lying count never allocates for it.
+        assert!(decode_nodes(&[0u8; 6], u32::MAX).capacity() <= 2);
+        assert!(decode_names(&[0u8; 4], u32::MAX).capacity() <= 4);
+    }
+
+    #[test]
+    fn a_writer_that_died_inside_a_status_or_table_update_is_repaired() {
+        let r = Region::create(1 << 20).unwrap();
+        let h = r.header();
+        // A dead writer's odd sequences: the status block and the slot table were being changed.
+        h.status_seq.store(5, Ordering::Relaxed);
+        h.table_seq.store(3, Ordering::Relaxed);
+        let mut w = Writer::claim(&r, 1).unwrap();
+        assert_eq!(h.status_seq.load(Ordering::Relaxed) & 1, 0);
+        assert_eq!(h.table_seq.load(Ordering::Relaxed) & 1, 0);
+        let mut b = w.batch().unwrap();
+        b.set_error("list failed: 503");
+        b.put_port("ns/a:80", &nodes(1, 80));
+        drop(b);
+        assert_eq!(h.status_seq.load(Ordering::Relaxed) & 1, 0);
+        assert_eq!(r.status().last_error, "list failed: 503");
+        let mut buf = vec![0u8; 4096];
+        assert!(matches!(
+            r.lookup(b"ns/a:80", &mut buf),
+            Lookup::Found { count: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_live_lock_holder_makes_claim_and_batch_fail_at_once_and_a_panic_releases_the_lock() {
+        let r = Region::create(1 << 20).unwrap();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        r.hold_lock_as_stranger();
+        assert!(matches!(w.batch(), Err(StoreError::Locked)));
+        assert!(matches!(Writer::claim(&r, 1), Err(StoreError::Locked)));
+        r.release_stranger_lock();
+        let mut w = Writer::claim(&r, 1).unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut b = w.batch().unwrap();
+            b.put_port("ns/a:80", &nodes(1, 80));
+            panic!("inside a batch");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(r.lock_holder_pid(), 0, "the lock was given back");
+        assert!(w.batch().is_ok());
     }
 
     #[test]

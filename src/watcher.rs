@@ -104,6 +104,8 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
     let cfg = &cluster.config;
     let selector = cfg.namespace_selector.clone();
     loop {
+        let mut waiting_since: Option<std::time::Instant> = None;
+        let mut last_warning: Option<std::time::Instant> = None;
         let writer = loop {
             match Writer::claim(&cluster.region, generation) {
                 Ok(w) => break w,
@@ -114,7 +116,23 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
                     );
                     return;
                 }
-                Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(StoreError::Locked) => {
+                    // Another live process is inside a batch. Say so when that lasts, and keep waiting: the
+                    // region is this watcher's once the holder finishes or dies.
+                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= crate::store::LOCK_WAIT
+                        && last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                    {
+                        log_at!(
+                            Warn,
+                            "{label}: shared memory region locked by process {} for {}s; waiting to take it over",
+                            cluster.region.lock_holder_pid(),
+                            since.elapsed().as_secs()
+                        );
+                        last_warning = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(e) => {
                     log_at!(Error, "{label}: {e}");
                     return;
@@ -172,14 +190,14 @@ impl Watcher {
     async fn run(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {
         loop {
             if self.rv.is_none() {
-                p.set_state(SyncState::Listing)?;
+                p.set_state(SyncState::Listing).await?;
                 let listed = tokio::select! {
                     r = self.list() => r,
                     _ = owner_lost(p) => return Err(StoreError::Superseded),
                 };
                 match listed {
                     Ok((view, rv)) => {
-                        p.replace_all(&view)?;
+                        p.replace_all(&view).await?;
                         log_at!(
                             Info,
                             "{}: listed {} service(s) from {} at resourceVersion {rv}",
@@ -189,18 +207,18 @@ impl Watcher {
                         );
                         self.view = view;
                         self.rv = Some(rv);
-                        p.clear_error()?;
+                        p.clear_error().await?;
                     }
                     Err(e) => {
                         let msg = format!("list {} failed: {e}", self.resource.name());
                         log_at!(Error, "{}: {msg}", self.label);
-                        p.set_error(&msg)?;
+                        p.set_error(&msg).await?;
                         self.pause(p, e.retry_after()).await?;
                         continue;
                     }
                 }
             }
-            p.set_state(SyncState::Watching)?;
+            p.set_state(SyncState::Watching).await?;
             let started = Instant::now();
             let (end, events) = self.watch(p).await?;
             // Only a watch that proved healthy resets the back-off; a list that succeeds but whose watch fails at
@@ -226,7 +244,7 @@ impl Watcher {
                 WatchEnd::Failed(e) => {
                     let msg = format!("watch {} failed: {e}", self.resource.name());
                     log_at!(Error, "{}: {msg}", self.label);
-                    p.set_error(&msg)?;
+                    p.set_error(&msg).await?;
                     self.pause(p, e.retry_after()).await?;
                 }
             }
@@ -239,7 +257,7 @@ impl Watcher {
         p: &mut Publisher<'_>,
         hint: Option<Duration>,
     ) -> Result<(), StoreError> {
-        p.set_state(SyncState::Backoff)?;
+        p.set_state(SyncState::Backoff).await?;
         let delay = self.backoff.next_delay(hint);
         let until = Instant::now()
             .checked_add(delay)
@@ -381,7 +399,7 @@ impl Watcher {
             }
             Err(e) => return Ok((WatchEnd::Failed(e), 0)),
         };
-        p.clear_error()?;
+        p.clear_error().await?;
         let mut body = resp.into_body();
         let idle = Duration::from_secs(timeout) + IDLE_GRACE;
         let mut buf: Vec<u8> = Vec::new();
@@ -445,7 +463,7 @@ impl Watcher {
             }
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
-                p.services(&self.view, &keys)?;
+                p.services(&self.view, &keys).await?;
             }
             p.count_watch_events(events);
             total += events;

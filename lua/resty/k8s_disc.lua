@@ -43,7 +43,7 @@ int32_t k8s_disc_set_log_level(int32_t level);
 ]]
 
 -- Return codes shared with include/k8s_disc.h.
-local UNCHANGED, NOT_FOUND, E_BUFFER, E_BUSY = -1, -2, -3, -4
+local UNCHANGED, NOT_FOUND, E_BUFFER, E_BUSY, E_CORRUPT = -1, -2, -3, -4, -8
 
 local lib            -- the loaded library
 local lib_path       -- where it was found
@@ -300,6 +300,13 @@ function _M.nodes(name)
         if rc == NOT_FOUND then
             cache[name] = nil
             return nil, "service not found"
+        end
+        if rc == E_CORRUPT then
+            -- Never decoded: serve what this worker last saw, if anything, until the watcher rewrites the entry.
+            if entry then
+                return entry.nodes
+            end
+            return nil, "k8s-disc: corrupt entry in shared memory"
         end
         if rc == E_BUFFER then
             buf_size = tonumber(len_box[0])
