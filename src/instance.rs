@@ -195,8 +195,17 @@ fn fingerprint(c: &Config) -> String {
     let mut s = c.raw.to_string();
     for cl in &c.clusters {
         s.push_str(&format!(
-            "|{}|{}|{}|{:?}|{:?}",
-            cl.id, cl.host, cl.port, cl.token, cl.token_file
+            "|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            cl.id,
+            cl.host,
+            cl.port,
+            cl.token.as_ref().map(|t| t.expose()),
+            cl.token_file,
+            cl.ca,
+            cl.client_cert,
+            cl.client_key,
+            cl.kubeconfig,
+            cl.context,
         ));
     }
     s
