@@ -498,9 +498,12 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
     };
     let conn = match kubeconfig_v {
         Some(v) => {
-            // The kubeconfig supplies the server and the credentials, so explicit ones would be ambiguous.
+            // The kubeconfig supplies the server and the credentials, so explicit ones would be ambiguous. What a
+            // schema validator fills in from APISIX's defaults is not an explicit setting: ignore exactly that.
             for key in ["service", "client"] {
-                if let Some(other) = get(obj, key) {
+                if let Some(other) = get(obj, key)
+                    && !is_schema_default(key, other)
+                {
                     let shown = if key == "client" {
                         format!("\"{MASK}\"")
                     } else {
@@ -514,6 +517,8 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
                     ));
                 }
             }
+            raw.remove("service");
+            raw.remove("client");
             from_kubeconfig(v, context.as_deref(), scope)?
         }
         None => {
@@ -860,6 +865,18 @@ fn from_kubeconfig(
         kubeconfig: Some(path),
         context: Some(k.context),
     })
+}
+
+/// Whether `service` / `client` holds exactly what APISIX's schema injects as defaults.
+fn is_schema_default(key: &str, v: &Value) -> bool {
+    let default = match key {
+        "service" => {
+            serde_json::json!({"schema": "https", "host": DEFAULT_HOST, "port": DEFAULT_PORT})
+        }
+        "client" => serde_json::json!({"token_file": DEFAULT_TOKEN_FILE}),
+        _ => return false,
+    };
+    *v == default
 }
 
 #[derive(Clone, Copy)]

@@ -201,14 +201,28 @@ fn fingerprint(c: &Config) -> String {
             cl.port,
             cl.token.as_ref().map(|t| t.expose()),
             cl.token_file,
-            cl.ca,
-            cl.client_cert,
-            cl.client_key,
+            pem_identity(&cl.ca),
+            pem_identity(&cl.client_cert),
+            pem_identity(&cl.client_key),
             cl.kubeconfig,
             cl.context,
         ));
     }
     s
+}
+
+/// A file by its path; inline data (from a kubeconfig) by a digest of its content, so a changed kubeconfig
+/// makes a new instance.
+fn pem_identity(p: &Option<crate::tls::Pem>) -> String {
+    use std::hash::{Hash, Hasher};
+    match p {
+        Some(crate::tls::Pem::Inline(b)) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            b.expose().hash(&mut h);
+            format!("inline:{:x}", h.finish())
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -171,31 +171,37 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
 
 /// Warnings logged once when a watcher starts, for settings that expose the credentials.
 fn warn_about_insecure_settings(cfg: &ClusterConfig, label: &str) {
+    for w in insecure_settings(cfg) {
+        log_at!(Warn, "{label}: {w}");
+    }
+}
+
+/// Settings that expose the credentials: unverified TLS, and a token over plain http beyond this host.
+pub fn insecure_settings(cfg: &ClusterConfig) -> Vec<String> {
+    let mut out = Vec::new();
     if cfg.scheme == Scheme::Https && !cfg.ssl_verify {
         let setting = if cfg.kubeconfig.is_some() {
             "the kubeconfig's insecure-skip-tls-verify"
         } else {
             "service.ssl_verify: false"
         };
-        log_at!(
-            Warn,
-            "{label}: {setting}: the API server's certificate is not verified, so anyone on the network path \
-             can impersonate it{}",
+        out.push(format!(
+            "{setting}: the API server's certificate is not verified, so anyone on the network path can \
+             impersonate it{}",
             if cfg.has_token() {
                 " and receive the token"
             } else {
                 ""
             }
-        );
+        ));
     }
     if cfg.scheme == Scheme::Http && cfg.has_token() && !is_loopback(&cfg.host) {
-        log_at!(
-            Warn,
-            "{label}: the bearer token is sent over plain http to {}: anyone on the network path can read it; \
-             use https",
+        out.push(format!(
+            "the bearer token is sent over plain http to {}: anyone on the network path can read it; use https",
             cfg.host
-        );
+        ));
     }
+    out
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -574,6 +580,46 @@ fn encode_query_value(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    fn cluster(json: serde_json::Value) -> crate::config::ClusterConfig {
+        crate::config::parse(&json.to_string(), &|_| None)
+            .expect("valid")
+            .clusters
+            .remove(0)
+    }
+
+    #[test]
+    fn insecure_settings_are_named_once() {
+        let http = |host: &str| {
+            cluster(
+                serde_json::json!({"service": {"schema": "http", "host": host, "port": 80},
+                                       "client": {"token": "t"}}),
+            )
+        };
+        let w = super::insecure_settings(&http("10.0.0.1"));
+        assert_eq!(
+            w,
+            vec![
+                "the bearer token is sent over plain http to 10.0.0.1: anyone on the network path can read it; use https"
+            ]
+        );
+        for host in ["127.0.0.1", "::1", "localhost", "127.8.0.1"] {
+            assert!(super::insecure_settings(&http(host)).is_empty(), "{host}");
+        }
+        let no_verify = cluster(
+            serde_json::json!({"service": {"host": "k8s", "port": 443, "ssl_verify": false},
+                                                   "client": {"token": "t"}}),
+        );
+        let w = super::insecure_settings(&no_verify);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with(
+            "service.ssl_verify: false: the API server's certificate is not verified"
+        ));
+        assert!(w[0].ends_with("and receive the token"));
+        let verified = cluster(serde_json::json!({"service": {"host": "k8s", "port": 443},
+                                                  "client": {"token": "t"}}));
+        assert!(super::insecure_settings(&verified).is_empty());
+    }
+
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(

@@ -228,6 +228,16 @@ users:
         "{e}"
     );
     assert!(!e.contains("secret-token"));
+    // What APISIX's schema injects as defaults is not an explicit setting.
+    let injected = Instance::standalone(
+        &json!({"kubeconfig": path, "context": "fake-admin",
+                "service": {"schema": "https", "host": "${KUBERNETES_SERVICE_HOST}",
+                            "port": "${KUBERNETES_SERVICE_PORT}"},
+                "client": {"token_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}})
+        .to_string(),
+    )
+    .expect("schema defaults beside a kubeconfig are accepted");
+    assert_eq!(injected.clusters[0].config.port, s.addr().port());
     // The current context's user has no credentials: the server refuses the handshake, and the log line says
     // what to set.
     let inst = start(json!({"kubeconfig": path, "shared_size": "1m"}));
