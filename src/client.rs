@@ -1,7 +1,12 @@
-//! The HTTP(S) client for the Kubernetes API server: connection setup, authentication, and error classification.
+//! The HTTP(S) client for the Kubernetes API server: connection setup, authentication, credential reloads, and
+//! error classification.
+//!
+//! Credentials on disk (token file, CA, client certificate and key) are checked before every request: a changed
+//! file (new inode, size or mtime, as when the kubelet or cert-manager swaps a symlink) is read again at once, and
+//! every file is read again at least every 50 s and right after a 401 or a TLS failure. New TLS material builds a
+//! new connection pool; requests already running (a watch) keep their connection, so nothing is dropped.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,17 +19,21 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Mutex;
 
-use crate::config::{ClusterConfig, Scheme};
+use crate::config::ClusterConfig;
+use crate::log::{escape_server_text, log_at};
 use crate::model::Status;
+use crate::secret::{FileStamp, MAX_TOKEN_FILE_BYTES, Secret, read_capped, stamp};
+use crate::tls::{self, Anchors};
 
-/// The service-account CA mounted into every pod; trusted in addition to the system roots when present.
-const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
-/// Token files are re-read at least this often (the kubelet rotates projected tokens).
-const TOKEN_FILE_TTL: Duration = Duration::from_secs(50);
+/// Credential files are re-read at least this often (the kubelet rotates projected tokens; cert-manager
+/// rotates certificates).
+const RELOAD_EVERY: Duration = Duration::from_secs(50);
 /// Time allowed for connecting and receiving response headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read in one piece (a LIST page). Bigger pages are an error, not an OOM.
 pub const MAX_BODY_BYTES: usize = 512 << 20;
+/// Longest server-provided text (Status message, error body) kept for a log line.
+pub(crate) const MAX_SERVER_TEXT: usize = 512;
 
 /// What went wrong talking to the API server, classified for the watch state machine.
 #[derive(Debug, Clone)]
@@ -61,14 +70,15 @@ impl ApiError {
         }
     }
 
+    /// The error a Status object describes; its texts are escaped and capped (they end up in log lines).
     pub fn from_status(s: &Status, http_code: u16) -> ApiError {
         ApiError::Status {
             code: s
                 .code
                 .and_then(|c| u16::try_from(c).ok())
                 .unwrap_or(http_code),
-            reason: s.reason.clone().unwrap_or_default(),
-            message: s.message.clone().unwrap_or_default(),
+            reason: escape_server_text(s.reason.as_deref().unwrap_or(""), 64),
+            message: escape_server_text(s.message.as_deref().unwrap_or(""), MAX_SERVER_TEXT),
             retry_after: s
                 .details
                 .as_ref()
@@ -103,110 +113,223 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-enum Auth {
-    None,
-    Static(String),
-    File {
-        path: PathBuf,
-        cached: Mutex<Option<(String, Instant)>>,
-    },
+type Http = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// What the client currently uses, and what it was read from.
+struct State {
+    http: Http,
+    anchors: Anchors,
+    tls_digest: u64,
+    token: Option<Secret>,
+    /// Stamps of `files`, as of the last read.
+    stamps: Vec<Option<FileStamp>>,
+    read_at: Instant,
+    /// Read everything again before the next request (after a 401 or a TLS failure).
+    stale: bool,
+    /// The last reload error logged, so a persisting one is logged once.
+    reload_error: Option<String>,
 }
 
 pub struct ApiClient {
-    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    cfg: ClusterConfig,
+    label: String,
     base: String,
-    auth: Auth,
+    /// Every credential file: the token file first (when configured), then the TLS files.
+    files: Vec<PathBuf>,
+    state: Mutex<State>,
+}
+
+fn build_http(cfg: &ClusterConfig, m: &tls::Material) -> Result<Http, String> {
+    let tls = tls::client_config(cfg, m)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_nodelay(true);
+    // TCP keepalive lets the kernel notice a peer that vanished without a FIN (e.g. a load balancer dropping
+    // idle flows) even while no watch event is due.
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector))
+}
+
+/// Reads a token file: trimmed, non-empty, and only characters an HTTP header can carry.
+fn read_token_file(path: &std::path::Path) -> Result<Secret, String> {
+    let bytes = read_capped(path, MAX_TOKEN_FILE_BYTES)
+        .map_err(|e| e.replacen("cannot read ", "cannot read token file ", 1))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("token file {} is not text", path.display()))?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("token file {} is empty", path.display()));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "token file {} holds characters that cannot be sent in a header",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(t))
 }
 
 impl ApiClient {
-    pub fn new(cfg: &ClusterConfig) -> Result<ApiClient, String> {
-        let tls = tls_config(cfg)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.set_nodelay(true);
-        // TCP keepalive lets the kernel notice a peer that vanished without a FIN (e.g. a load balancer dropping
-        // idle flows) even while no watch event is due.
-        http.set_keepalive(Some(Duration::from_secs(30)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        let auth = match (&cfg.token, &cfg.token_file) {
-            (Some(t), _) if !t.is_empty() => Auth::Static(t.clone()),
-            (_, Some(p)) => Auth::File {
-                path: PathBuf::from(p),
-                cached: Mutex::new(None),
-            },
-            _ => Auth::None,
+    /// Reads the cluster's TLS material and token and builds the client. `label` names the cluster in log lines.
+    pub fn new(cfg: &ClusterConfig, label: &str) -> Result<ApiClient, String> {
+        let material = tls::load(cfg)?;
+        let http = build_http(cfg, &material)?;
+        let mut files: Vec<PathBuf> = cfg.token_file.iter().map(PathBuf::from).collect();
+        files.extend(tls::watched_files(cfg));
+        // A missing token file is reported per request (it may appear later), as before any reload.
+        let token = match (&cfg.token, &cfg.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(p)) => read_token_file(std::path::Path::new(p)).ok(),
+            (None, None) => None,
         };
+        let stamps = files.iter().map(|f| stamp(f)).collect();
         Ok(ApiClient {
-            http: client,
+            cfg: cfg.clone(),
+            label: label.to_string(),
             base: cfg.base_url(),
-            auth,
+            files,
+            state: Mutex::new(State {
+                http,
+                anchors: material.anchors,
+                tls_digest: material.digest,
+                token,
+                stamps,
+                read_at: Instant::now(),
+                stale: false,
+                reload_error: None,
+            }),
         })
     }
 
-    async fn token(&self) -> Result<Option<String>, ApiError> {
-        match &self.auth {
-            Auth::None => Ok(None),
-            Auth::Static(t) => Ok(Some(t.clone())),
-            Auth::File { path, cached } => {
-                let mut c = cached.lock().await;
-                if let Some((t, at)) = c.as_ref()
-                    && at.elapsed() < TOKEN_FILE_TTL
-                {
-                    return Ok(Some(t.clone()));
-                }
-                // Re-open by path every time: the kubelet swaps the file through a symlink.
-                match std::fs::read_to_string(path) {
-                    Ok(t) => {
-                        let t = t.trim().to_string();
-                        *c = Some((t.clone(), Instant::now()));
-                        Ok(Some(t))
+    /// The trust anchors in use now.
+    pub async fn anchors(&self) -> Anchors {
+        self.state.lock().await.anchors.clone()
+    }
+
+    /// Reads the credential files again when they changed, when the last read is older than `RELOAD_EVERY`, or
+    /// after a failure that may come from stale credentials. A failed read keeps what was read before.
+    async fn current(&self) -> Result<(Http, Option<Secret>), ApiError> {
+        let mut st = self.state.lock().await;
+        let stamps: Vec<Option<FileStamp>> = self.files.iter().map(|f| stamp(f)).collect();
+        if st.stale || st.read_at.elapsed() >= RELOAD_EVERY || stamps != st.stamps {
+            let result = self.reload(&mut st);
+            st.stamps = stamps;
+            st.read_at = Instant::now();
+            st.stale = false;
+            match result {
+                Ok(()) => st.reload_error = None,
+                Err(e) => {
+                    if st.reload_error.as_deref() != Some(e.as_str()) {
+                        log_at!(
+                            Warn,
+                            "{}: cannot re-read credentials: {e}; keeping the previous ones",
+                            self.label
+                        );
                     }
-                    Err(e) => match c.as_ref() {
-                        // Keep using the last good token rather than sending none.
-                        Some((t, _)) => Ok(Some(t.clone())),
-                        None => Err(ApiError::Transport(format!(
-                            "cannot read token file {}: {e}",
-                            path.display()
-                        ))),
-                    },
+                    st.reload_error = Some(e);
                 }
             }
         }
+        if st.token.is_none()
+            && let Some(p) = &self.cfg.token_file
+        {
+            // Never read successfully: try on every request until it can be read.
+            match read_token_file(std::path::Path::new(p)) {
+                Ok(t) => st.token = Some(t),
+                Err(e) => return Err(ApiError::Transport(e)),
+            }
+        }
+        Ok((st.http.clone(), st.token.clone()))
     }
 
-    /// Forgets a cached file token so the next request re-reads it (called after a 401).
-    pub async fn invalidate_token(&self) {
-        if let Auth::File { cached, .. } = &self.auth {
-            *cached.lock().await = None;
+    fn reload(&self, st: &mut State) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if let Some(p) = &self.cfg.token_file {
+            match read_token_file(std::path::Path::new(p)) {
+                Ok(t) => {
+                    if st.token.as_ref().is_some_and(|old| old != &t) {
+                        log_at!(
+                            Info,
+                            "{}: token file {p} changed; using the new token",
+                            self.label
+                        );
+                    }
+                    st.token = Some(t);
+                }
+                Err(e) => errors.push(e),
+            }
         }
+        match tls::load(&self.cfg).and_then(|m| {
+            if m.digest == st.tls_digest {
+                return Ok(None);
+            }
+            build_http(&self.cfg, &m).map(|h| Some((h, m)))
+        }) {
+            Ok(Some((http, m))) => {
+                log_at!(
+                    Info,
+                    "{}: TLS certificates changed on disk; new connections use them (trusting {})",
+                    self.label,
+                    m.anchors
+                );
+                st.http = http;
+                st.anchors = m.anchors;
+                st.tls_digest = m.digest;
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Has every credential read again before the next request (called after a 401).
+    pub async fn invalidate_token(&self) {
+        self.state.lock().await.stale = true;
     }
 
     /// Sends a GET and returns the response once its status is a success; error statuses are read and classified.
     pub async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, ApiError> {
+        let (http, token) = self.current().await?;
         let mut req = Request::get(format!("{}{}", self.base, path_and_query))
             .header("Accept", "application/json");
-        if let Some(t) = self.token().await? {
-            req = req.header("Authorization", format!("Bearer {t}"));
+        if let Some(t) = &token {
+            req = req.header("Authorization", format!("Bearer {}", t.expose()));
         }
         let req = req
             .body(Empty::new())
             .map_err(|e| ApiError::Transport(e.to_string()))?;
-        let resp = match tokio::time::timeout(HEADER_TIMEOUT, self.http.request(req)).await {
+        let resp = match tokio::time::timeout(HEADER_TIMEOUT, http.request(req)).await {
             Err(_) => {
                 return Err(ApiError::Transport(format!(
                     "no response within {}s",
                     HEADER_TIMEOUT.as_secs()
                 )));
             }
-            Ok(Err(e)) => return Err(ApiError::Transport(error_chain(&e))),
+            Ok(Err(e)) => {
+                let anchors = self.anchors().await;
+                return Err(ApiError::Transport(
+                    match tls::explain(&e, &self.cfg, &anchors) {
+                        Some(why) => {
+                            // Certificates may have been rotated on either side: read ours again.
+                            self.state.lock().await.stale = true;
+                            why
+                        }
+                        None => error_chain(&e),
+                    },
+                ));
+            }
             Ok(Ok(r)) => r,
         };
         if resp.status().is_success() {
@@ -232,9 +355,10 @@ impl ApiClient {
             _ => ApiError::Status {
                 code: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
-                message: String::from_utf8_lossy(&body[..body.len().min(200)])
-                    .trim()
-                    .to_string(),
+                message: escape_server_text(
+                    String::from_utf8_lossy(&body[..body.len().min(4 * MAX_SERVER_TEXT)]).trim(),
+                    MAX_SERVER_TEXT,
+                ),
                 retry_after: None,
             },
         };
@@ -294,84 +418,4 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = c.source();
     }
     s
-}
-
-fn tls_config(cfg: &ClusterConfig) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    if cfg.scheme == Scheme::Https && !cfg.ssl_verify {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    if cfg.scheme == Scheme::Https {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        if std::path::Path::new(IN_CLUSTER_CA).exists() {
-            let certs = CertificateDer::pem_file_iter(IN_CLUSTER_CA)
-                .map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
-            for c in certs {
-                let c = c.map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
-                roots.add(c).map_err(|e| format!("{IN_CLUSTER_CA}: {e}"))?;
-            }
-        }
-        for c in rustls_native_certs::load_native_certs().certs {
-            // A bad system certificate must not stop discovery; the others still verify.
-            let _ = roots.add(c);
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// Accepts any server certificate: only used when the operator sets `ssl_verify: false`.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

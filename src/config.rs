@@ -23,7 +23,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
+use crate::secret::Secret;
 use crate::selector::{NamespacePattern, NamespaceSelector, validate_label_selector};
+use crate::tls::Pem;
 
 pub const DEFAULT_HOST: &str = "${KUBERNETES_SERVICE_HOST}";
 pub const DEFAULT_PORT: &str = "${KUBERNETES_SERVICE_PORT}";
@@ -34,7 +36,7 @@ pub const DEFAULT_SHARED_SIZE: &str = "64m";
 /// endpoints fit in well under 64m) but low enough to catch a stray digit.
 pub const MAX_SHARED_SIZE_MB: u64 = 16384;
 
-const MASK: &str = "******";
+const MASK: &str = crate::secret::MASK;
 const MAX_TOKEN_LEN: usize = 4096;
 /// A token read from the environment is not bound by the schema's 4096, but
 /// it still has to fit an HTTP header line.
@@ -50,9 +52,13 @@ const CLUSTER_KEYS: &[&str] = &[
     "default_weight",
     "shared_size",
     "watch_endpoint_slices",
+    "kubeconfig",
+    "context",
 ];
 const SERVICE_KEYS: &[&str] = &["schema", "host", "port", "ssl_verify"];
-const CLIENT_KEYS: &[&str] = &["token", "token_file"];
+const CLIENT_KEYS: &[&str] = &["token", "token_file", "ca_file", "cert_file", "key_file"];
+/// Longest accepted certificate, key or kubeconfig path.
+const MAX_PATH_LEN: usize = 4096;
 const SELECTOR_KEYS: &[&str] = &["equal", "not_equal", "match", "not_match"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +89,22 @@ pub struct ClusterConfig {
     pub ssl_verify: bool,
     /// Static bearer token (expanded, trimmed, non-empty). Takes precedence
     /// over `token_file`, which is then `None`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Token file path (expanded), to be re-read periodically.
     pub token_file: Option<String>,
+    /// The only trust anchor(s) when set (`client.ca_file` or the kubeconfig's CA).
+    pub ca: Option<Pem>,
+    /// Client certificate and key for mTLS (both or neither).
+    pub client_cert: Option<Pem>,
+    pub client_key: Option<Pem>,
+    /// Where the in-cluster service-account CA is looked for when no CA is configured. Always
+    /// `tls::IN_CLUSTER_CA` from a JSON config; only Rust callers (tests) point it elsewhere.
+    pub in_cluster_ca: std::path::PathBuf,
+    /// Path prefix of the server URL (kubeconfig servers behind a proxy), `""` otherwise.
+    pub path_prefix: String,
+    /// The kubeconfig file and the context used, when the cluster comes from one.
+    pub kubeconfig: Option<String>,
+    pub context: Option<String>,
     pub namespace_selector: Option<NamespaceSelector>,
     /// Validated label selector, `None` when absent or blank.
     pub label_selector: Option<String>,
@@ -95,14 +114,57 @@ pub struct ClusterConfig {
     pub watch_endpoint_slices: bool,
 }
 
+/// How messages name the settings of a cluster: config fields, or kubeconfig fields when it comes from one.
+pub struct Fields {
+    pub ca: &'static str,
+    pub cert: &'static str,
+    pub key: &'static str,
+    pub host: &'static str,
+}
+
 impl ClusterConfig {
-    /// `scheme://host:port`, with IPv6 hosts bracketed.
+    /// `scheme://host:port[prefix]`, with IPv6 hosts bracketed.
     pub fn base_url(&self) -> String {
         if self.host.contains(':') {
-            format!("{}://[{}]:{}", self.scheme.as_str(), self.host, self.port)
+            format!(
+                "{}://[{}]:{}{}",
+                self.scheme.as_str(),
+                self.host,
+                self.port,
+                self.path_prefix
+            )
         } else {
-            format!("{}://{}:{}", self.scheme.as_str(), self.host, self.port)
+            format!(
+                "{}://{}:{}{}",
+                self.scheme.as_str(),
+                self.host,
+                self.port,
+                self.path_prefix
+            )
         }
+    }
+
+    pub fn source(&self) -> Fields {
+        if self.kubeconfig.is_some() {
+            Fields {
+                ca: "the kubeconfig's certificate-authority",
+                cert: "the kubeconfig's client-certificate",
+                key: "client-key",
+                host: "the kubeconfig's server",
+            }
+        } else {
+            Fields {
+                ca: "client.ca_file",
+                cert: "client.cert_file",
+                key: "client.key_file",
+                host: "service.host",
+            }
+        }
+    }
+
+    /// Whether a bearer token is configured (inline or file).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.token_file.is_some()
     }
 }
 
@@ -115,8 +177,15 @@ impl fmt::Debug for ClusterConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("ssl_verify", &self.ssl_verify)
-            .field("token", &self.token.as_ref().map(|_| MASK))
+            .field("token", &self.token)
             .field("token_file", &self.token_file)
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("in_cluster_ca", &self.in_cluster_ca)
+            .field("path_prefix", &self.path_prefix)
+            .field("kubeconfig", &self.kubeconfig)
+            .field("context", &self.context)
             .field("namespace_selector", &self.namespace_selector)
             .field("label_selector", &self.label_selector)
             .field("default_weight", &self.default_weight)
@@ -404,11 +473,76 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         String::new()
     };
 
-    let (scheme, host, port, ssl_verify, service_raw) = parse_service(get(obj, "service"), scope)?;
-    raw.insert("service".into(), service_raw);
-
-    let (token, token_file, client_raw) = parse_client(get(obj, "client"), scheme, scope)?;
-    raw.insert("client".into(), client_raw);
+    let kubeconfig_v = get(obj, "kubeconfig");
+    let context = match get(obj, "context") {
+        None => None,
+        Some(_) if kubeconfig_v.is_none() => {
+            return Err(error(
+                scope.path("context"),
+                show(get(obj, "context").unwrap_or(&Value::Null)),
+                "only used together with kubeconfig",
+            ));
+        }
+        Some(v) => Some(
+            v.as_str()
+                .filter(|s| !s.is_empty() && s.len() <= 253)
+                .ok_or_else(|| {
+                    error(
+                        scope.path("context"),
+                        show(v),
+                        "must be a context name (a non-empty string)",
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
+    let conn = match kubeconfig_v {
+        Some(v) => {
+            // The kubeconfig supplies the server and the credentials, so explicit ones would be ambiguous. What a
+            // schema validator fills in from APISIX's defaults is not an explicit setting: ignore exactly that.
+            for key in ["service", "client"] {
+                if let Some(other) = get(obj, key)
+                    && !is_schema_default(key, other)
+                {
+                    let shown = if key == "client" {
+                        format!("\"{MASK}\"")
+                    } else {
+                        show(other)
+                    };
+                    return Err(error(
+                        scope.path(key),
+                        shown,
+                        "cannot be combined with kubeconfig (the kubeconfig supplies the server, TLS settings \
+                         and credentials); remove one of them",
+                    ));
+                }
+            }
+            raw.remove("service");
+            raw.remove("client");
+            from_kubeconfig(v, context.as_deref(), scope)?
+        }
+        None => {
+            let (scheme, host, port, ssl_verify, service_raw) =
+                parse_service(get(obj, "service"), scope)?;
+            raw.insert("service".into(), service_raw);
+            let client = parse_client(get(obj, "client"), scheme, scope)?;
+            raw.insert("client".into(), client.raw);
+            Connection {
+                scheme,
+                host,
+                port,
+                ssl_verify,
+                token: client.token,
+                token_file: client.token_file,
+                ca: client.ca,
+                client_cert: client.cert,
+                client_key: client.key,
+                path_prefix: String::new(),
+                kubeconfig: None,
+                context: None,
+            }
+        }
+    };
 
     let namespace_selector = match get(obj, "namespace_selector") {
         Some(v) => parse_namespace_selector(v, scope)?,
@@ -467,12 +601,19 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
 
     let cluster = ClusterConfig {
         id,
-        scheme,
-        host,
-        port,
-        ssl_verify,
-        token,
-        token_file,
+        scheme: conn.scheme,
+        host: conn.host,
+        port: conn.port,
+        ssl_verify: conn.ssl_verify,
+        token: conn.token,
+        token_file: conn.token_file,
+        ca: conn.ca,
+        client_cert: conn.client_cert,
+        client_key: conn.client_key,
+        in_cluster_ca: crate::tls::IN_CLUSTER_CA.into(),
+        path_prefix: conn.path_prefix,
+        kubeconfig: conn.kubeconfig,
+        context: conn.context,
         namespace_selector,
         label_selector,
         default_weight,
@@ -611,7 +752,7 @@ fn truncate(s: &str) -> String {
 }
 
 /// A valid host, without IPv6 brackets; `None` if invalid.
-fn normalize_host(h: &str) -> Option<String> {
+pub(crate) fn normalize_host(h: &str) -> Option<String> {
     if let Some(inner) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         return inner.parse::<Ipv6Addr>().ok().map(|_| inner.to_owned());
     }
@@ -676,13 +817,131 @@ fn parse_port(v: &Value, scope: &Scope<'_>) -> Result<u16, ConfigError> {
     }
 }
 
-type Client = (Option<String>, Option<String>, Value);
+/// Server, TLS and credentials of one cluster, from `service`/`client` or from a kubeconfig.
+struct Connection {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    ssl_verify: bool,
+    token: Option<Secret>,
+    token_file: Option<String>,
+    ca: Option<Pem>,
+    client_cert: Option<Pem>,
+    client_key: Option<Pem>,
+    path_prefix: String,
+    kubeconfig: Option<String>,
+    context: Option<String>,
+}
+
+fn from_kubeconfig(
+    v: &Value,
+    context: Option<&str>,
+    scope: &Scope<'_>,
+) -> Result<Connection, ConfigError> {
+    let path = parse_path(v, "kubeconfig", scope)?;
+    let fail = |rule: String| error(scope.path("kubeconfig"), show(v), rule);
+    let k = crate::kubeconfig::load(std::path::Path::new(&path), context).map_err(&fail)?;
+    check_pem_files(k.ca.as_ref(), k.client_cert.as_ref(), k.client_key.as_ref()).map_err(
+        |(what, e)| {
+            let name = match what {
+                PemRole::Ca => "certificate-authority",
+                PemRole::Cert => "client-certificate",
+                PemRole::Key => "client-key",
+            };
+            fail(format!("context {:?}: {name}: {e}", k.context))
+        },
+    )?;
+    Ok(Connection {
+        scheme: k.scheme,
+        host: k.host,
+        port: k.port,
+        ssl_verify: k.ssl_verify,
+        token: k.token,
+        token_file: k.token_file.map(|p| p.to_string_lossy().into_owned()),
+        ca: k.ca,
+        client_cert: k.client_cert,
+        client_key: k.client_key,
+        path_prefix: k.path_prefix,
+        kubeconfig: Some(path),
+        context: Some(k.context),
+    })
+}
+
+/// Whether `service` / `client` holds exactly what APISIX's schema injects as defaults.
+fn is_schema_default(key: &str, v: &Value) -> bool {
+    let default = match key {
+        "service" => {
+            serde_json::json!({"schema": "https", "host": DEFAULT_HOST, "port": DEFAULT_PORT})
+        }
+        "client" => serde_json::json!({"token_file": DEFAULT_TOKEN_FILE}),
+        _ => return false,
+    };
+    *v == default
+}
+
+#[derive(Clone, Copy)]
+enum PemRole {
+    Ca,
+    Cert,
+    Key,
+}
+
+/// Reads and checks the configured CA and client identity, so that a wrong file stops nginx at start with the
+/// field named rather than failing later in the watcher.
+fn check_pem_files(
+    ca: Option<&Pem>,
+    cert: Option<&Pem>,
+    key: Option<&Pem>,
+) -> Result<(), (PemRole, String)> {
+    if let Some(ca) = ca {
+        let bytes = ca.read().map_err(|e| (PemRole::Ca, e))?;
+        crate::tls::parse_certs(&bytes).map_err(|e| (PemRole::Ca, e))?;
+    }
+    if let (Some(c), Some(k)) = (cert, key) {
+        let cb = c.read().map_err(|e| (PemRole::Cert, e))?;
+        let certs = crate::tls::parse_certs(&cb).map_err(|e| (PemRole::Cert, e))?;
+        let kb = k.read().map_err(|e| (PemRole::Key, e))?;
+        let key = crate::tls::parse_key(&kb).map_err(|e| (PemRole::Key, e))?;
+        crate::tls::check_identity(&certs, &key).map_err(|e| (PemRole::Key, e))?;
+    }
+    Ok(())
+}
+
+/// A file path setting: a non-empty string (or `${VAR}`), expanded.
+fn parse_path(v: &Value, field: &str, scope: &Scope<'_>) -> Result<String, ConfigError> {
+    let rule =
+        format!("must be a non-empty file path of at most {MAX_PATH_LEN} bytes, or ${{VAR}}");
+    let s = v
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_PATH_LEN && !s.contains('\0'))
+        .ok_or_else(|| error(scope.path(field), show(v), &rule))?;
+    let (resolved, var) = scope.expand(field, s, &show(v))?;
+    if let Some(name) = var
+        && (resolved.is_empty() || resolved.contains('\0'))
+    {
+        return Err(error(
+            scope.path(field),
+            show(v),
+            format!("environment variable {name} must hold a non-empty path"),
+        ));
+    }
+    Ok(resolved.into_owned())
+}
+
+struct ClientSettings {
+    token: Option<Secret>,
+    token_file: Option<String>,
+    ca: Option<Pem>,
+    cert: Option<Pem>,
+    key: Option<Pem>,
+    raw: Value,
+}
 
 fn parse_client(
     v: Option<&Value>,
     scheme: Scheme,
     scope: &Scope<'_>,
-) -> Result<Client, ConfigError> {
+) -> Result<ClientSettings, ConfigError> {
     let field = scope.path("client");
     let empty = Map::new();
     let obj = match v {
@@ -693,7 +952,7 @@ fn parse_client(
             return Err(error(
                 field,
                 "(missing)",
-                "required in multi-cluster mode, with exactly one of token / token_file",
+                "required in multi-cluster mode, with exactly one of token / token_file (or cert_file and key_file)",
             ));
         }
         None => &empty,
@@ -702,6 +961,52 @@ fn parse_client(
     let mut raw = obj.clone();
     let token_v = get(obj, "token");
     let file_v = get(obj, "token_file");
+
+    let pem = |key: &str| -> Result<Option<Pem>, ConfigError> {
+        match get(obj, key) {
+            Some(v) => {
+                let f = format!("client.{key}");
+                if scheme == Scheme::Http {
+                    return Err(error(
+                        scope.path(&f),
+                        show(v),
+                        "only used with service.schema https",
+                    ));
+                }
+                Ok(Some(Pem::File(parse_path(v, &f, scope)?.into())))
+            }
+            None => Ok(None),
+        }
+    };
+    let ca = pem("ca_file")?;
+    let cert = pem("cert_file")?;
+    let key = pem("key_file")?;
+    match (get(obj, "cert_file"), get(obj, "key_file")) {
+        (Some(_), None) => {
+            return Err(error(
+                scope.path("client.key_file"),
+                "(missing)",
+                "client.cert_file and client.key_file go together",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(error(
+                scope.path("client.cert_file"),
+                "(missing)",
+                "client.cert_file and client.key_file go together",
+            ));
+        }
+        _ => {}
+    }
+    check_pem_files(ca.as_ref(), cert.as_ref(), key.as_ref()).map_err(|(role, e)| {
+        let key = match role {
+            PemRole::Ca => "ca_file",
+            PemRole::Cert => "cert_file",
+            PemRole::Key => "key_file",
+        };
+        let shown = get(obj, key).map(show).unwrap_or_default();
+        error(scope.path(&format!("client.{key}")), shown, e)
+    })?;
 
     if scope.multi() {
         match (token_v, file_v) {
@@ -712,11 +1017,11 @@ fn parse_client(
                     "exactly one of token / token_file must be set, not both",
                 ));
             }
-            (None, None) => {
+            (None, None) if cert.is_none() => {
                 return Err(error(
                     field,
                     show(&Value::Object(obj.clone())),
-                    "exactly one of token / token_file must be set",
+                    "exactly one of token / token_file must be set (or cert_file and key_file)",
                 ));
             }
             _ => {}
@@ -731,8 +1036,9 @@ fn parse_client(
         Some(v) => Some(parse_token_file(v, scope)?),
         None => None,
     };
-    if token_v.is_none() && file_v.is_none() {
-        // Single mode only (multi mode was rejected above): APISIX's default.
+    if token_v.is_none() && file_v.is_none() && cert.is_none() {
+        // Single mode only (multi mode was rejected above): APISIX's default. A client certificate alone needs
+        // no token.
         raw.insert("token_file".into(), DEFAULT_TOKEN_FILE.into());
         token_file = Some(DEFAULT_TOKEN_FILE.to_owned());
     }
@@ -743,14 +1049,23 @@ fn parse_client(
     if token.is_some() {
         token_file = None;
     }
-    if let (Some(v), None, None, Scheme::Https) = (token_v, &token, &token_file, scheme) {
+    if let (Some(v), None, None, None, Scheme::Https) =
+        (token_v, &token, &token_file, &cert, scheme)
+    {
         return Err(error(
             scope.path("client.token"),
             show_token(v),
-            "resolves to an empty token; https needs a non-empty token or a token_file",
+            "resolves to an empty token; https needs a non-empty token, a token_file or cert_file/key_file",
         ));
     }
-    Ok((token, token_file, Value::Object(raw)))
+    Ok(ClientSettings {
+        token: token.map(Secret::new),
+        token_file,
+        ca,
+        cert,
+        key,
+        raw: Value::Object(raw),
+    })
 }
 
 fn parse_token(v: &Value, scope: &Scope<'_>) -> Result<String, ConfigError> {
@@ -1064,7 +1379,7 @@ mod tests {
         let c = ok(json!({"client": {"token": "${KUBERNETES_CLIENT_TOKEN}"}}));
         let cl = &c.clusters[0];
         assert_eq!(
-            cl.token.as_deref(),
+            cl.token.as_ref().map(|t| t.expose()),
             Some("eyJhbGciOi.secret.sig"),
             "expanded and trimmed"
         );
@@ -1093,7 +1408,10 @@ mod tests {
         assert_eq!(cl.scheme, Scheme::Http);
         assert_eq!(cl.port, 6445);
         assert!(!cl.ssl_verify);
-        assert_eq!(cl.token.as_deref(), Some("abc.DEF-123_/+="));
+        assert_eq!(
+            cl.token.as_ref().map(|t| t.expose()),
+            Some("abc.DEF-123_/+=")
+        );
         assert_eq!(
             cl.namespace_selector,
             Some(NamespaceSelector::Equal("ns-a".into()))
@@ -1123,7 +1441,7 @@ mod tests {
     #[test]
     fn single_mode_both_token_and_file_token_wins() {
         let cl = one(json!({"client": {"token": "tok", "token_file": "/f"}}));
-        assert_eq!(cl.token.as_deref(), Some("tok"));
+        assert_eq!(cl.token.as_ref().map(|t| t.expose()), Some("tok"));
         assert_eq!(cl.token_file, None);
         // An empty token falls back to the file instead of failing.
         let cl = one(json!({"client": {"token": "", "token_file": "/f"}}));
@@ -1442,7 +1760,7 @@ mod tests {
         assert_eq!(
             one(json!({"client": {"token": "x".repeat(4096)}}))
                 .token
-                .map(|t| t.len()),
+                .map(|t| t.expose().len()),
             Some(4096)
         );
     }
@@ -1493,7 +1811,7 @@ mod tests {
             json!({"client": {"tokn": "secret"}}),
             "client.tokn",
             "\"******\"",
-            "unknown key (allowed: token, token_file)",
+            "unknown key (allowed: token, token_file, ca_file, cert_file, key_file)",
         );
         rejects(json!({"client": []}), "client", "[]", "must be an object");
     }
@@ -1745,7 +2063,10 @@ mod tests {
             (a.id.as_str(), a.scheme, a.host.as_str(), a.port),
             ("debug", Scheme::Https, "10.96.0.1", 6443)
         );
-        assert_eq!(a.token.as_deref(), Some("eyJhbGciOi.secret.sig"));
+        assert_eq!(
+            a.token.as_ref().map(|t| t.expose()),
+            Some("eyJhbGciOi.secret.sig")
+        );
         assert_eq!(a.token_file, None);
         assert_eq!((a.default_weight, a.shared_size), (50, 64 << 20));
         assert_eq!(

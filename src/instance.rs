@@ -358,11 +358,34 @@ fn fingerprint(c: &Config) -> String {
     let mut s = c.raw.to_string();
     for cl in &c.clusters {
         s.push_str(&format!(
-            "|{}|{}|{}|{:?}|{:?}",
-            cl.id, cl.host, cl.port, cl.token, cl.token_file
+            "|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            cl.id,
+            cl.host,
+            cl.port,
+            cl.token.as_ref().map(|t| t.expose()),
+            cl.token_file,
+            pem_identity(&cl.ca),
+            pem_identity(&cl.client_cert),
+            pem_identity(&cl.client_key),
+            cl.kubeconfig,
+            cl.context,
         ));
     }
     s
+}
+
+/// A file by its path; inline data (from a kubeconfig) by a digest of its content, so a changed kubeconfig
+/// makes a new instance.
+fn pem_identity(p: &Option<crate::tls::Pem>) -> String {
+    use std::hash::{Hash, Hasher};
+    match p {
+        Some(crate::tls::Pem::Inline(b)) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            b.expose().hash(&mut h);
+            format!("inline:{:x}", h.finish())
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,21 @@ pub fn log(level: Level, msg: &str) {
     if !enabled(level) {
         return;
     }
+    // Whatever a message holds (server text is escaped already), it stays one line: no control character
+    // reaches the log, so nothing can start a forged line.
+    let msg: String = if msg.chars().any(char::is_control) {
+        msg.chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\u{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        msg.to_string()
+    };
     let line = format!(
         "{} [{}] {}#0: k8s-disc: {}\n",
         timestamp(),
@@ -60,12 +75,38 @@ macro_rules! log_at {
 }
 pub(crate) use log_at;
 
-/// `YYYY/MM/DD HH:MM:SS` in UTC.
+/// Text from the API server (Status messages, bodies, names) made safe for one log line: control characters
+/// (newlines included) and backslashes escaped, so it cannot forge or split log lines, and cut to `max` characters.
+pub fn escape_server_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 8);
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `YYYY/MM/DD HH:MM:SS` in UTC, now.
 fn timestamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    utc_timestamp(secs)
+}
+
+/// `YYYY/MM/DD HH:MM:SS` in UTC for seconds since the epoch.
+pub fn utc_timestamp(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
     format!(
@@ -92,6 +133,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn server_text_is_escaped_and_capped() {
+        assert_eq!(
+            super::escape_server_text("a\nb\r\u{1b}[31m\\", 100),
+            "a\\nb\\r\\u{1b}[31m\\\\"
+        );
+        assert_eq!(super::escape_server_text("abcdef", 3), "abc...");
+        assert_eq!(super::escape_server_text("ok", 3), "ok");
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

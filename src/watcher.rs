@@ -18,8 +18,8 @@ use http_body_util::BodyExt;
 
 use crate::backoff::Backoff;
 use crate::client::{ApiClient, ApiError, MAX_BODY_BYTES, read_body};
-use crate::config::ClusterConfig;
-use crate::log::log_at;
+use crate::config::{ClusterConfig, Scheme};
+use crate::log::{escape_server_text, log_at};
 use crate::model::{Bookmark, List, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
@@ -89,8 +89,9 @@ struct Watcher {
 /// watcher was started from; a watcher of a newer one always wins the region.
 pub async fn run(cluster: Arc<Cluster>, generation: u32) {
     let label = cluster.label();
+    warn_about_insecure_settings(&cluster.config, &label);
     let client = loop {
-        match ApiClient::new(&cluster.config) {
+        match ApiClient::new(&cluster.config, &label) {
             Ok(c) => break Arc::new(c),
             Err(e) => {
                 log_at!(
@@ -184,6 +185,48 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             Ok(()) => return,
         }
     }
+}
+
+/// Warnings logged once when a watcher starts, for settings that expose the credentials.
+fn warn_about_insecure_settings(cfg: &ClusterConfig, label: &str) {
+    for w in insecure_settings(cfg) {
+        log_at!(Warn, "{label}: {w}");
+    }
+}
+
+/// Settings that expose the credentials: unverified TLS, and a token over plain http beyond this host.
+pub fn insecure_settings(cfg: &ClusterConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.scheme == Scheme::Https && !cfg.ssl_verify {
+        let setting = if cfg.kubeconfig.is_some() {
+            "the kubeconfig's insecure-skip-tls-verify"
+        } else {
+            "service.ssl_verify: false"
+        };
+        out.push(format!(
+            "{setting}: the API server's certificate is not verified, so anyone on the network path can \
+             impersonate it{}",
+            if cfg.has_token() {
+                " and receive the token"
+            } else {
+                ""
+            }
+        ));
+    }
+    if cfg.scheme == Scheme::Http && cfg.has_token() && !is_loopback(&cfg.host) {
+        out.push(format!(
+            "the bearer token is sent over plain http to {}: anyone on the network path can read it; use https",
+            cfg.host
+        ));
+    }
+    out
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Watcher {
@@ -330,8 +373,8 @@ impl Watcher {
                 let expected_kind = format!("{}List", self.resource.name());
                 if page.kind.as_deref().is_some_and(|k| k != expected_kind) {
                     return Err(ApiError::Decode(format!(
-                        "expected a {expected_kind}, got kind {:?}",
-                        page.kind.unwrap_or_default()
+                        "expected a {expected_kind}, got kind \"{}\"",
+                        escape_server_text(&page.kind.unwrap_or_default(), 64)
                     )));
                 }
                 for item in page.items.unwrap_or_default() {
@@ -345,9 +388,12 @@ impl Watcher {
                             Some((ns, name)) => {
                                 log_at!(
                                     Warn,
-                                    "{}: malformed {} in {ns}/{name} ({e}); keeping its previous nodes",
+                                    "{}: malformed {} in {}/{} ({}); keeping its previous nodes",
                                     self.label,
-                                    self.resource.name()
+                                    self.resource.name(),
+                                    escape_server_text(&ns, 253),
+                                    escape_server_text(&name, 253),
+                                    escape_server_text(&e.to_string(), 256)
                                 );
                                 view.keep_previous(&ns, &name);
                             }
@@ -517,8 +563,9 @@ impl Watcher {
             }
             other => log_at!(
                 Warn,
-                "{}: ignoring watch event of unknown type {other:?}",
-                self.label
+                "{}: ignoring watch event of unknown type \"{}\"",
+                self.label,
+                escape_server_text(other, 64)
             ),
         }
         Ok(())
@@ -551,6 +598,46 @@ fn encode_query_value(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    fn cluster(json: serde_json::Value) -> crate::config::ClusterConfig {
+        crate::config::parse(&json.to_string(), &|_| None)
+            .expect("valid")
+            .clusters
+            .remove(0)
+    }
+
+    #[test]
+    fn insecure_settings_are_named_once() {
+        let http = |host: &str| {
+            cluster(
+                serde_json::json!({"service": {"schema": "http", "host": host, "port": 80},
+                                       "client": {"token": "t"}}),
+            )
+        };
+        let w = super::insecure_settings(&http("10.0.0.1"));
+        assert_eq!(
+            w,
+            vec![
+                "the bearer token is sent over plain http to 10.0.0.1: anyone on the network path can read it; use https"
+            ]
+        );
+        for host in ["127.0.0.1", "::1", "localhost", "127.8.0.1"] {
+            assert!(super::insecure_settings(&http(host)).is_empty(), "{host}");
+        }
+        let no_verify = cluster(
+            serde_json::json!({"service": {"host": "k8s", "port": 443, "ssl_verify": false},
+                                                   "client": {"token": "t"}}),
+        );
+        let w = super::insecure_settings(&no_verify);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with(
+            "service.ssl_verify: false: the API server's certificate is not verified"
+        ));
+        assert!(w[0].ends_with("and receive the token"));
+        let verified = cluster(serde_json::json!({"service": {"host": "k8s", "port": 443},
+                                                  "client": {"token": "t"}}));
+        assert!(super::insecure_settings(&verified).is_empty());
+    }
+
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(

@@ -298,6 +298,7 @@ die "PUT /fake/token: $st" unless $st == 200;
             ngx.say("before: ", t.counts({"ns-a/ep:p1"}, "2", 5, k8s.nodes))
 
             -- Rotate: new token in the file, the server accepts only the new one, and the watch must reconnect.
+            -- The changed file is noticed before the next request, so the new watch carries the new token.
             local f = assert(io.open("$TEST_NGINX_TOKEN_FILE", "w"))
             f:write("t2\n")
             f:close()
@@ -325,7 +326,7 @@ after: 3
 old token: 401
 --- timeout: 15
 --- error_log
-watch Endpoints failed: HTTP 401
+changed; using the new token
 
 
 

@@ -29,8 +29,13 @@ __DATA__
                 { namespace_selector = { equal = "ns-a" }, label_selector = "a=b,!c", default_weight = 0 },
                 { namespace_selector = { match = { "ns-[ab]", "prod" } }, shared_size = "1000m" },
                 { watch_endpoint_slices = true, namespace_selector = { not_match = { "kube-.*" } } },
+                { client = { token_file = "/t", ca_file = "/ca.crt", cert_file = "/c.crt", key_file = "/c.key" } },
+                { kubeconfig = "/etc/kube/config", context = "prod" },
                 {
                     { id = "first", service = { host = "1.2.3.4", port = "6443" }, client = { token = "t" } },
+                    { id = "mtls", service = { host = "h", port = 443 },
+                      client = { ca_file = "/ca", cert_file = "/c", key_file = "/k" } },
+                    { id = "kube", kubeconfig = "${KUBECONFIG}", context = "c" },
                     { id = string.rep("a", 64), service = { schema = "http", host = "h", port = 80 },
                       client = { token_file = "/t" }, default_weight = 7 },
                 },
@@ -51,6 +56,10 @@ __DATA__
                 { { id = "CLUSTER1", service = { host = "h", port = "1" }, client = { token = "t" } } },
                 { { id = "c1", service = { host = "h", port = "1" }, client = { token = "t", token_file = "/t" } } },
                 { { id = "c1", service = { host = "h" }, client = { token = "t" } } },
+                { { id = "c1", service = { host = "h", port = "1" }, client = { cert_file = "/c" } } },
+                { { id = "c1" } },
+                { client = { ca_file = "" } },
+                { kubeconfig = 7 },
             }
             local bad = 0
             for i, conf in ipairs(accepted) do

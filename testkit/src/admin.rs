@@ -85,6 +85,30 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             shared.set_token(Some(token));
             json_response(200, &json!({ "auth": on }))
         }
+        (Method::GET, "/fake/rbac") => json_response(
+            200,
+            &serde_json::to_value(shared.rbac()).unwrap_or(Value::Null),
+        ),
+        (Method::PUT | Method::POST, "/fake/rbac") => {
+            match parse().and_then(serde_json::from_value::<crate::state::Rbac>) {
+                Ok(rbac) => {
+                    shared.set_rbac(rbac.clone());
+                    json_response(200, &serde_json::to_value(rbac).unwrap_or(Value::Null))
+                }
+                Err(e) => bad(e),
+            }
+        }
+        (Method::DELETE, "/fake/rbac") => {
+            shared.set_rbac(crate::state::Rbac::default());
+            json_response(200, &json!({}))
+        }
+        (Method::GET, "/fake/tls") => match &shared.opts.tls {
+            Some(t) => json_response(
+                200,
+                &json!({"dir": t.dir.display().to_string(), "require_client_cert": t.require_client_cert}),
+            ),
+            None => json_response(200, &json!({"dir": null})),
+        },
         (Method::POST, "/fake/reset") => {
             let n = shared.store().reset();
             shared.faults().clear();

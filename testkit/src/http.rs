@@ -6,6 +6,7 @@ use crate::listing;
 use crate::patch;
 use crate::query::Query;
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
+use crate::server::Conn;
 use crate::state::{Shared, typed};
 use crate::status::{ApiError, Cause, CauseKind};
 use crate::store::{Kind, WatchStart};
@@ -17,7 +18,6 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -164,7 +164,7 @@ fn truncate_body(resp: Response<Body>, n: usize) -> Response<Body> {
 pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: Arc<Conn>,
 ) -> Result<Response<Body>, Infallible> {
     let line = format!(
         "{} {}",
@@ -177,9 +177,12 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let resp = if path == "/fake" || path.starts_with("/fake/") {
         admin::handle(&shared, req).await
+    } else if shared.pki.is_some() && !conn.tls {
+        // What Go's http server answers to plain HTTP on a TLS port.
+        plain(400, "Client sent an HTTP request to an HTTPS server.\n")
     } else {
         shared.stats.request(line.clone());
-        api(&shared, req, peer, &path).await
+        api(&shared, req, &conn, &path).await
     };
     if shared.opts.log_requests {
         eprintln!("{line} {}", resp.status().as_u16());
@@ -187,26 +190,51 @@ pub async fn handle(
     Ok(resp)
 }
 
-fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
-    let Some(token) = shared.token() else {
-        return true;
-    };
-    req.headers()
+/// Authenticates a request as the real server does: a verified client certificate (its CN is the user), else a
+/// bearer token. `None` means 401. Without any configured authentication, everyone is `system:anonymous`, or the
+/// token user when a bearer token is sent.
+fn authenticate(shared: &Shared, req: &Request<Incoming>, conn: &Conn) -> Option<String> {
+    if let Some(user) = &conn.user {
+        return Some(user.clone());
+    }
+    let bearer = req
+        .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .is_some_and(|t| t.trim() == token)
+        .map(str::trim);
+    match shared.token() {
+        Some(token) => (bearer == Some(token.as_str())).then(|| shared.opts.token_user.clone()),
+        None if bearer.is_some() => Some(shared.opts.token_user.clone()),
+        None => Some("system:anonymous".to_string()),
+    }
+}
+
+/// The RBAC verb of a request.
+fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "get",
+    }
 }
 
 async fn api(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: &Conn,
     path: &str,
 ) -> Response<Body> {
+    let peer = conn.peer;
     let r = route(path);
     match r {
         Route::Version => {
@@ -217,11 +245,24 @@ async fn api(
         _ => {}
     }
     // Authentication runs before routing on a real server, so it covers unknown paths too.
-    if !authorized(shared, &req) {
+    let Some(user) = authenticate(shared, &req, conn) else {
+        shared.stats.unauthorized();
         return error_response(shared, None, &ApiError::unauthorized());
-    }
+    };
+    shared.stats.user(&user);
     let q = Query::parse(req.uri().query());
     let is_watch = q.bool("watch");
+    if let Route::Resource { kind, ns, name } = &r {
+        let verb = verb(req.method(), name.is_some(), is_watch);
+        if shared.rbac().denies(&user, verb) {
+            shared.stats.forbidden();
+            return error_response(
+                shared,
+                Some(*kind),
+                &ApiError::forbidden(*kind, &user, verb, ns.as_deref()),
+            );
+        }
+    }
     let decision = shared.faults().take(
         req.method().as_str(),
         path,

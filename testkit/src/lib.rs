@@ -30,23 +30,35 @@ mod state;
 mod stats;
 mod status;
 mod store;
+pub mod tls;
 mod util;
 mod watch;
 
 pub use faults::{Fault, FaultKind};
 pub use server::FakeApiServer;
+pub use state::Rbac;
 pub use stats::Stats;
 pub use store::Kind;
+pub use tls::TlsOptions;
 
 use std::net::SocketAddr;
+
+/// The service account a bearer token stands for, unless `Options::token_user` says otherwise.
+pub const DEFAULT_TOKEN_USER: &str = "system:serviceaccount:default:k8s-disc";
 use std::time::Duration;
 
 /// Server configuration. `Default` gives a loopback server on an ephemeral port.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub listen: SocketAddr,
-    /// Required bearer token (None: no authentication).
+    /// Required bearer token (None: no authentication unless a client certificate is required).
     pub token: Option<String>,
+    /// The user a valid bearer token authenticates as (named in 403 messages).
+    pub token_user: String,
+    /// Serve TLS (plain-HTTP connections then reach only the `/fake/` admin API).
+    pub tls: Option<TlsOptions>,
+    /// Also listen on `[::1]` at the same port as `listen` (an IPv4 address with port 0 picks one free on both).
+    pub also_ipv6_loopback: bool,
     /// Events retained per kind; a watch from an older RV gets ERROR 410.
     pub history: usize,
     /// Period of BOOKMARK events on watches with `allowWatchBookmarks=true`.
@@ -72,6 +84,9 @@ impl Default for Options {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: None,
+            token_user: DEFAULT_TOKEN_USER.to_string(),
+            tls: None,
+            also_ipv6_loopback: false,
             history: 10_000,
             bookmark_interval: Duration::from_secs(60),
             watch_list: true,

@@ -16,6 +16,12 @@ Options:
   --seed FILE                JSON array or {\"items\":[...]} of objects to create at startup
   --port-file PATH           write the bound port to PATH once listening
   --token T                  require `Authorization: Bearer T`
+  --token-file PATH          require the bearer token read from PATH at start
+  --token-user NAME          the user a valid token authenticates as (403 messages)
+  --tls                      serve TLS with a CA and certificates generated at start
+  --tls-dir DIR              where --tls writes ca.crt, client.crt, ... (default: a new temp dir)
+  --ipv6-loopback            also listen on [::1] at the same port
+  --require-client-cert      refuse TLS clients without a certificate signed by client-ca.crt
   --history N                events kept per kind for watch resumption (default 10000)
   --bookmark-interval SECS   period of watch BOOKMARKs (default 60)
   --continue-ttl SECS        continue-token lifetime; `none` = until compaction (default 300)
@@ -25,7 +31,7 @@ Options:
   --quiet                    do not log requests to stderr
   -h, --help                 show this help
 
-Prints `listening on ADDR` on stdout once ready. Admin API under /fake/ (see README).
+Prints `listening on ADDR` on stdout once ready (in TLS mode then `tls dir DIR`). Admin API under /fake/ (see README).
 ";
 
 struct Cli {
@@ -49,6 +55,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
     };
     let mut seed = None;
     let mut port_file = None;
+    let mut tls = false;
+    let mut tls_dir: Option<PathBuf> = None;
+    let mut require_client_cert = false;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -75,6 +84,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
             "--seed" => seed = Some(PathBuf::from(value()?)),
             "--port-file" => port_file = Some(PathBuf::from(value()?)),
             "--token" => opts.token = Some(value()?).filter(|t| !t.is_empty()),
+            "--token-file" => {
+                let p = value()?;
+                let t =
+                    std::fs::read_to_string(&p).map_err(|e| format!("--token-file {p}: {e}"))?;
+                opts.token = Some(t.trim().to_string()).filter(|t| !t.is_empty());
+            }
+            "--token-user" => opts.token_user = value()?,
+            "--tls" => tls = true,
+            "--ipv6-loopback" => opts.also_ipv6_loopback = true,
+            "--tls-dir" => tls_dir = Some(PathBuf::from(value()?)),
+            "--require-client-cert" => require_client_cert = true,
             "--history" => {
                 let v = value()?;
                 opts.history = v
@@ -99,6 +119,21 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if !tls && (tls_dir.is_some() || require_client_cert) {
+        return Err("--tls-dir and --require-client-cert need --tls".into());
+    }
+    if tls {
+        let dir = match tls_dir {
+            Some(d) => d,
+            None => {
+                std::env::temp_dir().join(format!("k8s-fake-apiserver-tls-{}", std::process::id()))
+            }
+        };
+        opts.tls = Some(k8s_fake_apiserver::TlsOptions {
+            dir,
+            require_client_cert,
+        });
+    }
     Ok(Some(Cli {
         opts,
         seed,
@@ -121,6 +156,9 @@ fn run(cli: Cli) -> Result<(), String> {
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {addr}");
+        if let Some(t) = &cli.opts.tls {
+            let _ = writeln!(out, "tls dir {}", t.dir.display());
+        }
         let _ = out.flush();
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -26,35 +26,56 @@ pub struct FakeApiServer {
     thread: Option<JoinHandle<()>>,
 }
 
-async fn serve(
-    listener: std::net::TcpListener,
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("k8s-fake-apiserver: listener: {e}");
-            return;
-        }
-    };
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| crate::http::handle(shared.clone(), req, peer));
-                    // Connection errors (client went away, injected resets) are expected.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                Some(acceptor) => serve_tls_or_plain(stream, peer, shared, acceptor).await,
+                None => {
+                    let conn = Conn {
+                        peer,
+                        tls: false,
+                        user: None,
+                    };
+                    serve_http(stream, conn, shared).await
+                }
             }
-            _ = &mut stop => break,
+        });
+    }
+}
+
+async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    stop: oneshot::Receiver<()>,
+) {
+    let acceptor = shared
+        .pki
+        .as_ref()
+        .map(|p| tokio_rustls::TlsAcceptor::from(p.server_config.clone()));
+    let mut loops = Vec::new();
+    for l in listeners {
+        match tokio::net::TcpListener::from_std(l) {
+            Ok(l) => loops.push(tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                acceptor.clone(),
+            ))),
+            Err(e) => eprintln!("k8s-fake-apiserver: listener: {e}"),
         }
     }
+    let _ = stop.await;
+    loops.iter().for_each(|l| l.abort());
     // End watches with their terminating chunk, and give them a moment to flush it.
     shared.store().end_watches(false);
     let until = Instant::now() + Duration::from_millis(500);
@@ -63,13 +84,118 @@ async fn serve(
     }
 }
 
+/// Binds `opts.listen`, and with `also_ipv6_loopback` also `[::1]` on the same port (retrying with other ports
+/// when that one is taken on `[::1]`).
+fn bind(opts: &crate::Options) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let first = std::net::TcpListener::bind(opts.listen)?;
+        first.set_nonblocking(true)?;
+        if !opts.also_ipv6_loopback {
+            return Ok(vec![first]);
+        }
+        let port = first.local_addr()?.port();
+        match std::net::TcpListener::bind(("::1", port)) {
+            Ok(second) => {
+                second.set_nonblocking(true)?;
+                return Ok(vec![first, second]);
+            }
+            // A fixed port cannot move: report it.
+            Err(e) if opts.listen.port() != 0 => return Err(e),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("cannot bind [::1]")))
+}
+
+/// What the handlers know about the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The user a verified client certificate authenticates as.
+    pub user: Option<String>,
+}
+
+async fn serve_http<S>(stream: S, conn: Conn, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let svc = service_fn(move |req| crate::http::handle(shared.clone(), req, conn.clone()));
+    // Connection errors (client went away, injected resets) are expected.
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// In TLS mode one port serves both: a connection whose first byte starts a TLS handshake gets TLS, any other
+/// plain HTTP (which reaches only the admin API, so tests keep driving the server with plain requests).
+async fn serve_tls_or_plain(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let mut first = [0u8; 1];
+    let is_tls = match tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await
+    {
+        Ok(Ok(1)) => first[0] == 0x16,
+        _ => return,
+    };
+    if !is_tls {
+        return serve_http(
+            stream,
+            Conn {
+                peer,
+                tls: false,
+                user: None,
+            },
+            shared,
+        )
+        .await;
+    }
+    let tls = match acceptor.accept(stream).await {
+        Ok(t) => t,
+        Err(e) => {
+            if shared.opts.log_requests {
+                eprintln!("TLS handshake with {peer} failed: {e}");
+            }
+            shared.stats.handshake_failed();
+            return;
+        }
+    };
+    let user = {
+        let (_, session) = tls.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .zip(shared.pki.as_ref())
+            .map(|(c, pki)| pki.user_of(c.as_ref()))
+    };
+    serve_http(
+        tls,
+        Conn {
+            peer,
+            tls: true,
+            user,
+        },
+        shared,
+    )
+    .await;
+}
+
 impl FakeApiServer {
     /// Binds `opts.listen` and starts serving on a background thread.
     pub fn start(opts: Options) -> std::io::Result<FakeApiServer> {
-        let listener = std::net::TcpListener::bind(opts.listen)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(opts));
+        let listeners = bind(&opts)?;
+        let addr = listeners[0].local_addr()?;
+        let pki = match &opts.tls {
+            Some(t) => Some(crate::tls::generate(t).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(opts, pki));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("k8s-fake-apiserver")
@@ -80,7 +206,7 @@ impl FakeApiServer {
         let thread = std::thread::Builder::new()
             .name("k8s-fake-apiserver".into())
             .spawn(move || {
-                runtime.block_on(serve(listener, s, stop_rx));
+                runtime.block_on(serve(listeners, s, stop_rx));
                 runtime.shutdown_timeout(Duration::from_millis(100));
             })?;
         Ok(FakeApiServer {
@@ -95,9 +221,24 @@ impl FakeApiServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` (IPv6 addresses bracketed).
+    /// `http://127.0.0.1:PORT`, or `https://...` in TLS mode (IPv6 addresses bracketed).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The directory holding the generated certificates and keys in TLS mode.
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.shared.opts.tls.as_ref().map(|t| t.dir.as_path())
+    }
+
+    /// Sets the RBAC switches (see `Rbac`).
+    pub fn set_rbac(&self, rbac: crate::state::Rbac) {
+        self.shared.set_rbac(rbac);
     }
 
     /// Creates or replaces an object (its `kind` says which; namespace defaults to

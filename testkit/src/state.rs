@@ -4,6 +4,7 @@ use crate::Options;
 use crate::faults::FaultQueue;
 use crate::stats::{Recorder, Stats};
 use crate::store::{Kind, Store};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
@@ -15,7 +16,26 @@ pub struct Shared {
     pub rv_rx: watch::Receiver<u64>,
     token: Mutex<Option<String>>,
     faults: Mutex<FaultQueue>,
+    rbac: Mutex<Rbac>,
+    /// The generated PKI in `--tls` mode.
+    pub pki: Option<crate::tls::Pki>,
     pub stats: Recorder,
+}
+
+/// RBAC switches: verbs (`get`, `list`, `watch`, ...) refused with 403 Forbidden, to every user or to the listed
+/// users only. JSON form (`PUT /fake/rbac`): `{"deny": ["list", "watch"], "users": ["k8s-disc-client"]}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rbac {
+    pub deny: Vec<String>,
+    pub users: Vec<String>,
+}
+
+impl Rbac {
+    pub fn denies(&self, user: &str, verb: &str) -> bool {
+        self.deny.iter().any(|v| v == verb)
+            && (self.users.is_empty() || self.users.iter().any(|u| u == user))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -34,9 +54,11 @@ pub fn typed(kind: Kind, obj: &Value) -> Value {
 }
 
 impl Shared {
-    pub fn new(opts: Options) -> Self {
+    pub fn new(opts: Options, pki: Option<crate::tls::Pki>) -> Self {
         let (store, rv_rx) = Store::new(opts.history, opts.initial_resource_version);
         Shared {
+            rbac: Mutex::new(Rbac::default()),
+            pki,
             token: Mutex::new(opts.token.clone().filter(|t| !t.is_empty())),
             opts,
             store: Mutex::new(store),
@@ -60,6 +82,14 @@ impl Shared {
 
     pub fn set_token(&self, token: Option<String>) {
         *lock(&self.token) = token.filter(|t| !t.is_empty());
+    }
+
+    pub fn rbac(&self) -> Rbac {
+        lock(&self.rbac).clone()
+    }
+
+    pub fn set_rbac(&self, rbac: Rbac) {
+        *lock(&self.rbac) = rbac;
     }
 
     pub fn stats(&self) -> Stats {

@@ -23,6 +23,12 @@ pub struct Stats {
     /// The last 50 request lines, oldest first: `GET /api/v1/endpoints?watch=1`.
     pub requests: Vec<String>,
     pub faults_pending: usize,
+    /// API requests per authenticated user (client certificate CN or the token's user).
+    pub requests_by_user: BTreeMap<String, u64>,
+    /// Requests answered 401 / 403, and TLS handshakes that failed.
+    pub unauthorized: u64,
+    pub forbidden: u64,
+    pub tls_handshake_failures: u64,
 }
 
 #[derive(Default)]
@@ -33,6 +39,10 @@ struct Inner {
     watches_started: u64,
     active: BTreeMap<String, u64>,
     recent: VecDeque<String>,
+    by_user: BTreeMap<String, u64>,
+    unauthorized: u64,
+    forbidden: u64,
+    handshake_failures: u64,
 }
 
 #[derive(Default, Clone)]
@@ -71,6 +81,22 @@ impl Recorder {
         g.recent.push_back(line);
     }
 
+    pub fn user(&self, user: &str) {
+        *self.lock().by_user.entry(user.to_string()).or_default() += 1;
+    }
+
+    pub fn unauthorized(&self) {
+        self.lock().unauthorized += 1;
+    }
+
+    pub fn forbidden(&self) {
+        self.lock().forbidden += 1;
+    }
+
+    pub fn handshake_failed(&self) {
+        self.lock().handshake_failures += 1;
+    }
+
     pub fn list(&self) {
         self.lock().lists += 1;
     }
@@ -105,6 +131,10 @@ impl Recorder {
         g.writes = 0;
         g.watches_started = 0;
         g.recent.clear();
+        g.by_user.clear();
+        g.unauthorized = 0;
+        g.forbidden = 0;
+        g.handshake_failures = 0;
     }
 
     pub fn snapshot(&self, resource_version: u64, faults_pending: usize) -> Stats {
@@ -119,6 +149,10 @@ impl Recorder {
             active_watches_by_client: g.active.clone(),
             requests: g.recent.iter().cloned().collect(),
             faults_pending,
+            requests_by_user: g.by_user.clone(),
+            unauthorized: g.unauthorized,
+            forbidden: g.forbidden,
+            tls_handshake_failures: g.handshake_failures,
         }
     }
 }

@@ -78,6 +78,31 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// 403 from RBAC, worded as the apiserver's authorization filter words it.
+    pub fn forbidden(kind: Kind, user: &str, verb: &str, ns: Option<&str>) -> Self {
+        let scope = match ns {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let mut e = Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
+                kind.qualified_resource(),
+                kind.resource(),
+                kind.group()
+            ),
+        );
+        let mut d = Map::new();
+        if !kind.group().is_empty() {
+            d.insert("group".into(), json!(kind.group()));
+        }
+        d.insert("kind".into(), json!(kind.resource()));
+        e.details = Some(Box::new(Value::Object(d)));
+        e
+    }
+
     fn object_details(kind: Kind, name: &str) -> Value {
         let mut d = Map::new();
         d.insert("name".into(), json!(name));
@@ -360,6 +385,25 @@ mod tests {
         assert_eq!(
             String::from_utf8(ApiError::unauthorized().to_bytes()).unwrap(),
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
+        );
+    }
+
+    #[test]
+    fn forbidden_exact() {
+        let e = ApiError::forbidden(Kind::Endpoints, "system:serviceaccount:ns:sa", "list", None);
+        assert_eq!(
+            String::from_utf8(e.to_bytes()).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"endpoints is forbidden: User \"system:serviceaccount:ns:sa\" cannot list resource \"endpoints\" in API group \"\" at the cluster scope","reason":"Forbidden","details":{"kind":"endpoints"},"code":403}"#
+        );
+        let e = ApiError::forbidden(
+            Kind::EndpointSlice,
+            "system:serviceaccount:gateway:gw",
+            "watch",
+            Some("shop"),
+        );
+        assert_eq!(
+            e.message,
+            "endpointslices.discovery.k8s.io is forbidden: User \"system:serviceaccount:gateway:gw\" cannot watch resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"shop\""
         );
     }
 

@@ -31,6 +31,17 @@ local token = {
 
 local token_file = { type = "string", minLength = 1, maxLength = 500, pattern = [[^[^:*?"<>|]*$]] }
 
+-- PEM files (CA bundle, client certificate and key) and the kubeconfig: a path or ${VAR}.
+local file_path = { type = "string", minLength = 1, maxLength = 4096 }
+
+local client_properties = {
+    token = token,
+    token_file = token_file,
+    ca_file = file_path,
+    cert_file = file_path,
+    key_file = file_path,
+}
+
 local namespace_name = { type = "string", pattern = [[^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$]] }
 local namespace_patterns = {
     type = "array",
@@ -57,6 +68,9 @@ local common = {
     default_weight = { type = "integer", minimum = 0, default = 50 },
     shared_size = { type = "string", pattern = [[^[1-9][0-9]*m$]], default = "64m" },
     watch_endpoint_slices = { type = "boolean", default = false },
+    -- Server, CA and credentials from a kubeconfig file instead of service/client.
+    kubeconfig = file_path,
+    context = { type = "string", minLength = 1 },
 }
 
 local function with_common(props)
@@ -86,7 +100,7 @@ local single = {
         },
         client = {
             type = "object",
-            properties = { token = token, token_file = token_file },
+            properties = client_properties,
             default = { token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token" },
         },
     }),
@@ -119,14 +133,25 @@ local multi = {
             },
             client = {
                 type = "object",
-                properties = { token = token, token_file = token_file },
-                oneOf = {
-                    { required = { "token" } },
-                    { required = { "token_file" } },
-                },
+                properties = client_properties,
             },
         }),
-        required = { "id", "service", "client" },
+        required = { "id" },
+        -- service + client with exactly one of token / token_file, or with a client certificate (a token
+        -- beside it is optional); or a kubeconfig instead of both.
+        anyOf = {
+            {
+                required = { "service", "client" },
+                properties = {
+                    client = { oneOf = { { required = { "token" } }, { required = { "token_file" } } } },
+                },
+            },
+            {
+                required = { "service", "client" },
+                properties = { client = { required = { "cert_file", "key_file" } } },
+            },
+            { required = { "kubeconfig" } },
+        },
     },
 }
 

@@ -1,0 +1,471 @@
+//! Reading a cluster's server, CA and credentials from a kubeconfig file (the `kubeconfig` and `context` settings).
+//!
+//! Supported: `clusters[].cluster.{server, certificate-authority, certificate-authority-data,
+//! insecure-skip-tls-verify}`, `users[].user.{client-certificate, client-certificate-data, client-key,
+//! client-key-data, token, tokenFile}`, `contexts[].context.{cluster, user}` and `current-context`. Relative file
+//! paths are relative to the kubeconfig's directory, as kubectl reads them. Credential plugins (`exec`,
+//! `auth-provider`), basic auth, impersonation, proxies and `tls-server-name` are refused with an error naming
+//! the field, rather than silently connecting without them.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::config::Scheme;
+use crate::secret::{MAX_KUBECONFIG_BYTES, Secret, SecretBytes, read_capped};
+use crate::tls::Pem;
+
+/// What a kubeconfig context gives one cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kubeconfig {
+    /// The context used (the given one, or `current-context`).
+    pub context: String,
+    pub scheme: Scheme,
+    /// Host name or IP; IPv6 without brackets.
+    pub host: String,
+    pub port: u16,
+    /// A path prefix of the server URL (e.g. a proxy's `/k8s/clusters/c-1`), without a trailing `/`.
+    pub path_prefix: String,
+    pub ssl_verify: bool,
+    pub ca: Option<Pem>,
+    pub client_cert: Option<Pem>,
+    pub client_key: Option<Pem>,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// Reads `path` and resolves `context` (default: the file's `current-context`). Errors name the kubeconfig field.
+pub fn load(path: &Path, context: Option<&str>) -> Result<Kubeconfig, String> {
+    let bytes = read_capped(path, MAX_KUBECONFIG_BYTES)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_string())?;
+    let doc = parse_yaml(text)?;
+    let base = path.parent().unwrap_or(Path::new("/"));
+    resolve(&doc, context, base)
+}
+
+/// The first YAML document as JSON values (kubeconfigs are plain maps, lists and scalars).
+fn parse_yaml(text: &str) -> Result<Value, String> {
+    let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| {
+        format!(
+            "invalid YAML at line {}, column {}: {}",
+            e.marker().line(),
+            e.marker().col() + 1,
+            e.info()
+        )
+    })?;
+    match docs.into_iter().next() {
+        Some(doc) => to_json(doc),
+        None => Err("empty file".into()),
+    }
+}
+
+fn to_json(y: yaml_rust2::Yaml) -> Result<Value, String> {
+    use yaml_rust2::Yaml;
+    Ok(match y {
+        Yaml::String(s) => Value::String(s),
+        Yaml::Integer(i) => Value::from(i),
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::String(r)),
+        Yaml::Boolean(b) => Value::Bool(b),
+        Yaml::Null | Yaml::BadValue => Value::Null,
+        Yaml::Array(a) => Value::Array(a.into_iter().map(to_json).collect::<Result<_, _>>()?),
+        Yaml::Hash(h) => {
+            let mut m = Map::new();
+            for (k, v) in h {
+                let key = match k {
+                    Yaml::String(s) => s,
+                    Yaml::Integer(i) => i.to_string(),
+                    Yaml::Boolean(b) => b.to_string(),
+                    _ => return Err("a map key is not a string".into()),
+                };
+                m.insert(key, to_json(v)?);
+            }
+            Value::Object(m)
+        }
+        Yaml::Alias(_) => return Err("YAML aliases are not supported".into()),
+    })
+}
+
+/// A named entry of `clusters`, `users` or `contexts`, and its inner object (`cluster`, `user`, `context`).
+fn named<'a>(
+    doc: &'a Value,
+    list: &str,
+    inner: &str,
+    name: &str,
+) -> Result<(String, &'a Map<String, Value>), String> {
+    let items = doc
+        .get(list)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{list}: missing (a list of named {inner}s)"))?;
+    for (i, item) in items.iter().enumerate() {
+        if item.get("name").and_then(Value::as_str) == Some(name) {
+            let field = format!("{list}[{i}].{inner}");
+            let obj = match item.get(inner) {
+                Some(Value::Object(o)) => o,
+                // An entry with no settings (e.g. a user without credentials) is an empty object.
+                None | Some(Value::Null) => {
+                    static EMPTY: std::sync::OnceLock<Map<String, Value>> =
+                        std::sync::OnceLock::new();
+                    EMPTY.get_or_init(Map::new)
+                }
+                Some(_) => return Err(format!("{field}: must be a map")),
+            };
+            return Ok((field, obj));
+        }
+    }
+    Err(format!("{list}: no {inner} named {name:?}"))
+}
+
+fn string<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+    key: &str,
+) -> Result<Option<&'a str>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("{field}.{key}: must be a string")),
+    }
+}
+
+fn file(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A PEM source from a `<key>` path or a `<key>-data` base64 value; both at once is an error.
+fn pem_source(
+    obj: &Map<String, Value>,
+    field: &str,
+    key: &str,
+    base: &Path,
+) -> Result<Option<Pem>, String> {
+    let data_key = format!("{key}-data");
+    match (string(obj, field, key)?, string(obj, field, &data_key)?) {
+        (Some(_), Some(_)) => Err(format!(
+            "{field}: {key} and {data_key} are both set; keep one"
+        )),
+        (Some(p), None) => Ok(Some(Pem::File(file(base, p)))),
+        (None, Some(d)) => {
+            let compact: String = d.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map_err(|_| format!("{field}.{data_key}: not valid base64"))?;
+            Ok(Some(Pem::Inline(SecretBytes::new(bytes))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn resolve(doc: &Value, context: Option<&str>, base: &Path) -> Result<Kubeconfig, String> {
+    if !doc.is_object() {
+        return Err(
+            "not a kubeconfig (expected a YAML map with clusters, users and contexts)".into(),
+        );
+    }
+    let ctx_name = match context {
+        Some(c) => c.to_string(),
+        None => doc
+            .get("current-context")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("current-context: not set; set `context` to the context to use")?
+            .to_string(),
+    };
+    let (ctx_field, ctx) = named(doc, "contexts", "context", &ctx_name)?;
+    let cluster_name = string(ctx, &ctx_field, "cluster")?
+        .ok_or_else(|| format!("{ctx_field}.cluster: missing"))?;
+    let (cl_field, cluster) = named(doc, "clusters", "cluster", cluster_name)?;
+    for key in ["tls-server-name", "proxy-url"] {
+        if cluster.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(format!("{cl_field}.{key}: not supported"));
+        }
+    }
+    let server = string(cluster, &cl_field, "server")?
+        .ok_or_else(|| format!("{cl_field}.server: missing"))?;
+    let (scheme, host, port, path_prefix) =
+        parse_server(server).map_err(|e| format!("{cl_field}.server = {server:?}: {e}"))?;
+    let insecure = match cluster.get("insecure-skip-tls-verify") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(format!(
+                "{cl_field}.insecure-skip-tls-verify: must be a boolean"
+            ));
+        }
+    };
+    let ca = pem_source(cluster, &cl_field, "certificate-authority", base)?;
+    if insecure && ca.is_some() {
+        return Err(format!(
+            "{cl_field}: insecure-skip-tls-verify cannot be combined with a certificate-authority"
+        ));
+    }
+
+    let (mut client_cert, mut client_key, mut token, mut token_file) = (None, None, None, None);
+    if let Some(user_name) = string(ctx, &ctx_field, "user")? {
+        let (u_field, user) = named(doc, "users", "user", user_name)?;
+        for (key, why) in [
+            (
+                "exec",
+                "exec credential plugins are not supported; use client-certificate/client-key or token/tokenFile",
+            ),
+            (
+                "auth-provider",
+                "auth-provider plugins are not supported; use client-certificate/client-key or token/tokenFile",
+            ),
+            ("username", "basic authentication is not supported"),
+            ("password", "basic authentication is not supported"),
+            ("as", "impersonation is not supported"),
+            ("as-uid", "impersonation is not supported"),
+            ("as-groups", "impersonation is not supported"),
+            ("as-user-extra", "impersonation is not supported"),
+        ] {
+            if user.get(key).is_some_and(|v| !v.is_null()) {
+                return Err(format!("{u_field}.{key}: {why}"));
+            }
+        }
+        client_cert = pem_source(user, &u_field, "client-certificate", base)?;
+        client_key = pem_source(user, &u_field, "client-key", base)?;
+        if client_cert.is_some() != client_key.is_some() {
+            return Err(format!(
+                "{u_field}: client-certificate and client-key go together; one is missing"
+            ));
+        }
+        // As in kubectl, an inline token takes precedence over tokenFile.
+        if let Some(t) = string(user, &u_field, "token")? {
+            let t = t.trim();
+            if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!("{u_field}.token: must be visible ASCII characters"));
+            }
+            token = Some(Secret::new(t));
+        } else if let Some(p) = string(user, &u_field, "tokenFile")? {
+            token_file = Some(file(base, p));
+        }
+    }
+    if scheme == Scheme::Http && (ca.is_some() || client_cert.is_some()) {
+        return Err(format!(
+            "{cl_field}.server: certificates need an https server URL"
+        ));
+    }
+    Ok(Kubeconfig {
+        context: ctx_name,
+        scheme,
+        host,
+        port,
+        path_prefix,
+        ssl_verify: !insecure,
+        ca,
+        client_cert,
+        client_key,
+        token,
+        token_file,
+    })
+}
+
+/// `https://host[:port][/prefix]` into its parts; the port defaults to 443 (https) or 80 (http).
+fn parse_server(url: &str) -> Result<(Scheme, String, u16, String), String> {
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else {
+        return Err("must start with https:// or http://".into());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) {
+        return Err("must not have a query or fragment".into());
+    }
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let end = r.find(']').ok_or("unclosed [ in the host")?;
+        let port = &r[end + 1..];
+        (&r[..end], port.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let host =
+        crate::config::normalize_host(host).ok_or("the host is not a host name or IP address")?;
+    let port = match port {
+        None => match scheme {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        },
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or("the port is not a number in 1..=65535")?,
+    };
+    Ok((scheme, host, port, path.trim_end_matches('/').to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> Value {
+        parse_yaml(yaml).expect("yaml")
+    }
+
+    const BASE: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: prod
+clusters:
+- name: prod-cluster
+  cluster:
+    server: https://[fd00::1]:6443/k8s/clusters/c-1/
+    certificate-authority: ca.crt
+- name: other
+  cluster:
+    server: https://10.0.0.9
+    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==
+contexts:
+- name: prod
+  context: {cluster: prod-cluster, user: admin, namespace: shop}
+- name: other
+  context:
+    cluster: other
+    user: token-user
+users:
+- name: admin
+  user:
+    client-certificate: /abs/client.crt
+    client-key: keys/client.key
+- name: token-user
+  user:
+    token: abc.def
+    tokenFile: /ignored
+"#;
+
+    #[test]
+    fn current_context_with_files_relative_to_the_kubeconfig() {
+        let k = resolve(&doc(BASE), None, Path::new("/etc/kube")).unwrap();
+        assert_eq!(k.context, "prod");
+        assert_eq!(k.scheme, Scheme::Https);
+        assert_eq!(k.host, "fd00::1");
+        assert_eq!(k.port, 6443);
+        assert_eq!(k.path_prefix, "/k8s/clusters/c-1");
+        assert!(k.ssl_verify);
+        assert_eq!(k.ca, Some(Pem::File("/etc/kube/ca.crt".into())));
+        assert_eq!(k.client_cert, Some(Pem::File("/abs/client.crt".into())));
+        assert_eq!(
+            k.client_key,
+            Some(Pem::File("/etc/kube/keys/client.key".into()))
+        );
+        assert_eq!(k.token, None);
+    }
+
+    #[test]
+    fn named_context_with_inline_ca_and_token() {
+        let k = resolve(&doc(BASE), Some("other"), Path::new("/x")).unwrap();
+        assert_eq!((k.host.as_str(), k.port), ("10.0.0.9", 443));
+        assert_eq!(
+            k.ca,
+            Some(Pem::Inline(SecretBytes::new(
+                b"-----BEGIN CERTIFICATE-----\n".to_vec()
+            )))
+        );
+        assert_eq!(
+            k.token,
+            Some(Secret::new("abc.def")),
+            "token wins over tokenFile"
+        );
+        assert_eq!(k.token_file, None);
+        assert_eq!(
+            format!("{k:?}").matches("abc.def").count(),
+            0,
+            "Debug masks the token"
+        );
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let e = |y: &str| resolve(&doc(y), None, Path::new("/")).unwrap_err();
+        let exec = r#"
+current-context: c
+contexts: [{name: c, context: {cluster: k, user: u}}]
+clusters: [{name: k, cluster: {server: "https://k:6443"}}]
+users: [{name: u, user: {exec: {command: aws}}}]
+"#;
+        assert_eq!(
+            e(exec),
+            "users[0].user.exec: exec credential plugins are not supported; use client-certificate/client-key or token/tokenFile"
+        );
+        let ap = exec.replace("exec: {command: aws}", "auth-provider: {name: gcp}");
+        assert!(
+            e(&ap).starts_with(
+                "users[0].user.auth-provider: auth-provider plugins are not supported"
+            )
+        );
+        let basic = exec.replace("exec: {command: aws}", "username: a, password: b");
+        assert!(e(&basic).contains("basic authentication"));
+        let sni = exec.replace(
+            "server: \"https://k:6443\"",
+            "server: \"https://k:6443\", tls-server-name: x",
+        );
+        assert_eq!(
+            e(&sni),
+            "clusters[0].cluster.tls-server-name: not supported"
+        );
+        let missing = exec.replace("current-context: c", "current-context: nope");
+        assert_eq!(e(&missing), "contexts: no context named \"nope\"");
+        let no_current = exec.replace("current-context: c", "");
+        assert!(e(&no_current).starts_with("current-context: not set"));
+        let bad_server = exec.replace("https://k:6443", "ftp://k");
+        assert!(
+            e(&bad_server).contains("must start with https:// or http://"),
+            "{}",
+            e(&bad_server)
+        );
+        let both = exec.replace(
+            "server: \"https://k:6443\"",
+            "server: \"https://k:6443\", certificate-authority: a, certificate-authority-data: Yg==",
+        );
+        assert!(
+            e(&both).contains("certificate-authority and certificate-authority-data are both set")
+        );
+        let insecure = exec.replace(
+            "server: \"https://k:6443\"",
+            "server: \"https://k:6443\", insecure-skip-tls-verify: true, certificate-authority: a",
+        );
+        assert!(e(&insecure).contains("insecure-skip-tls-verify cannot be combined"));
+        let half = exec.replace("exec: {command: aws}", "client-certificate: a");
+        assert!(e(&half).contains("client-certificate and client-key go together"));
+        assert!(
+            parse_yaml("a: [")
+                .unwrap_err()
+                .starts_with("invalid YAML at line")
+        );
+    }
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(
+            parse_server("http://LocalHost:8080").unwrap(),
+            (Scheme::Http, "LocalHost".into(), 8080, String::new())
+        );
+        assert_eq!(
+            parse_server("https://[::1]").unwrap(),
+            (Scheme::Https, "::1".into(), 443, String::new())
+        );
+        assert!(parse_server("https://a:0").is_err());
+        assert!(parse_server("https://a b").is_err());
+        assert!(parse_server("https://a/x?y=1").is_err());
+    }
+}
