@@ -74,6 +74,7 @@ fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
         NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
         NodesLookup::NotFound => None,
         NodesLookup::Busy => panic!("busy"),
+        NodesLookup::Corrupt => panic!("corrupt record"),
         NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
     }
 }
