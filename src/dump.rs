@@ -56,7 +56,7 @@ pub fn dump(inst: &Instance) -> Value {
             .collect();
         let st = c.region.status();
         let mut s = json!({
-            "ready": st.ready,
+            "ready": inst.cluster_ready(c),
             "state": st.state.as_str(),
             "lists": st.lists,
             "watch_events": st.watch_events,

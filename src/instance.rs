@@ -99,6 +99,9 @@ pub struct Instance {
     /// The generation of the latest `init` that returned this instance (see `GENERATION`); workers forked after
     /// that init inherit it, workers of earlier cycles keep the older value.
     generation: AtomicU32,
+    /// The generation this instance was built at: it is ready once a watcher of this or a newer configuration
+    /// has listed every cluster (`Region::is_ready_for`).
+    epoch: u32,
 }
 
 /// Result of a `nodes` lookup on an instance.
@@ -162,13 +165,15 @@ impl Instance {
                 region,
             }));
         }
+        let epoch = next_generation();
         Ok(Instance {
             config,
             fingerprint,
             watcher,
             clusters,
             started_in: AtomicU32::new(0),
-            generation: AtomicU32::new(next_generation()),
+            generation: AtomicU32::new(epoch),
+            epoch,
         })
     }
 
@@ -233,7 +238,12 @@ impl Instance {
 
     /// True once every cluster has completed its first full list.
     pub fn ready(&self) -> bool {
-        self.clusters.iter().all(|c| c.region.is_ready())
+        self.clusters.iter().all(|c| self.cluster_ready(c))
+    }
+
+    /// Whether one of this instance's clusters has been listed by a watcher of this or a newer configuration.
+    pub fn cluster_ready(&self, cluster: &Cluster) -> bool {
+        cluster.region.is_ready_for(self.epoch)
     }
 }
 
@@ -329,8 +339,7 @@ impl Registry {
                         && !in_use(&old.region)
                 })
                 .map(|old| old.region.clone())?;
-            // Served data stays, but readiness waits for this configuration's first list.
-            region.clear_ready();
+            // Served data stays; readiness waits for this configuration's first list (see `epoch`).
             Some(region)
         })?);
         self.instances.push(Arc::downgrade(&inst));
@@ -534,6 +543,34 @@ mod tests {
         assert!(!Arc::ptr_eq(&before, &after));
         assert!(Arc::ptr_eq(region(&before), region(&after)));
         assert_eq!(after.watcher, WatcherMode::Worker);
+    }
+
+    /// Marks every cluster of `inst` as fully listed by a watcher of its latest generation.
+    fn list_all(inst: &Instance) {
+        for c in &inst.clusters {
+            let mut w = crate::store::Writer::claim(&c.region, inst.generation()).unwrap();
+            w.batch().unwrap().set_ready();
+        }
+    }
+
+    #[test]
+    fn a_new_config_waits_for_its_own_list_and_the_old_one_stays_ready() {
+        let mut reg = Registry::new();
+        let old = reg.init(conf(1), &HTTP()).unwrap();
+        assert!(!old.ready());
+        list_all(&old);
+        assert!(old.ready());
+        // A reload with a changed config reuses the region. Whether or not that reload then comes up, the
+        // running configuration stays ready; the new one waits for its own first list.
+        let new = reg.init(conf(2), &HTTP()).unwrap();
+        assert!(Arc::ptr_eq(region(&old), region(&new)));
+        assert!(old.ready());
+        assert!(!new.ready());
+        list_all(&new);
+        assert!(new.ready() && old.ready());
+        // An unchanged config (the same instance) stays ready across a reload.
+        let same = reg.init(conf(2), &HTTP()).unwrap();
+        assert!(Arc::ptr_eq(&same, &new) && same.ready());
     }
 
     #[test]

@@ -108,6 +108,10 @@ struct Header {
     next_version: AtomicU64,
     /// Bumped on every published change; lets readers and tests see that something happened.
     change_count: AtomicU64,
+    /// The configuration generation of the last watcher that completed a full list (0: none yet). A
+    /// configuration is ready once this reaches the generation it was built at (`Region::is_ready_for`), so a
+    /// newer configuration waits for its own first list, and an older one never loses readiness to a newer one
+    /// that did not come up (a reload that failed after init).
     ready: AtomicU64,
     state: AtomicU64,
     lists: AtomicU64,
@@ -313,9 +317,6 @@ impl Region {
     }
 
     /// Marks the region as not yet listed (its content came from a different configuration).
-    pub fn clear_ready(&self) {
-        self.header().ready.store(0, Ordering::Release);
-    }
 
     /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
     /// reused within a region, so equality proves the content is unchanged without reading the record.
@@ -560,7 +561,7 @@ impl Region {
         let used = h.heap_used.load(Ordering::Relaxed);
         let heap = (self.size - self.heap_start) as u64;
         Status {
-            ready: h.ready.load(Ordering::Acquire) == 1,
+            ready_generation: h.ready.load(Ordering::Acquire),
             state: SyncState::from_u32(h.state.load(Ordering::Relaxed) as u32),
             lists: h.lists.load(Ordering::Relaxed),
             watch_events: h.watch_events.load(Ordering::Relaxed),
@@ -593,8 +594,10 @@ impl Region {
         token_pid(self.header().lock.load(Ordering::Relaxed))
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.header().ready.load(Ordering::Acquire) == 1
+    /// Whether a configuration built at `generation` is ready: a watcher of it, or of a newer one, has completed
+    /// a full list into this region.
+    pub fn is_ready_for(&self, generation: u32) -> bool {
+        self.header().ready.load(Ordering::Acquire) >= u64::from(generation.max(1))
     }
 
     /// Counts a watch event (statistics only; any process may call it, but only the writer does).
@@ -613,7 +616,8 @@ enum SlotRead {
 /// Health and statistics of one region, as the watcher last published them.
 #[derive(Debug, Clone)]
 pub struct Status {
-    pub ready: bool,
+    /// See `Region::is_ready_for`.
+    pub ready_generation: u64,
     pub state: SyncState,
     pub lists: u64,
     pub watch_events: u64,
@@ -1343,8 +1347,14 @@ impl Batch<'_, '_> {
             .collect()
     }
 
+    /// Marks the region as fully listed by this writer's configuration generation.
     pub fn set_ready(&mut self) {
-        self.w.region.header().ready.store(1, Ordering::Release);
+        let generation = u64::from(token_generation(self.w.token));
+        self.w
+            .region
+            .header()
+            .ready
+            .fetch_max(generation, Ordering::Release);
     }
 
     pub fn set_state(&mut self, s: SyncState) {

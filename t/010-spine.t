@@ -52,7 +52,7 @@ _EOC_
     }
 });
 
-plan tests => 31;
+plan tests => 37;
 
 run_tests();
 
@@ -312,5 +312,60 @@ GET /t
 --- response_body
 false k8s-disc: init() must be called in init_by_lua (the master), not in a worker process
 true
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: a reload that fails after init (a changed config, then a bad directive) leaves the running config ready
+--- http_config
+    init_by_lua_block {
+        local f = io.open(ngx.config.prefix() .. "conf/weight")
+        local weight = f and tonumber(f:read("*l")) or 50
+        if f then f:close() end
+        require("resty.k8s_disc").init({
+            service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },
+            client = { token = "test-token" },
+            shared_size = "1m",
+            default_weight = weight,
+        })
+    }
+    init_worker_by_lua_block {
+        require("resty.k8s_disc").init_worker()
+    }
+--- config
+    location = /reload {
+        content_by_lua_block {
+            local t = require("k8s_test")
+            local prefix = ngx.config.prefix()
+            assert(t.wait_ready(5))
+            -- The new cycle's init builds a changed config on the same region; then nginx.conf fails to load.
+            local f = assert(io.open(prefix .. "conf/weight", "w"))
+            f:write("9\n")
+            f:close()
+            f = assert(io.open(prefix .. "conf/nginx.conf", "a"))
+            f:write("\nk8s_disc_no_such_directive on;\n")
+            f:close()
+            assert(t.kill(require("ngx.process").get_master_pid(), 1))
+            local failed = t.wait_until(function()
+                local log = t.read_file(prefix .. "logs/error.log") or ""
+                return log:find('unknown directive "k8s_disc_no_such_directive"', 1, true) ~= nil
+            end, 5)
+            ngx.say("reload failed: ", failed == true)
+        }
+    }
+    location = /after {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            ngx.say("ready: ", k8s_disc.ready())
+            ngx.say("dump ready: ", k8s_disc.dump().status[1].ready)
+            local n = k8s_disc.nodes("ns-b/web:http")
+            ngx.say("served with the running config's weight: ", n and n[1].weight)
+        }
+    }
+--- request eval
+["GET /reload", "GET /after"]
+--- response_body eval
+["reload failed: true\n", "ready: true\ndump ready: true\nserved with the running config's weight: 50\n"]
 --- no_error_log
 [error]

@@ -283,12 +283,14 @@ tls-test-token-1
             local n = k8s_disc.nodes("ns/web:http")
             ngx.say("still served: ", n and n[1].host)
             assert(fake.request(port, "DELETE", "/fake/rbac") == 200)
+            -- The back-off has grown through the 401s and 403s (it resets only after a healthy watch): the
+            -- next attempt may be up to 25.6 s away.
             ngx.say("watching again: ", t.wait_until(function()
                 return k8s_disc.dump().status[1].state == "watching" and fake.stats(port).active_watches > 0
-            end, 15) ~= nil)
+            end, 35) ~= nil)
         }
     }
---- timeout: 45
+--- timeout: 80
 --- request
 GET /t
 --- response_body
