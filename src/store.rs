@@ -316,8 +316,6 @@ impl Region {
         }
     }
 
-    /// Marks the region as not yet listed (its content came from a different configuration).
-
     /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
     /// reused within a region, so equality proves the content is unchanged without reading the record.
     pub fn is_current(&self, slot: u32, version: u64) -> bool {
