@@ -500,7 +500,10 @@ fn two_clusters_with_private_cas_each_verify_only_against_their_own() {
         last_error(&crossed, 0).contains("unknown issuer")
             && last_error(&crossed, 1).contains("unknown issuer")
     });
-    assert!(!crossed.clusters[0].region.is_ready() && !crossed.clusters[1].region.is_ready());
+    assert!(
+        !crossed.cluster_ready(&crossed.clusters[0])
+            && !crossed.cluster_ready(&crossed.clusters[1])
+    );
 }
 
 #[test]
