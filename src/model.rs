@@ -152,6 +152,13 @@ impl SliceEndpoint {
             .unwrap_or(true)
     }
 
+    pub fn is_serving(&self) -> bool {
+        self.conditions
+            .as_ref()
+            .and_then(|c| c.serving)
+            .unwrap_or(true)
+    }
+
     pub fn is_terminating(&self) -> bool {
         self.conditions
             .as_ref()
@@ -337,6 +344,7 @@ pub fn endpoints_ports(e: &Endpoints) -> PortNodes {
 #[derive(Clone, Copy)]
 struct Candidate {
     ready: bool,
+    serving: bool,
     terminating: bool,
 }
 
@@ -360,7 +368,10 @@ impl Candidate {
 /// numbers on different pods. Only IPv4/IPv6 slices are used (FQDN has no
 /// defined meaning). An endpoint appearing more than once for the same port
 /// key and number (transiently in two slices while the controller moves it)
-/// is decided by one preferred copy, which is served iff it is ready.
+/// is decided by one preferred copy. A port serves its ready endpoints; when
+/// it has none (a rollout where every pod is shutting down), it serves the
+/// ones still serving while terminating, as kube-proxy does, so connections
+/// drain instead of failing.
 pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> PortNodes {
     let mut ordered: Vec<&EndpointSlice> = slices.into_iter().collect();
     // Stable, so slices without names keep the caller's order.
@@ -383,6 +394,7 @@ pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
                 };
                 let copy = Candidate {
                     ready: ep.is_ready(),
+                    serving: ep.is_serving(),
                     terminating: ep.is_terminating(),
                 };
                 let node = Node {
@@ -404,11 +416,20 @@ pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
     }
     acc.into_iter()
         .map(|(key, copies)| {
-            let served = copies
-                .into_iter()
+            let ready: Vec<Node> = copies
+                .iter()
                 .filter(|(_, c)| c.ready)
-                .map(|(n, _)| n)
+                .map(|(n, _)| n.clone())
                 .collect();
+            let served = if ready.is_empty() {
+                copies
+                    .into_iter()
+                    .filter(|(_, c)| c.serving && c.terminating)
+                    .map(|(n, _)| n)
+                    .collect()
+            } else {
+                ready
+            };
             (key, served)
         })
         .collect()
@@ -684,6 +705,43 @@ mod tests {
             json!([{"name": "http", "port": 80}]),
         );
         assert_eq!(slices_ports([&only_not_ready]), pn(&[("http", vec![])]));
+    }
+
+    #[test]
+    fn a_port_without_ready_endpoints_serves_the_terminating_ones_still_serving() {
+        let ports = json!([{"name": "http", "port": 80}]);
+        let draining = |ready_one: bool| {
+            s(
+                "a",
+                json!([
+                    e(
+                        "10.0.0.1",
+                        json!({"ready": false, "serving": true, "terminating": true})
+                    ),
+                    e("10.0.0.2", json!({"ready": false, "terminating": true})), // serving nil: true
+                    e(
+                        "10.0.0.3",
+                        json!({"ready": false, "serving": false, "terminating": true})
+                    ),
+                    e(
+                        "10.0.0.4",
+                        json!({"ready": false, "serving": true, "terminating": false})
+                    ),
+                    e("10.0.0.5", json!({"ready": ready_one})),
+                ]),
+                ports.clone(),
+            )
+        };
+        // Every pod is shutting down: drain through those still serving.
+        assert_eq!(
+            slices_ports([&draining(false)]),
+            pn(&[("http", vec![n("10.0.0.1", 80), n("10.0.0.2", 80)])])
+        );
+        // One ready endpoint is enough: the terminating ones are not served.
+        assert_eq!(
+            slices_ports([&draining(true)]),
+            pn(&[("http", vec![n("10.0.0.5", 80)])])
+        );
     }
 
     #[test]

@@ -91,6 +91,12 @@ impl<'r> Publisher<'r> {
         Ok(())
     }
 
+    /// Records that the data was confirmed current just now (a bookmark on a quiet watch).
+    pub async fn note_sync(&mut self) -> Result<(), StoreError> {
+        self.batch().await?.note_sync();
+        Ok(())
+    }
+
     /// Clears the error shown in the status, if any (after a successful list or watch start).
     pub async fn clear_error(&mut self) -> Result<(), StoreError> {
         if self.error_shown {

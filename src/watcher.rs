@@ -81,8 +81,20 @@ struct Watcher {
     selector: Option<NamespaceSelector>,
     label: String,
     backoff: Backoff,
+    /// Relists for a 410 since the last healthy watch: the first goes at once, later ones back off.
+    relists_since_healthy: u32,
     rv: Option<String>,
     view: View,
+}
+
+/// What one watch event line contributed.
+enum Progress {
+    /// An object changed.
+    Change,
+    /// The server confirmed the watch is current.
+    Bookmark,
+    /// Nothing (an event type this client does not know).
+    None,
 }
 
 /// Runs one cluster until another watcher takes its region over. `generation` is that of the configuration this
@@ -157,6 +169,7 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             selector: selector.clone(),
             label: label.clone(),
             backoff: Backoff::new(),
+            relists_since_healthy: 0,
             rv: None,
         };
         let mut publisher = Publisher::new(&cluster.region, writer, label.clone());
@@ -268,6 +281,7 @@ impl Watcher {
             // once (e.g. a list slower than the server's watch history) must not relist in a tight loop.
             if events > 0 || started.elapsed() > HEALTHY_WATCH {
                 self.backoff.reset();
+                self.relists_since_healthy = 0;
             }
             match end {
                 WatchEnd::Clean if events == 0 && started.elapsed() < Duration::from_secs(1) => {
@@ -282,7 +296,12 @@ impl Watcher {
                         self.label
                     );
                     self.rv = None;
-                    self.pause(p, None).await?;
+                    // The first 410 after a healthy watch relists at once; repeated ones (a list slower than
+                    // the server's watch history) back off like any other failure.
+                    if self.relists_since_healthy > 0 {
+                        self.pause(p, None).await?;
+                    }
+                    self.relists_since_healthy += 1;
                 }
                 WatchEnd::Failed(e) => {
                     let msg = format!("watch {} failed: {e}", self.resource.name());
@@ -480,6 +499,7 @@ impl Watcher {
             let mut affected = BTreeSet::new();
             let mut consumed = 0;
             let mut events = 0u64;
+            let mut bookmarked = false;
             let mut end = None;
             while let Some(nl) = buf[scan_from..].iter().position(|&b| b == b'\n') {
                 let line_end = scan_from + nl;
@@ -489,10 +509,19 @@ impl Watcher {
                 if std::mem::take(&mut discarding) || line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                events += 1;
-                if let Err(e) = self.event(line, &mut affected) {
-                    end = Some(e);
-                    break;
+                match self.event(line, &mut affected) {
+                    // Only changes and bookmarks are progress: an ERROR line (a 410 for a too-old
+                    // resourceVersion arrives as one) must not count as a healthy watch.
+                    Ok(Progress::Change) => events += 1,
+                    Ok(Progress::Bookmark) => {
+                        events += 1;
+                        bookmarked = true;
+                    }
+                    Ok(Progress::None) => {}
+                    Err(e) => {
+                        end = Some(e);
+                        break;
+                    }
                 }
             }
             buf.drain(..consumed);
@@ -510,6 +539,9 @@ impl Watcher {
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
                 p.services(&self.view, &keys).await?;
+            } else if bookmarked {
+                // A quiet, healthy watch is as fresh as its last bookmark.
+                p.note_sync().await?;
             }
             p.count_watch_events(events);
             total += events;
@@ -521,7 +553,11 @@ impl Watcher {
 
     /// Applies one watch event line. Returns how the watch ends for ERROR events and for events that cannot be
     /// understood (skipping one would leave its object stale with nothing to correct it, so those relist).
-    fn event(&mut self, line: &[u8], affected: &mut BTreeSet<String>) -> Result<(), WatchEnd> {
+    fn event(
+        &mut self,
+        line: &[u8],
+        affected: &mut BTreeSet<String>,
+    ) -> Result<Progress, WatchEnd> {
         let ev: WatchEvent = serde_json::from_slice(line)
             .map_err(|e| WatchEnd::Gone(format!("malformed watch event ({e})")))?;
         match ev.type_.as_str() {
@@ -542,6 +578,7 @@ impl Watcher {
                     self.view.apply(obj)
                 };
                 affected.extend(keys);
+                Ok(Progress::Change)
             }
             "BOOKMARK" => {
                 if let Ok(b) = serde_json::from_value::<Bookmark>(ev.object)
@@ -549,6 +586,7 @@ impl Watcher {
                 {
                     self.rv = Some(rv.to_string());
                 }
+                Ok(Progress::Bookmark)
             }
             "ERROR" => {
                 let st: Status = serde_json::from_value(ev.object).unwrap_or_default();
@@ -561,14 +599,16 @@ impl Watcher {
                     WatchEnd::Failed(err)
                 });
             }
-            other => log_at!(
-                Warn,
-                "{}: ignoring watch event of unknown type \"{}\"",
-                self.label,
-                escape_server_text(other, 64)
-            ),
+            other => {
+                log_at!(
+                    Warn,
+                    "{}: ignoring watch event of unknown type \"{}\"",
+                    self.label,
+                    escape_server_text(other, 64)
+                );
+                Ok(Progress::None)
+            }
         }
-        Ok(())
     }
 }
 

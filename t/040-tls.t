@@ -274,6 +274,10 @@ tls-test-token-1
             f:close()
             assert(os.rename("$TEST_NGINX_TLS_DIR/token-401.new", "$TEST_NGINX_TLS_DIR/token-401"))
             ngx.say("ready with the fixed token: ", t.wait_ready(15) == true)
+            -- A change delivered by the watch proves it healthy, which resets the back-off grown by the 401s.
+            assert(fake.request(port, "POST", "/fake/apply", require("cjson").encode(
+                t.endpoints("ns", "probe", {"10.0.0.5"}, {{name = "http", port = 80}}))) == 200)
+            assert(t.wait_until(function() return k8s_disc.nodes("ns/probe:http") end, 10))
 
             assert(fake.request(port, "PUT", "/fake/rbac", '{"deny":["list","watch"]}') == 200)
             assert(fake.request(port, "POST", "/fake/close-watches") == 200)

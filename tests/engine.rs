@@ -613,3 +613,78 @@ fn bookmarks_keep_the_resume_point_fresh() {
         "resumed from the bookmark's resourceVersion without a relist"
     );
 }
+
+#[test]
+fn a_watch_that_keeps_answering_410_backs_off_instead_of_relisting_in_a_loop() {
+    // Every watch starts from a resourceVersion the server has already compacted away (the list is slower than
+    // the watch history), so each one answers 200 with an in-stream ERROR 410. The first 410 relists at once;
+    // later ones must back off (0.8 s doubling), not relist about once a second for ever.
+    let s = Arc::new(server());
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.7.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    s.inject_fault(
+        Fault::delay_ms("/api/v1/endpoints", 150)
+            .only_watch(true)
+            .count(1000),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                s.apply(endpoints(
+                    "ns",
+                    "churn",
+                    &[&format!("10.8.{}.{}", i / 250 % 250, i % 250)],
+                    json!([{"name": "http", "port": 80}]),
+                ));
+                s.compact();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    let lists_at_start = s.stats().lists;
+    std::thread::sleep(Duration::from_secs(9));
+    let lists = s.stats().lists - lists_at_start;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    // With back-off: relists at about 0, 0.8-1.6, 2.4-4.8, 5.6-11.2 s after the first 410 (at most 5 in 9 s,
+    // counting the one right after the first list). A back-off reset by each ERROR line would relist every
+    // 0.8-1.6 s: 6 or more.
+    assert!((2..=5).contains(&lists), "{lists} relists in 9 s");
+    assert_eq!(
+        nodes(&inst, "ns/a:http"),
+        Some(vec![node("10.7.0.1", 80)]),
+        "data kept meanwhile"
+    );
+}
+
+#[test]
+fn bookmarks_keep_a_quiet_watch_fresh() {
+    let s = FakeApiServer::start(Options {
+        bookmark_interval: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .expect("fake API server starts");
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.9.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    let inst = start(&s, json!({}));
+    eventually("first list", || inst.ready());
+    let synced = inst.clusters[0].region.status().last_sync_ms;
+    // No object changes from here on: only bookmarks arrive.
+    eventually("a bookmark moved last_sync", || {
+        inst.clusters[0].region.status().last_sync_ms > synced
+    });
+}
