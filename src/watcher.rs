@@ -593,11 +593,11 @@ impl Watcher {
                 let err = ApiError::from_status(&st, 500);
                 // 410 Expired/Gone (by code or, from old servers, by reason only), and 504 "too large resource
                 // version": the watch cannot resume from our resourceVersion.
-                return Err(if st.is_expired() || st.code == Some(504) {
+                Err(if st.is_expired() || st.code == Some(504) {
                     WatchEnd::Gone(format!("watch ended with {err}"))
                 } else {
                     WatchEnd::Failed(err)
-                });
+                })
             }
             other => {
                 log_at!(
