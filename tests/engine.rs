@@ -2,11 +2,13 @@
 //! slices, selectors, and takeover by a newer watcher.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+
+use common::{eventually, nodes};
 use k8s_disc::instance::{Instance, NodesLookup};
 use k8s_disc::model::Node;
-use k8s_disc::store::decode_nodes;
 use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
 use serde_json::{Value, json};
 
@@ -30,20 +32,7 @@ fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
             c.insert(k.clone(), v.clone());
         }
     }
-    let inst = Instance::standalone(&conf.to_string()).expect("config is valid");
-    assert!(k8s_disc::runtime::start(&inst).expect("watchers start"));
-    inst
-}
-
-fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
-    let mut buf = vec![0u8; 1 << 20];
-    match inst.nodes(name, &mut buf) {
-        NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
-        NodesLookup::NotFound => None,
-        NodesLookup::Busy => panic!("busy"),
-        NodesLookup::Corrupt => panic!("corrupt record"),
-        NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
-    }
+    common::start_instance(&conf.to_string())
 }
 
 fn node(host: &str, port: u16) -> Node {
@@ -51,18 +40,6 @@ fn node(host: &str, port: u16) -> Node {
         host: host.to_string(),
         port,
     }
-}
-
-/// Polls until `f` holds or 30 s pass (room for a few back-off steps, which grow to 6.4-12.8 s by the fourth).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn endpoints(ns: &str, name: &str, ips: &[&str], ports: Value) -> Value {

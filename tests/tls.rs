@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use k8s_disc::instance::{Instance, NodesLookup};
-use k8s_disc::model::Node;
-use k8s_disc::store::decode_nodes;
+mod common;
+
+use common::{eventually, nodes};
+use k8s_disc::instance::Instance;
 use k8s_disc::watcher::Cluster;
 use k8s_fake_apiserver::tls::{CLIENT_USER, CLIENT2_USER};
 use k8s_fake_apiserver::{FakeApiServer, Options, Rbac, TlsOptions};
@@ -63,35 +64,11 @@ fn pki(s: &FakeApiServer, file: &str) -> String {
 }
 
 fn start(conf: Value) -> Arc<Instance> {
-    let inst = Instance::standalone(&conf.to_string()).expect("config is valid");
-    assert!(k8s_disc::runtime::start(&inst).expect("watchers start"));
-    inst
-}
-
-fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
-    let mut buf = vec![0u8; 1 << 16];
-    match inst.nodes(name, &mut buf) {
-        NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
-        NodesLookup::NotFound => None,
-        NodesLookup::Busy => panic!("busy"),
-        NodesLookup::Corrupt => panic!("corrupt record"),
-        NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
-    }
+    common::start_instance(&conf.to_string())
 }
 
 fn hosts(inst: &Instance, name: &str) -> Option<Vec<String>> {
     nodes(inst, name).map(|n| n.into_iter().map(|n| n.host).collect())
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn last_error(inst: &Instance, cluster: usize) -> String {

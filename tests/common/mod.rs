@@ -1,0 +1,39 @@
+//! Helpers shared by the engine tests that run watchers in process against the fake API server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_disc::instance::{Instance, NodesLookup};
+use k8s_disc::model::Node;
+use k8s_disc::store::decode_nodes;
+
+/// Initialises a standalone instance from `conf` (JSON) and starts its watchers in this process.
+pub fn start_instance(conf: &str) -> Arc<Instance> {
+    let inst = Instance::standalone(conf).expect("config is valid");
+    assert!(k8s_disc::runtime::start(&inst).expect("watchers start"));
+    inst
+}
+
+/// The nodes served for `name`, or None when it is unknown; any other lookup outcome fails the test.
+pub fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
+    let mut buf = vec![0u8; 1 << 20];
+    match inst.nodes(name, &mut buf) {
+        NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
+        NodesLookup::NotFound => None,
+        NodesLookup::Busy => panic!("busy"),
+        NodesLookup::Corrupt => panic!("corrupt record"),
+        NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
+    }
+}
+
+/// Polls until `f` holds or 30 s pass (room for a few back-off steps, which grow to 6.4-12.8 s by the fourth).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
