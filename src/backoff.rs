@@ -37,6 +37,15 @@ impl Backoff {
         }
     }
 
+    /// A back-off with a fixed random sequence (tests).
+    pub fn with_seed(seed: u64) -> Backoff {
+        Backoff {
+            next: INITIAL,
+            last_failure: None,
+            rng: seed | 1,
+        }
+    }
+
     /// The delay before the next attempt. `server_hint` (Retry-After) is honoured as a lower bound.
     pub fn next_delay(&mut self, server_hint: Option<Duration>) -> Duration {
         if self.last_failure.is_some_and(|t| t.elapsed() > RESET_AFTER) {

@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod secret;
 pub mod selector;
 pub mod store;
+pub mod sync_state;
 pub mod tls;
 pub mod view;
 pub mod watcher;

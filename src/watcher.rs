@@ -1,14 +1,6 @@
-//! The per-cluster list/watch state machine.
-//!
-//! ```text
-//! List (paged; any failed page fails the whole list, nothing is deleted)
-//!   -> replace the region's content with the complete view (vanished services disappear only here)
-//!   -> Watch from the list's resourceVersion (bookmarks on, timeoutSeconds well under LB idle timeouts)
-//!        clean end                -> watch again from the last resourceVersion
-//!        410 in any form          -> List (old data served until the new view replaces it)
-//!        429 / 5xx / network      -> back off (Retry-After honoured), then resume the watch
-//!        no bytes for too long    -> drop the connection, resume the watch
-//! ```
+//! Runs one cluster's list/watch: the I/O of each step the state machine in `sync_state` decides (list every
+//! page into a view and publish it, watch and apply events, wait out a back-off), and the supervision around it
+//! (claiming the region, stopping when a newer watcher takes over).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -24,6 +16,7 @@ use crate::model::{Bookmark, List, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
 use crate::store::{Region, StoreError, SyncState, Writer};
+use crate::sync_state::{Machine, Outcome, State, WatchEnd};
 use crate::view::{Object, Resource, View};
 
 /// Items per LIST page.
@@ -35,8 +28,6 @@ const WATCH_TIMEOUT_MIN: u64 = 240;
 const WATCH_TIMEOUT_SPREAD: u64 = 50;
 /// Extra silence tolerated beyond the server-side timeout before the watch is presumed dead.
 const IDLE_GRACE: Duration = Duration::from_secs(30);
-/// A watch that lasted this long (or delivered an event) counts as healthy and resets the back-off.
-const HEALTHY_WATCH: Duration = Duration::from_secs(30);
 /// Longest silence tolerated while reading a LIST response.
 const LIST_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a watcher checks that it still owns its region (a newer watcher takes over after a reload).
@@ -64,7 +55,8 @@ impl Cluster {
     }
 }
 
-enum WatchEnd {
+/// How a watch ended, with what the log needs.
+enum Ended {
     /// The server ended the watch normally.
     Clean,
     /// 410: relist.
@@ -80,10 +72,11 @@ struct Watcher {
     label_selector: Option<String>,
     selector: Option<NamespaceSelector>,
     label: String,
-    backoff: Backoff,
-    /// Relists for a 410 since the last healthy watch: the first goes at once, later ones back off.
-    relists_since_healthy: u32,
-    rv: Option<String>,
+    machine: Machine,
+    /// The state last shown in the region's status.
+    shown: Option<SyncState>,
+    /// The latest resourceVersion the running watch reached.
+    rv: String,
     view: View,
 }
 
@@ -168,9 +161,9 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             view: View::new(selector.clone()),
             selector: selector.clone(),
             label: label.clone(),
-            backoff: Backoff::new(),
-            relists_since_healthy: 0,
-            rv: None,
+            machine: Machine::new(Backoff::new()),
+            shown: None,
+            rv: String::new(),
         };
         let mut publisher = Publisher::new(&cluster.region, writer, label.clone());
         log_at!(
@@ -243,94 +236,92 @@ fn is_loopback(host: &str) -> bool {
 }
 
 impl Watcher {
+    /// Performs the step the state machine asks for, feeds back what it produced, and repeats until the region
+    /// is lost to another watcher.
     async fn run(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {
         loop {
-            if self.rv.is_none() {
-                p.set_state(SyncState::Listing).await?;
-                let listed = tokio::select! {
-                    r = self.list() => r,
-                    _ = owner_lost(p) => return Err(StoreError::Superseded),
-                };
-                match listed {
-                    Ok((view, rv)) => {
-                        p.replace_all(&view).await?;
-                        log_at!(
-                            Info,
-                            "{}: listed {} service(s) from {} at resourceVersion {rv}",
-                            self.label,
-                            view.len(),
-                            self.resource.name()
-                        );
-                        self.view = view;
-                        self.rv = Some(rv);
-                        p.clear_error().await?;
-                    }
-                    Err(e) => {
-                        let msg = format!("list {} failed: {e}", self.resource.name());
-                        log_at!(Error, "{}: {msg}", self.label);
-                        p.set_error(&msg).await?;
-                        self.pause(p, e.retry_after()).await?;
-                        continue;
-                    }
-                }
+            let shown = self.machine.sync_state();
+            if self.shown != Some(shown) {
+                p.set_state(shown).await?;
+                self.shown = Some(shown);
             }
-            p.set_state(SyncState::Watching).await?;
-            let started = Instant::now();
-            let (end, events) = self.watch(p).await?;
-            // Only a watch that proved healthy resets the back-off; a list that succeeds but whose watch fails at
-            // once (e.g. a list slower than the server's watch history) must not relist in a tight loop.
-            if events > 0 || started.elapsed() > HEALTHY_WATCH {
-                self.backoff.reset();
-                self.relists_since_healthy = 0;
+            let outcome = match self.machine.state().clone() {
+                State::List => self.list_and_publish(p).await?,
+                State::Watch { rv } => self.watch_and_apply(p, rv).await?,
+                State::BackOff { delay, .. } => {
+                    wait(p, delay).await?;
+                    Outcome::Waited
+                }
+            };
+            self.machine.step(outcome);
+        }
+    }
+
+    /// Lists everything and, when the list is complete, replaces the stored view with it.
+    async fn list_and_publish(&mut self, p: &mut Publisher<'_>) -> Result<Outcome, StoreError> {
+        let listed = tokio::select! {
+            r = self.list() => r,
+            _ = owner_lost(p) => return Err(StoreError::Superseded),
+        };
+        match listed {
+            Ok((view, rv)) => {
+                p.replace_all(&view).await?;
+                log_at!(
+                    Info,
+                    "{}: listed {} service(s) from {} at resourceVersion {rv}",
+                    self.label,
+                    view.len(),
+                    self.resource.name()
+                );
+                self.view = view;
+                p.clear_error().await?;
+                Ok(Outcome::Listed { rv })
             }
-            match end {
-                WatchEnd::Clean if events == 0 && started.elapsed() < Duration::from_secs(1) => {
-                    // A watch that ends at once without news would otherwise spin.
-                    self.pause(p, None).await?;
-                }
-                WatchEnd::Clean => {}
-                WatchEnd::Gone(msg) => {
-                    log_at!(
-                        Info,
-                        "{}: {msg}; relisting (current data kept until the list completes)",
-                        self.label
-                    );
-                    self.rv = None;
-                    // The first 410 after a healthy watch relists at once; repeated ones (a list slower than
-                    // the server's watch history) back off like any other failure.
-                    if self.relists_since_healthy > 0 {
-                        self.pause(p, None).await?;
-                    }
-                    self.relists_since_healthy += 1;
-                }
-                WatchEnd::Failed(e) => {
-                    let msg = format!("watch {} failed: {e}", self.resource.name());
-                    log_at!(Error, "{}: {msg}", self.label);
-                    p.set_error(&msg).await?;
-                    self.pause(p, e.retry_after()).await?;
-                }
+            Err(e) => {
+                let msg = format!("list {} failed: {e}", self.resource.name());
+                log_at!(Error, "{}: {msg}", self.label);
+                p.set_error(&msg).await?;
+                Ok(Outcome::ListFailed {
+                    retry_after: e.retry_after(),
+                })
             }
         }
     }
 
-    /// Sleeps for the next back-off delay, still noticing a takeover.
-    async fn pause(
+    /// Watches from `rv`, applying events as they come, and reports how the watch went.
+    async fn watch_and_apply(
         &mut self,
         p: &mut Publisher<'_>,
-        hint: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        p.set_state(SyncState::Backoff).await?;
-        let delay = self.backoff.next_delay(hint);
-        let until = Instant::now()
-            .checked_add(delay)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
-        while Instant::now() < until {
-            tokio::time::sleep(OWNER_CHECK.min(until - Instant::now())).await;
-            if !p.is_owner() {
-                return Err(StoreError::Superseded);
+        rv: String,
+    ) -> Result<Outcome, StoreError> {
+        self.rv = rv;
+        let started = Instant::now();
+        let (ended, progress) = self.watch(p).await?;
+        let end = match ended {
+            Ended::Clean => WatchEnd::Clean,
+            Ended::Gone(msg) => {
+                log_at!(
+                    Info,
+                    "{}: {msg}; relisting (current data kept until the list completes)",
+                    self.label
+                );
+                WatchEnd::Gone
             }
-        }
-        Ok(())
+            Ended::Failed(e) => {
+                let msg = format!("watch {} failed: {e}", self.resource.name());
+                log_at!(Error, "{}: {msg}", self.label);
+                p.set_error(&msg).await?;
+                WatchEnd::Failed {
+                    retry_after: e.retry_after(),
+                }
+            }
+        };
+        Ok(Outcome::WatchEnded {
+            end,
+            rv: self.rv.clone(),
+            progressed: progress > 0,
+            lasted: started.elapsed(),
+        })
     }
 
     fn query(&self, extra: &[(&str, &str)]) -> String {
@@ -441,11 +432,11 @@ impl Watcher {
         }
     }
 
-    /// Watches from the last resourceVersion until the stream ends. Returns how it ended and how many events it
-    /// delivered.
-    async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<(WatchEnd, u64), StoreError> {
-        let rv = self.rv.clone().unwrap_or_default();
-        let timeout = WATCH_TIMEOUT_MIN + self.backoff.random_below(WATCH_TIMEOUT_SPREAD);
+    /// Watches from `self.rv` until the stream ends, moving `self.rv` along. Returns how it ended and how many
+    /// changes and bookmarks it delivered.
+    async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<(Ended, u64), StoreError> {
+        let rv = self.rv.clone();
+        let timeout = WATCH_TIMEOUT_MIN + self.machine.random_below(WATCH_TIMEOUT_SPREAD);
         let timeout_s = timeout.to_string();
         let path = self.query(&[
             ("watch", "1"),
@@ -460,9 +451,9 @@ impl Watcher {
         let resp = match resp {
             Ok(r) => r,
             Err(e) if e.is_gone() => {
-                return Ok((WatchEnd::Gone(format!("watch answered {e}")), 0));
+                return Ok((Ended::Gone(format!("watch answered {e}")), 0));
             }
-            Err(e) => return Ok((WatchEnd::Failed(e), 0)),
+            Err(e) => return Ok((Ended::Failed(e), 0)),
         };
         p.clear_error().await?;
         let mut body = resp.into_body();
@@ -481,12 +472,12 @@ impl Watcher {
                         "no data for {}s; presuming the connection dead",
                         idle.as_secs()
                     ));
-                    return Ok((WatchEnd::Failed(e), total));
+                    return Ok((Ended::Failed(e), total));
                 }
-                Ok(None) => return Ok((WatchEnd::Clean, total)),
+                Ok(None) => return Ok((Ended::Clean, total)),
                 Ok(Some(Err(e))) => {
                     let e = ApiError::Transport(crate::client::error_chain(&e));
-                    return Ok((WatchEnd::Failed(e), total));
+                    return Ok((Ended::Failed(e), total));
                 }
                 Ok(Some(Ok(f))) => f,
             };
@@ -534,7 +525,7 @@ impl Watcher {
                 );
                 buf.clear();
                 discarding = true;
-                end.get_or_insert(WatchEnd::Gone("oversized watch event".into()));
+                end.get_or_insert(Ended::Gone("oversized watch event".into()));
             }
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
@@ -553,24 +544,20 @@ impl Watcher {
 
     /// Applies one watch event line. Returns how the watch ends for ERROR events and for events that cannot be
     /// understood (skipping one would leave its object stale with nothing to correct it, so those relist).
-    fn event(
-        &mut self,
-        line: &[u8],
-        affected: &mut BTreeSet<String>,
-    ) -> Result<Progress, WatchEnd> {
+    fn event(&mut self, line: &[u8], affected: &mut BTreeSet<String>) -> Result<Progress, Ended> {
         let ev: WatchEvent = serde_json::from_slice(line)
-            .map_err(|e| WatchEnd::Gone(format!("malformed watch event ({e})")))?;
+            .map_err(|e| Ended::Gone(format!("malformed watch event ({e})")))?;
         match ev.type_.as_str() {
             "ADDED" | "MODIFIED" | "DELETED" => {
                 let obj = Object::parse(self.resource, ev.object).map_err(|e| {
-                    WatchEnd::Gone(format!(
+                    Ended::Gone(format!(
                         "malformed {} in a {} event ({e})",
                         self.resource.name(),
                         ev.type_
                     ))
                 })?;
                 if let Some(rv) = obj.resource_version().filter(|r| !r.is_empty()) {
-                    self.rv = Some(rv.to_string());
+                    self.rv = rv.to_string();
                 }
                 let keys = if ev.type_ == "DELETED" {
                     self.view.delete(obj)
@@ -584,7 +571,7 @@ impl Watcher {
                 if let Ok(b) = serde_json::from_value::<Bookmark>(ev.object)
                     && let Some(rv) = b.resource_version()
                 {
-                    self.rv = Some(rv.to_string());
+                    self.rv = rv.to_string();
                 }
                 Ok(Progress::Bookmark)
             }
@@ -594,9 +581,9 @@ impl Watcher {
                 // 410 Expired/Gone (by code or, from old servers, by reason only), and 504 "too large resource
                 // version": the watch cannot resume from our resourceVersion.
                 Err(if st.is_expired() || st.code == Some(504) {
-                    WatchEnd::Gone(format!("watch ended with {err}"))
+                    Ended::Gone(format!("watch ended with {err}"))
                 } else {
-                    WatchEnd::Failed(err)
+                    Ended::Failed(err)
                 })
             }
             other => {
@@ -610,6 +597,20 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Sleeps for `delay`, still noticing a takeover.
+async fn wait(p: &Publisher<'_>, delay: Duration) -> Result<(), StoreError> {
+    let until = Instant::now()
+        .checked_add(delay)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+    while Instant::now() < until {
+        tokio::time::sleep(OWNER_CHECK.min(until - Instant::now())).await;
+        if !p.is_owner() {
+            return Err(StoreError::Superseded);
+        }
+    }
+    Ok(())
 }
 
 /// Resolves once the publisher's region has been claimed by another watcher.
