@@ -10,6 +10,17 @@
 #include <stdlib.h>
 
 /**
+ * Default `watch_idle_timeout`: a watch silent this long is presumed dead. Well under the idle timeouts of
+ * common load balancers (4 to 10 minutes), and above the API server's bookmark interval (about a minute).
+ */
+#define DEFAULT_WATCH_IDLE_TIMEOUT_S 120
+
+/**
+ * Default `list_timeout`: the whole of one list, all pages, must finish within this.
+ */
+#define DEFAULT_LIST_TIMEOUT_S 300
+
+/**
  * The lookup found nothing new: the caller's version is current.
  */
 #define K8S_DISC_UNCHANGED -1

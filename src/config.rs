@@ -35,6 +35,13 @@ pub const DEFAULT_SHARED_SIZE: &str = "64m";
 /// Upper bound for `shared_size`, in MiB: far above any real need (150k
 /// endpoints fit in well under 64m) but low enough to catch a stray digit.
 pub const MAX_SHARED_SIZE_MB: u64 = 16384;
+/// Default `watch_idle_timeout`: a watch silent this long is presumed dead. Well under the idle timeouts of
+/// common load balancers (4 to 10 minutes), and above the API server's bookmark interval (about a minute).
+pub const DEFAULT_WATCH_IDLE_TIMEOUT_S: u64 = 120;
+/// Default `list_timeout`: the whole of one list, all pages, must finish within this.
+pub const DEFAULT_LIST_TIMEOUT_S: u64 = 300;
+/// Upper bound of the time settings, in seconds (a day).
+const MAX_TIME_SETTING_S: u64 = 86_400;
 
 const MASK: &str = crate::secret::MASK;
 const MAX_TOKEN_LEN: usize = 4096;
@@ -54,6 +61,9 @@ const CLUSTER_KEYS: &[&str] = &[
     "watch_endpoint_slices",
     "kubeconfig",
     "context",
+    "watch_idle_timeout",
+    "list_timeout",
+    "max_staleness",
 ];
 const SERVICE_KEYS: &[&str] = &["schema", "host", "port", "ssl_verify"];
 const CLIENT_KEYS: &[&str] = &["token", "token_file", "ca_file", "cert_file", "key_file"];
@@ -112,6 +122,14 @@ pub struct ClusterConfig {
     /// Bytes.
     pub shared_size: usize,
     pub watch_endpoint_slices: bool,
+    /// A watch that delivers no bytes for this long is dropped and resumed; the server-side `timeoutSeconds`
+    /// is chosen below it, so a healthy quiet watch ends cleanly first.
+    pub watch_idle_timeout: std::time::Duration,
+    /// Deadline for one whole list (every page).
+    pub list_timeout: std::time::Duration,
+    /// When set, the cluster reports not ready once its data has not been confirmed current (by a list, an
+    /// event or a bookmark) for this long; the data is still served.
+    pub max_staleness: Option<std::time::Duration>,
 }
 
 /// How messages name the settings of a cluster: config fields, or kubeconfig fields when it comes from one.
@@ -191,6 +209,9 @@ impl fmt::Debug for ClusterConfig {
             .field("default_weight", &self.default_weight)
             .field("shared_size", &self.shared_size)
             .field("watch_endpoint_slices", &self.watch_endpoint_slices)
+            .field("watch_idle_timeout", &self.watch_idle_timeout)
+            .field("list_timeout", &self.list_timeout)
+            .field("max_staleness", &self.max_staleness)
             .finish()
     }
 }
@@ -599,6 +620,14 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         }
     };
 
+    let seconds = |key: &str, min: u64| parse_seconds(get(obj, key), key, min, scope);
+    // A dead-connection timeout or a list deadline of a few seconds would only cause churn.
+    let watch_idle_timeout = seconds("watch_idle_timeout", 10)?
+        .unwrap_or(std::time::Duration::from_secs(DEFAULT_WATCH_IDLE_TIMEOUT_S));
+    let list_timeout = seconds("list_timeout", 10)?
+        .unwrap_or(std::time::Duration::from_secs(DEFAULT_LIST_TIMEOUT_S));
+    let max_staleness = seconds("max_staleness", 1)?;
+
     let cluster = ClusterConfig {
         id,
         scheme: conn.scheme,
@@ -619,6 +648,9 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         default_weight,
         shared_size,
         watch_endpoint_slices,
+        watch_idle_timeout,
+        list_timeout,
+        max_staleness,
     };
     Ok((cluster, Value::Object(raw)))
 }
@@ -1237,6 +1269,29 @@ fn is_namespace_name(s: &str) -> bool {
     b.first().is_some_and(edge)
         && b.last().is_some_and(edge)
         && b.iter().all(|c| edge(c) || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A whole number of seconds (an integer or a string of digits) in `min..=MAX_TIME_SETTING_S`, or None when
+/// absent.
+fn parse_seconds(
+    v: Option<&Value>,
+    key: &str,
+    min: u64,
+    scope: &Scope<'_>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let secs = as_integer(v)
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse::<i64>().ok()))
+        .and_then(|i| u64::try_from(i).ok())
+        .filter(|s| (min..=MAX_TIME_SETTING_S).contains(s));
+    match secs {
+        Some(s) => Ok(Some(std::time::Duration::from_secs(s))),
+        None => Err(error(
+            scope.path(key),
+            show(v),
+            format!("must be a number of seconds in {min}..={MAX_TIME_SETTING_S}"),
+        )),
+    }
 }
 
 fn parse_shared_size(v: &Value, scope: &Scope<'_>) -> Result<usize, ConfigError> {
@@ -2230,5 +2285,44 @@ mod tests {
         let e = err(json!({"service": {"host": "x".repeat(1000)}}));
         assert!(e.value.len() < 200, "{}", e.value);
         assert!(e.value.ends_with("..."));
+    }
+
+    #[test]
+    fn time_settings_default_parse_and_name_the_field_when_wrong() {
+        let c = one(json!({"client": {"token": "t"}}));
+        assert_eq!(c.watch_idle_timeout, std::time::Duration::from_secs(120));
+        assert_eq!(c.list_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(c.max_staleness, None);
+        let c = one(
+            json!({"client": {"token": "t"}, "watch_idle_timeout": 45, "list_timeout": "600",
+                           "max_staleness": 90}),
+        );
+        assert_eq!(c.watch_idle_timeout, std::time::Duration::from_secs(45));
+        assert_eq!(c.list_timeout, std::time::Duration::from_secs(600));
+        assert_eq!(c.max_staleness, Some(std::time::Duration::from_secs(90)));
+        rejects(
+            json!({"client": {"token": "t"}, "watch_idle_timeout": 5}),
+            "watch_idle_timeout",
+            "5",
+            "10..=86400",
+        );
+        rejects(
+            json!({"client": {"token": "t"}, "list_timeout": "soon"}),
+            "list_timeout",
+            "\"soon\"",
+            "number of seconds",
+        );
+        rejects(
+            json!({"client": {"token": "t"}, "max_staleness": 0}),
+            "max_staleness",
+            "0",
+            "1..=86400",
+        );
+        rejects(
+            json!([{"id": "a", "service": {"host": "h", "port": 1}, "client": {"token": "t"}, "max_staleness": -1}]),
+            "[0].max_staleness",
+            "-1",
+            "seconds",
+        );
     }
 }

@@ -241,9 +241,17 @@ impl Instance {
         self.clusters.iter().all(|c| self.cluster_ready(c))
     }
 
-    /// Whether one of this instance's clusters has been listed by a watcher of this or a newer configuration.
+    /// Whether one of this instance's clusters has been listed by a watcher of this or a newer configuration,
+    /// and, with `max_staleness`, confirmed current recently enough.
     pub fn cluster_ready(&self, cluster: &Cluster) -> bool {
         cluster.region.is_ready_for(self.epoch)
+            && cluster.config.max_staleness.is_none_or(|max| {
+                let synced = cluster.region.last_sync_ms();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                now.saturating_sub(synced) <= max.as_millis() as u64
+            })
     }
 }
 

@@ -587,6 +587,11 @@ impl Region {
         self.header().lock.store(0, Ordering::SeqCst);
     }
 
+    /// When the data was last confirmed current (a list, a change or a bookmark), in ms since the epoch.
+    pub fn last_sync_ms(&self) -> u64 {
+        self.header().last_sync_ms.load(Ordering::Relaxed)
+    }
+
     /// The process holding the batch lock (0 when free), for log messages.
     pub fn lock_holder_pid(&self) -> u32 {
         token_pid(self.header().lock.load(Ordering::Relaxed))

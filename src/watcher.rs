@@ -23,11 +23,6 @@ use crate::view::{Object, Resource, View};
 const PAGE_SIZE: u32 = 500;
 /// A single watch event larger than this is skipped (and reported) instead of buffered without bound.
 const MAX_EVENT_BYTES: usize = 64 << 20;
-/// Server-side watch timeout range, in seconds; kept under common load-balancer idle timeouts.
-const WATCH_TIMEOUT_MIN: u64 = 240;
-const WATCH_TIMEOUT_SPREAD: u64 = 50;
-/// Extra silence tolerated beyond the server-side timeout before the watch is presumed dead.
-const IDLE_GRACE: Duration = Duration::from_secs(30);
 /// Longest silence tolerated while reading a LIST response.
 const LIST_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a watcher checks that it still owns its region (a newer watcher takes over after a reload).
@@ -73,6 +68,10 @@ struct Watcher {
     selector: Option<NamespaceSelector>,
     label: String,
     machine: Machine,
+    /// Silence after which a watch is presumed dead (`watch_idle_timeout`).
+    idle_timeout: Duration,
+    /// Deadline for one whole list (`list_timeout`).
+    list_timeout: Duration,
     /// The state last shown in the region's status.
     shown: Option<SyncState>,
     /// The latest resourceVersion the running watch reached.
@@ -162,6 +161,8 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             selector: selector.clone(),
             label: label.clone(),
             machine: Machine::new(Backoff::new()),
+            idle_timeout: cfg.watch_idle_timeout,
+            list_timeout: cfg.list_timeout,
             shown: None,
             rv: String::new(),
         };
@@ -259,8 +260,14 @@ impl Watcher {
 
     /// Lists everything and, when the list is complete, replaces the stored view with it.
     async fn list_and_publish(&mut self, p: &mut Publisher<'_>) -> Result<Outcome, StoreError> {
+        let deadline = self.list_timeout;
         let listed = tokio::select! {
-            r = self.list() => r,
+            r = tokio::time::timeout(deadline, self.list()) => r.unwrap_or_else(|_| {
+                Err(ApiError::Transport(format!(
+                    "the list did not finish within {}s (list_timeout)",
+                    deadline.as_secs()
+                )))
+            }),
             _ = owner_lost(p) => return Err(StoreError::Superseded),
         };
         match listed {
@@ -436,7 +443,11 @@ impl Watcher {
     /// changes and bookmarks it delivered.
     async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<(Ended, u64), StoreError> {
         let rv = self.rv.clone();
-        let timeout = WATCH_TIMEOUT_MIN + self.machine.random_below(WATCH_TIMEOUT_SPREAD);
+        // The server ends a quiet watch cleanly after `timeoutSeconds`, spread over [idle/2, idle*4/5) so that
+        // many gateways do not re-watch in step, and always before the dead-connection timeout below.
+        let idle = self.idle_timeout;
+        let timeout =
+            idle.as_secs() / 2 + self.machine.random_below((idle.as_secs() * 3 / 10).max(1));
         let timeout_s = timeout.to_string();
         let path = self.query(&[
             ("watch", "1"),
@@ -456,8 +467,9 @@ impl Watcher {
             Err(e) => return Ok((Ended::Failed(e), 0)),
         };
         p.clear_error().await?;
+        // An established watch delivers every change after our resourceVersion: the data is current now.
+        p.note_sync().await?;
         let mut body = resp.into_body();
-        let idle = Duration::from_secs(timeout) + IDLE_GRACE;
         let mut buf: Vec<u8> = Vec::new();
         let mut discarding = false;
         let mut total = 0u64;

@@ -665,3 +665,76 @@ fn bookmarks_keep_a_quiet_watch_fresh() {
         inst.clusters[0].region.status().last_sync_ms > synced
     });
 }
+
+#[test]
+fn a_list_that_does_not_finish_within_list_timeout_fails_and_is_retried() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.10.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    s.inject_fault(Fault::delay_ms("/api/v1/endpoints", 15_000).only_watch(false));
+    let inst = start(&s, json!({"list_timeout": 10}));
+    eventually("the list deadline reported", || {
+        inst.clusters[0]
+            .region
+            .status()
+            .last_error
+            .contains("the list did not finish within 10s (list_timeout)")
+    });
+    assert!(!inst.ready());
+    eventually("the next list succeeds", || inst.ready());
+    assert_eq!(nodes(&inst, "ns/a:http"), Some(vec![node("10.10.0.1", 80)]));
+}
+
+#[test]
+fn the_server_side_watch_timeout_stays_below_watch_idle_timeout() {
+    let s = server();
+    let inst = start(&s, json!({"watch_idle_timeout": 20}));
+    eventually("first list", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    let timeouts: Vec<u64> = s
+        .stats()
+        .requests
+        .iter()
+        .filter_map(|r| r.split("timeoutSeconds=").nth(1))
+        .map(|t| t.split('&').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!timeouts.is_empty());
+    for t in timeouts {
+        assert!(
+            (10..16).contains(&t),
+            "timeoutSeconds={t} for an idle timeout of 20 s"
+        );
+    }
+}
+
+#[test]
+fn max_staleness_turns_readiness_off_while_nothing_confirms_the_data_and_back_on() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.11.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    let inst = start(&s, json!({"max_staleness": 2}));
+    eventually("first list", || inst.ready());
+    // Every watch now fails: nothing confirms the data any more.
+    s.inject_fault(
+        Fault::response("/api/v1/endpoints", 500)
+            .only_watch(true)
+            .count(1000),
+    );
+    s.reset_watches();
+    eventually("stale", || !inst.ready());
+    assert_eq!(
+        nodes(&inst, "ns/a:http"),
+        Some(vec![node("10.11.0.1", 80)]),
+        "stale data is still served"
+    );
+    s.clear_faults();
+    eventually("fresh again", || inst.ready());
+}

@@ -68,6 +68,11 @@ local common = {
     default_weight = { type = "integer", minimum = 0, default = 50 },
     shared_size = { type = "string", pattern = [[^[1-9][0-9]*m$]], default = "64m" },
     watch_endpoint_slices = { type = "boolean", default = false },
+    -- Seconds: a watch silent this long is presumed dead; one list's deadline; readiness off when the data has
+    -- not been confirmed current for this long (off when absent).
+    watch_idle_timeout = { type = "integer", minimum = 10, maximum = 86400 },
+    list_timeout = { type = "integer", minimum = 10, maximum = 86400 },
+    max_staleness = { type = "integer", minimum = 1, maximum = 86400 },
     -- Server, CA and credentials from a kubeconfig file instead of service/client.
     kubeconfig = file_path,
     context = { type = "string", minLength = 1 },
