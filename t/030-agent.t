@@ -53,7 +53,7 @@ add_block_preprocessor(sub {
     $block->set_value('http_config', main::http_config('auto')) unless defined $block->http_config;
 });
 
-plan tests => 27;
+plan tests => 29;
 
 run_tests();
 
@@ -271,3 +271,75 @@ writer is the watcher worker: true
 nodes: 1
 --- no_error_log
 [error]
+
+
+
+=== TEST 6: kill -9 of the agent again and again while it lists and writes 3000 services: never torn, never empty
+--- config
+    location = /t {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local fake = require("fake_api")
+            local cjson = require("cjson.safe")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            local items = {}
+            for i = 1, 3000 do
+                items[i] = t.endpoints("ns-big", "svc" .. i, {"10.9." .. (i % 200) .. "." .. (i % 250)},
+                                       {{name = "http", port = 8000 + i % 1000}})
+            end
+            assert(fake.request(port, "POST", "/fake/apply", cjson.encode(items)) == 200)
+            assert(t.wait_until(function() return k8s_disc.nodes("ns-big/svc3000:http") end, 10))
+            local steady = k8s_disc.nodes("ns-a/web:http")
+            local empty, kills = 0, 0
+            -- A reader in this worker that checks a service the kills must never take away.
+            local done = false
+            local reader = ngx.thread.spawn(function()
+                while not done do
+                    if not k8s_disc.nodes("ns-a/web:http") then empty = empty + 1 end
+                    ngx.sleep(0.001)
+                end
+            end)
+            local last
+            for i = 1, 10 do
+                local agent = t.wait_until(function()
+                    for _, p in ipairs(t.nginx_processes()) do
+                        if p.title == "privileged agent process" and p.pid ~= last and p.threads["k8s-disc"] then
+                            return p.pid
+                        end
+                    end
+                end, 10)
+                if not agent then break end
+                -- Somewhere in its list and the batch that writes it.
+                ngx.sleep(math.random() * 0.08)
+                if t.kill(agent, 9) then kills = kills + 1 end
+                last = agent
+            end
+            ngx.say("kills: ", kills)
+            local converged = t.wait_until(function()
+                local st = k8s_disc.dump().status[1]
+                if st.state ~= "watching" or st.writer_pid == last then return false end
+                for i = 1, 3000 do
+                    local n = k8s_disc.nodes("ns-big/svc" .. i .. ":http")
+                    if not n or #n ~= 1 or n[1].port ~= 8000 + i % 1000
+                       or n[1].host ~= "10.9." .. (i % 200) .. "." .. (i % 250) then
+                        return false
+                    end
+                end
+                return true
+            end, 20)
+            done = true
+            ngx.thread.wait(reader)
+            ngx.say("all 3000 services correct after the kills: ", converged == true)
+            ngx.say("lookups of a steady service that came back empty: ", empty)
+            ngx.say("steady service unchanged: ", t.fmt_nodes(k8s_disc.nodes("ns-a/web:http")) == t.fmt_nodes(steady))
+        }
+    }
+--- timeout: 60
+--- request
+GET /t
+--- response_body
+kills: 10
+all 3000 services correct after the kills: true
+lookups of a steady service that came back empty: 0
+steady service unchanged: true
