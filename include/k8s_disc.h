@@ -21,6 +21,12 @@
 #define DEFAULT_LIST_TIMEOUT_S 300
 
 /**
+ * Default `max_object_size`: one Kubernetes object (an Endpoints of a few thousand addresses is about a MiB;
+ * etcd's own request limit is 1.5 MiB), with ample room.
+ */
+#define DEFAULT_MAX_OBJECT_MB 16
+
+/**
  * The lookup found nothing new: the caller's version is current.
  */
 #define K8S_DISC_UNCHANGED -1

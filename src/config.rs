@@ -40,6 +40,11 @@ pub const MAX_SHARED_SIZE_MB: u64 = 16384;
 pub const DEFAULT_WATCH_IDLE_TIMEOUT_S: u64 = 120;
 /// Default `list_timeout`: the whole of one list, all pages, must finish within this.
 pub const DEFAULT_LIST_TIMEOUT_S: u64 = 300;
+/// Default `max_object_size`: one Kubernetes object (an Endpoints of a few thousand addresses is about a MiB;
+/// etcd's own request limit is 1.5 MiB), with ample room.
+pub const DEFAULT_MAX_OBJECT_MB: u64 = 16;
+/// Upper bound of `max_object_size`, in MiB.
+const MAX_OBJECT_MB: u64 = 1024;
 /// Upper bound of the time settings, in seconds (a day).
 const MAX_TIME_SETTING_S: u64 = 86_400;
 
@@ -64,6 +69,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "watch_idle_timeout",
     "list_timeout",
     "max_staleness",
+    "max_object_size",
 ];
 const SERVICE_KEYS: &[&str] = &["schema", "host", "port", "ssl_verify"];
 const CLIENT_KEYS: &[&str] = &["token", "token_file", "ca_file", "cert_file", "key_file"];
@@ -130,6 +136,9 @@ pub struct ClusterConfig {
     /// When set, the cluster reports not ready once its data has not been confirmed current (by a list, an
     /// event or a bookmark) for this long; the data is still served.
     pub max_staleness: Option<std::time::Duration>,
+    /// Bytes: an object (or watch event) larger than this is skipped and logged; its service keeps its
+    /// previous nodes.
+    pub max_object_size: usize,
 }
 
 /// How messages name the settings of a cluster: config fields, or kubeconfig fields when it comes from one.
@@ -212,6 +221,7 @@ impl fmt::Debug for ClusterConfig {
             .field("watch_idle_timeout", &self.watch_idle_timeout)
             .field("list_timeout", &self.list_timeout)
             .field("max_staleness", &self.max_staleness)
+            .field("max_object_size", &self.max_object_size)
             .finish()
     }
 }
@@ -627,6 +637,10 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
     let list_timeout = seconds("list_timeout", 10)?
         .unwrap_or(std::time::Duration::from_secs(DEFAULT_LIST_TIMEOUT_S));
     let max_staleness = seconds("max_staleness", 1)?;
+    let max_object_size = match get(obj, "max_object_size") {
+        Some(v) => parse_mib(v, "max_object_size", MAX_OBJECT_MB, scope)?,
+        None => (DEFAULT_MAX_OBJECT_MB << 20) as usize,
+    };
 
     let cluster = ClusterConfig {
         id,
@@ -651,6 +665,7 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         watch_idle_timeout,
         list_timeout,
         max_staleness,
+        max_object_size,
     };
     Ok((cluster, Value::Object(raw)))
 }
@@ -1295,24 +1310,22 @@ fn parse_seconds(
 }
 
 fn parse_shared_size(v: &Value, scope: &Scope<'_>) -> Result<usize, ConfigError> {
-    let rule = format!(
-        "must be a size in MiB like \"64m\": ^[1-9][0-9]*m$, at most {MAX_SHARED_SIZE_MB}m"
-    );
+    parse_mib(v, "shared_size", MAX_SHARED_SIZE_MB, scope)
+}
+
+/// A size in MiB written like "64m" (`^[1-9][0-9]*m$`), at most `max_mb`, in bytes.
+fn parse_mib(v: &Value, key: &str, max_mb: u64, scope: &Scope<'_>) -> Result<usize, ConfigError> {
+    let rule = format!("must be a size in MiB like \"64m\": ^[1-9][0-9]*m$, at most {max_mb}m");
     let mb = v
         .as_str()
         .and_then(|s| s.strip_suffix('m'))
         .filter(|n| n.len() <= 6 && !n.starts_with('0') && !n.is_empty())
         .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|n| n.parse::<u64>().ok())
-        .filter(|mb| (1..=MAX_SHARED_SIZE_MB).contains(mb));
-    let mb = mb.ok_or_else(|| error(scope.path("shared_size"), show(v), rule))?;
-    usize::try_from(mb << 20).map_err(|_| {
-        error(
-            scope.path("shared_size"),
-            show(v),
-            "too large for this platform",
-        )
-    })
+        .filter(|mb| (1..=max_mb).contains(mb));
+    let mb = mb.ok_or_else(|| error(scope.path(key), show(v), rule))?;
+    usize::try_from(mb << 20)
+        .map_err(|_| error(scope.path(key), show(v), "too large for this platform"))
 }
 
 #[cfg(test)]
@@ -2323,6 +2336,30 @@ mod tests {
             "[0].max_staleness",
             "-1",
             "seconds",
+        );
+    }
+
+    #[test]
+    fn max_object_size_defaults_to_16m_and_names_the_field_when_wrong() {
+        assert_eq!(
+            one(json!({"client": {"token": "t"}})).max_object_size,
+            16 << 20
+        );
+        assert_eq!(
+            one(json!({"client": {"token": "t"}, "max_object_size": "2m"})).max_object_size,
+            2 << 20
+        );
+        rejects(
+            json!({"client": {"token": "t"}, "max_object_size": "2048m"}),
+            "max_object_size",
+            "\"2048m\"",
+            "at most 1024m",
+        );
+        rejects(
+            json!({"client": {"token": "t"}, "max_object_size": 5}),
+            "max_object_size",
+            "5",
+            "size in MiB",
         );
     }
 }

@@ -65,7 +65,7 @@ impl ListMeta {
 }
 
 /// A list response. Generic so the caller chooses: `List<Endpoints>` to parse
-/// everything at once, or `List<serde_json::Value>` to parse item by item
+/// everything at once, or `List<&RawValue>` to parse item by item
 /// (and skip one malformed item instead of failing the whole page).
 /// `kind` lets the caller check it got the list it asked for.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -182,12 +182,21 @@ pub struct SlicePort {
 /// One line of a watch stream. `object` stays a `Value` because its shape
 /// depends on `type_`: an Endpoints/EndpointSlice, a `Status` for `ERROR`,
 /// or a near-empty object for `BOOKMARK`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct WatchEvent {
+#[derive(Clone, Debug, Deserialize)]
+pub struct WatchEvent<'a> {
     #[serde(rename = "type")]
     pub type_: String,
-    #[serde(default)]
-    pub object: serde_json::Value,
+    /// The object as raw JSON text, borrowed from the event line: parsed into its type by the caller, after a
+    /// size check.
+    #[serde(borrow, default)]
+    pub object: Option<&'a serde_json::value::RawValue>,
+}
+
+impl WatchEvent<'_> {
+    /// The object's JSON text (`null` when the event has none).
+    pub fn object_text(&self) -> &str {
+        self.object.map_or("null", |o| o.get())
+    }
 }
 
 /// `metav1.Status`: error bodies and the object of `ERROR` watch events.
@@ -1074,12 +1083,13 @@ mod tests {
         for (line, rv, end) in lines {
             let ev: WatchEvent = serde_json::from_str(line).expect("event parses");
             assert_eq!(ev.type_, "BOOKMARK");
-            let b: Bookmark = serde_json::from_value(ev.object.clone()).expect("bookmark parses");
+            let b: Bookmark = serde_json::from_str(ev.object_text()).expect("bookmark parses");
             assert_eq!(b.resource_version(), Some(rv), "{line}");
             assert_eq!(b.is_initial_events_end(), end, "{line}");
             // The slice-shaped bookmark also parses as a (contentless) slice.
             if line.contains("EndpointSlice") {
-                let s: EndpointSlice = serde_json::from_value(ev.object).expect("slice parses");
+                let s: EndpointSlice =
+                    serde_json::from_str(ev.object_text()).expect("slice parses");
                 assert_eq!(slices_ports([&s]), PortNodes::new());
             }
         }
@@ -1095,7 +1105,7 @@ mod tests {
         let added = r#"{"type":"ADDED","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"web-abc12","generateName":"web-","namespace":"shop","uid":"c3e0a1b2-0000-4000-8000-000000000001","resourceVersion":"184468","generation":1,"creationTimestamp":"2026-07-20T08:15:30Z","labels":{"kubernetes.io/service-name":"web","endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.244.1.5"],"conditions":{"ready":true,"serving":true,"terminating":false},"targetRef":{"kind":"Pod","namespace":"shop","name":"web-7d9f-abcde","uid":"0d7c0000-0000-4000-8000-000000000002"},"nodeName":"node-a","zone":"us-east-1a"}],"ports":[{"name":"http","protocol":"TCP","port":8080}]}}"#;
         let ev: WatchEvent = serde_json::from_str(added).expect("parses");
         assert_eq!(ev.type_, "ADDED");
-        let s: EndpointSlice = serde_json::from_value(ev.object).expect("slice");
+        let s: EndpointSlice = serde_json::from_str(ev.object_text()).expect("slice");
         assert_eq!(s.metadata.resource_version.as_deref(), Some("184468"));
         assert_eq!(
             slices_ports([&s]),
@@ -1105,7 +1115,7 @@ mod tests {
         let deleted = r#"{"type":"DELETED","object":{"kind":"Endpoints","apiVersion":"v1","metadata":{"name":"web","namespace":"shop","uid":"5b1c","resourceVersion":"184700","creationTimestamp":"2026-07-01T10:00:00Z"},"subsets":[{"addresses":[{"ip":"10.244.1.5"}],"ports":[{"port":8080,"protocol":"TCP"}]}]}}"#;
         let ev: WatchEvent = serde_json::from_str(deleted).expect("parses");
         assert_eq!(ev.type_, "DELETED");
-        let e: Endpoints = serde_json::from_value(ev.object).expect("endpoints");
+        let e: Endpoints = serde_json::from_str(ev.object_text()).expect("endpoints");
         assert_eq!(e.metadata.resource_version.as_deref(), Some("184700"));
         assert_eq!(
             endpoints_ports(&e),
@@ -1114,7 +1124,7 @@ mod tests {
 
         assert!(serde_json::from_str::<WatchEvent>(r#"{"object":{}}"#).is_err());
         let ev: WatchEvent = serde_json::from_str(r#"{"type":"ADDED"}"#).expect("no object");
-        assert!(ev.object.is_null());
+        assert!(ev.object.is_none());
     }
 
     #[test]
@@ -1122,7 +1132,7 @@ mod tests {
         let line = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 184000 (184321)","reason":"Expired","code":410}}"#;
         let ev: WatchEvent = serde_json::from_str(line).expect("parses");
         assert_eq!(ev.type_, "ERROR");
-        let st: Status = serde_json::from_value(ev.object).expect("status");
+        let st: Status = serde_json::from_str(ev.object_text()).expect("status");
         assert_eq!(st.code, Some(410));
         assert_eq!(st.reason.as_deref(), Some("Expired"));
         assert_eq!(

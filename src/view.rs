@@ -26,19 +26,20 @@ impl Resource {
         }
     }
 
-    /// The (namespace, service name) an object belongs to, read from raw JSON: used to name objects that do not
-    /// parse.
-    pub fn service_of(self, v: &serde_json::Value) -> Option<(String, String)> {
-        let meta = v.get("metadata")?;
-        let ns = meta.get("namespace")?.as_str()?;
+    /// The (namespace, service name) an object belongs to, read from its raw JSON text with only the metadata
+    /// parsed: names objects that do not parse, or are too large to.
+    pub fn service_of(self, json: &str) -> Option<(String, String)> {
+        #[derive(serde::Deserialize)]
+        struct MetadataOnly {
+            metadata: model::ObjectMeta,
+        }
+        let meta = serde_json::from_str::<MetadataOnly>(json).ok()?.metadata;
+        let ns = meta.namespace?;
         let name = match self {
-            Resource::Endpoints => meta.get("name")?.as_str()?,
-            Resource::EndpointSlices => meta
-                .get("labels")?
-                .get(model::SERVICE_NAME_LABEL)?
-                .as_str()?,
+            Resource::Endpoints => meta.name?,
+            Resource::EndpointSlices => meta.labels?.remove(model::SERVICE_NAME_LABEL)?,
         };
-        (!ns.is_empty() && !name.is_empty()).then(|| (ns.to_string(), name.to_string()))
+        (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
     }
 
     pub fn name(self) -> &'static str {
@@ -56,10 +57,11 @@ pub enum Object {
 }
 
 impl Object {
-    pub fn parse(resource: Resource, v: serde_json::Value) -> Result<Object, serde_json::Error> {
+    /// Parses an object of `resource` from its JSON text straight into the typed model.
+    pub fn parse(resource: Resource, json: &str) -> Result<Object, serde_json::Error> {
         Ok(match resource {
-            Resource::Endpoints => Object::Endpoints(serde_json::from_value(v)?),
-            Resource::EndpointSlices => Object::Slice(serde_json::from_value(v)?),
+            Resource::Endpoints => Object::Endpoints(serde_json::from_str(json)?),
+            Resource::EndpointSlices => Object::Slice(serde_json::from_str(json)?),
         })
     }
 
@@ -254,7 +256,7 @@ mod tests {
         if let Some(l) = label {
             v["metadata"]["labels"]["kubernetes.io/service-name"] = l.into();
         }
-        Object::parse(Resource::EndpointSlices, v).unwrap()
+        Object::parse(Resource::EndpointSlices, &v.to_string()).unwrap()
     }
 
     #[test]
@@ -285,7 +287,8 @@ mod tests {
     fn service_of_reads_names_from_raw_objects() {
         let raw = serde_json::json!({"metadata": {"namespace": "ns", "name": "web-x",
                                       "labels": {"kubernetes.io/service-name": "web"}}, "endpoints": 5});
-        assert!(Object::parse(Resource::EndpointSlices, raw.clone()).is_err());
+        let raw = raw.to_string();
+        assert!(Object::parse(Resource::EndpointSlices, &raw).is_err());
         assert_eq!(
             Resource::EndpointSlices.service_of(&raw),
             Some(("ns".into(), "web".into()))
@@ -294,9 +297,6 @@ mod tests {
             Resource::Endpoints.service_of(&raw),
             Some(("ns".into(), "web-x".into()))
         );
-        assert_eq!(
-            Resource::Endpoints.service_of(&serde_json::json!({"metadata": {}})),
-            None
-        );
+        assert_eq!(Resource::Endpoints.service_of(r#"{"metadata": {}}"#), None);
     }
 }

@@ -18,11 +18,12 @@ use crate::selector::NamespaceSelector;
 use crate::store::{Region, StoreError, SyncState, Writer};
 use crate::sync_state::{Machine, Outcome, State, WatchEnd};
 use crate::view::{Object, Resource, View};
+use serde_json::value::RawValue;
 
 /// Items per LIST page.
 const PAGE_SIZE: u32 = 500;
-/// A single watch event larger than this is skipped (and reported) instead of buffered without bound.
-const MAX_EVENT_BYTES: usize = 64 << 20;
+/// Room for a watch event's envelope (`{"type":...,"object":...}`) beyond its object's `max_object_size`.
+const EVENT_ENVELOPE_BYTES: usize = 64 << 10;
 /// Longest silence tolerated while reading a LIST response.
 const LIST_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a watcher checks that it still owns its region (a newer watcher takes over after a reload).
@@ -72,6 +73,8 @@ struct Watcher {
     idle_timeout: Duration,
     /// Deadline for one whole list (`list_timeout`).
     list_timeout: Duration,
+    /// Objects (and watch events) larger than this are skipped (`max_object_size`).
+    max_object_size: usize,
     /// The state last shown in the region's status.
     shown: Option<SyncState>,
     /// The latest resourceVersion the running watch reached.
@@ -163,6 +166,7 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             machine: Machine::new(Backoff::new()),
             idle_timeout: cfg.watch_idle_timeout,
             list_timeout: cfg.list_timeout,
+            max_object_size: cfg.max_object_size,
             shown: None,
             rv: String::new(),
         };
@@ -383,7 +387,9 @@ impl Watcher {
                     other => other?,
                 };
                 let body = read_body(resp.into_body(), MAX_BODY_BYTES, LIST_READ_TIMEOUT).await?;
-                let page: List<serde_json::Value> = serde_json::from_slice(&body)
+                // Items stay raw text sliced from the body until each is parsed on its own: no tree of the whole
+                // page is ever built.
+                let page: List<&RawValue> = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
                 // A 200 that is not a list of the expected kind (a proxy's page, a Status) must never be taken
                 // for an empty cluster: that would delete everything.
@@ -395,22 +401,31 @@ impl Watcher {
                     )));
                 }
                 for item in page.items.unwrap_or_default() {
-                    let service = self.resource.service_of(&item);
-                    match Object::parse(self.resource, item) {
+                    let text = item.get();
+                    let parsed = if text.len() > self.max_object_size {
+                        Err(format!(
+                            "{} bytes, over max_object_size ({} bytes)",
+                            text.len(),
+                            self.max_object_size
+                        ))
+                    } else {
+                        Object::parse(self.resource, text).map_err(|e| e.to_string())
+                    };
+                    match parsed {
                         Ok(obj) => {
                             view.apply(obj);
                         }
                         // Keep serving what was stored for that service rather than dropping it with the list.
-                        Err(e) => match service {
+                        Err(e) => match self.resource.service_of(text) {
                             Some((ns, name)) => {
                                 log_at!(
                                     Warn,
-                                    "{}: malformed {} in {}/{} ({}); keeping its previous nodes",
+                                    "{}: unusable {} in {}/{} ({}); keeping its previous nodes",
                                     self.label,
                                     self.resource.name(),
                                     escape_server_text(&ns, 253),
                                     escape_server_text(&name, 253),
-                                    escape_server_text(&e.to_string(), 256)
+                                    escape_server_text(&e, 256)
                                 );
                                 view.keep_previous(&ns, &name);
                             }
@@ -528,16 +543,17 @@ impl Watcher {
                 }
             }
             buf.drain(..consumed);
-            if buf.len() > MAX_EVENT_BYTES {
-                // Buffering it whole could exhaust memory; relisting afterwards picks the object up complete.
+            let max_line = self.max_object_size + EVENT_ENVELOPE_BYTES;
+            if buf.len() > max_line {
+                // Buffering it whole could exhaust memory: drop it up to its line end and keep watching.
                 log_at!(
                     Error,
-                    "{}: a watch event is larger than {MAX_EVENT_BYTES} bytes; skipping it and relisting",
+                    "{}: skipped a watch event larger than {max_line} bytes (max_object_size); its object keeps \
+                     its previous state until the next list",
                     self.label
                 );
                 buf.clear();
                 discarding = true;
-                end.get_or_insert(Ended::Gone("oversized watch event".into()));
             }
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
@@ -561,7 +577,7 @@ impl Watcher {
             .map_err(|e| Ended::Gone(format!("malformed watch event ({e})")))?;
         match ev.type_.as_str() {
             "ADDED" | "MODIFIED" | "DELETED" => {
-                let obj = Object::parse(self.resource, ev.object).map_err(|e| {
+                let obj = Object::parse(self.resource, ev.object_text()).map_err(|e| {
                     Ended::Gone(format!(
                         "malformed {} in a {} event ({e})",
                         self.resource.name(),
@@ -580,7 +596,7 @@ impl Watcher {
                 Ok(Progress::Change)
             }
             "BOOKMARK" => {
-                if let Ok(b) = serde_json::from_value::<Bookmark>(ev.object)
+                if let Ok(b) = serde_json::from_str::<Bookmark>(ev.object_text())
                     && let Some(rv) = b.resource_version()
                 {
                     self.rv = rv.to_string();
@@ -588,7 +604,7 @@ impl Watcher {
                 Ok(Progress::Bookmark)
             }
             "ERROR" => {
-                let st: Status = serde_json::from_value(ev.object).unwrap_or_default();
+                let st: Status = serde_json::from_str(ev.object_text()).unwrap_or_default();
                 let err = ApiError::from_status(&st, 500);
                 // 410 Expired/Gone (by code or, from old servers, by reason only), and 504 "too large resource
                 // version": the watch cannot resume from our resourceVersion.

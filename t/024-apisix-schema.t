@@ -31,7 +31,7 @@ __DATA__
                 { watch_endpoint_slices = true, namespace_selector = { not_match = { "kube-.*" } } },
                 { client = { token_file = "/t", ca_file = "/ca.crt", cert_file = "/c.crt", key_file = "/c.key" } },
                 { kubeconfig = "/etc/kube/config", context = "prod" },
-                { watch_idle_timeout = 60, list_timeout = 600, max_staleness = 300 },
+                { watch_idle_timeout = 60, list_timeout = 600, max_staleness = 300, max_object_size = "4m" },
                 {
                     { id = "first", service = { host = "1.2.3.4", port = "6443" }, client = { token = "t" } },
                     { id = "mtls", service = { host = "h", port = 443 },
@@ -64,6 +64,7 @@ __DATA__
                 { watch_idle_timeout = 5 },
                 { max_staleness = 0 },
                 { list_timeout = "soon" },
+                { max_object_size = 4 },
             }
             local bad = 0
             for i, conf in ipairs(accepted) do

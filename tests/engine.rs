@@ -738,3 +738,41 @@ fn max_staleness_turns_readiness_off_while_nothing_confirms_the_data_and_back_on
     s.clear_faults();
     eventually("fresh again", || inst.ready());
 }
+
+#[test]
+fn objects_over_max_object_size_are_skipped_and_the_stream_goes_on() {
+    let s = server();
+    // About 1.4 MB of JSON: over a max_object_size of 1m.
+    let big: Vec<String> = (0..70_000)
+        .map(|i| format!("10.{}.{}.{}", 20 + i / 62_500, i / 250 % 250, i % 250))
+        .collect();
+    let big: Vec<&str> = big.iter().map(String::as_str).collect();
+    let http = || json!([{"name": "http", "port": 80}]);
+    s.apply(endpoints("ns", "small", &["10.12.0.1"], http()));
+    s.apply(endpoints("ns", "big", &big, http()));
+    let inst = start(&s, json!({"max_object_size": "1m"}));
+    eventually("first list", || inst.ready());
+    assert_eq!(
+        nodes(&inst, "ns/small:http"),
+        Some(vec![node("10.12.0.1", 80)])
+    );
+    assert_eq!(
+        nodes(&inst, "ns/big:http"),
+        None,
+        "skipped, never listed before"
+    );
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    let lists = s.stats().lists;
+    // A watch event carrying the big object is skipped; the watch goes on and delivers the next change.
+    s.apply(endpoints("ns", "big", &big[1..], http()));
+    s.apply(endpoints("ns", "small", &["10.12.0.2"], http()));
+    eventually("the change after the big event", || {
+        nodes(&inst, "ns/small:http") == Some(vec![node("10.12.0.2", 80)])
+    });
+    assert_eq!(s.stats().lists, lists, "no relist for a skipped event");
+    // Once the object fits, it is served.
+    s.apply(endpoints("ns", "big", &big[..2], http()));
+    eventually("the big service, shrunk", || {
+        nodes(&inst, "ns/big:http").is_some_and(|n| n.len() == 2)
+    });
+}

@@ -73,6 +73,8 @@ local common = {
     watch_idle_timeout = { type = "integer", minimum = 10, maximum = 86400 },
     list_timeout = { type = "integer", minimum = 10, maximum = 86400 },
     max_staleness = { type = "integer", minimum = 1, maximum = 86400 },
+    -- A Kubernetes object (or watch event) larger than this is skipped and logged.
+    max_object_size = { type = "string", pattern = [[^[1-9][0-9]*m$]] },
     -- Server, CA and credentials from a kubeconfig file instead of service/client.
     kubeconfig = file_path,
     context = { type = "string", minLength = 1 },
