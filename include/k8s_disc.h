@@ -66,6 +66,8 @@
  */
 #define K8S_DISC_E_CORRUPT -8
 
+#define Metric_COUNT ((size_t)Endpoints + 1)
+
 typedef struct k8s_disc_t k8s_disc_t;
 
 #ifdef __cplusplus
@@ -155,6 +157,27 @@ int32_t k8s_disc_ready(const k8s_disc_t *h);
 int64_t k8s_disc_dump(const k8s_disc_t *h,
                       uint8_t *buf,
                       size_t cap);
+
+/**
+ * What the gateway sees for one service name (`[id/]ns/name:port`) as JSON: its nodes, version, cluster and when
+ * it last changed, or why there is nothing; see `write_json` for the buffer protocol.
+ *
+ * # Safety
+ * `h` from `k8s_disc_init`; `name` valid for `name_len` bytes; `buf` valid for `cap` bytes (or NULL with cap 0).
+ */
+int64_t k8s_disc_lookup(const k8s_disc_t *h,
+                        const char *name,
+                        size_t name_len,
+                        uint8_t *buf,
+                        size_t cap);
+
+/**
+ * Prometheus text-format metrics of every cluster; the buffer protocol of `write_json`.
+ *
+ * # Safety
+ * `h` from `k8s_disc_init`; `buf` valid for `cap` bytes (or NULL with cap 0).
+ */
+int64_t k8s_disc_metrics(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 
 /**
  * What the Lua layer needs to know about an instance, as JSON:

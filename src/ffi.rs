@@ -314,7 +314,16 @@ pub unsafe extern "C" fn k8s_disc_ready(h: *const Instance) -> i32 {
 /// # Safety
 /// `buf` valid for `cap` bytes (or NULL with cap 0).
 unsafe fn write_json(doc: &serde_json::Value, buf: *mut u8, cap: usize) -> i64 {
-    let text = doc.to_string();
+    // SAFETY: forwarded caller guarantee.
+    unsafe { write_text(&doc.to_string(), buf, cap) }
+}
+
+/// Writes `text` into `buf` and returns its length; if that exceeds `cap`, nothing is written and the caller
+/// retries with a buffer of the returned size.
+///
+/// # Safety
+/// `buf` valid for `cap` bytes (or NULL with cap 0).
+unsafe fn write_text(text: &str, buf: *mut u8, cap: usize) -> i64 {
     if text.len() <= cap && !buf.is_null() {
         // SAFETY: the caller guarantees cap writable bytes; text.len() <= cap.
         unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
@@ -335,6 +344,49 @@ pub unsafe extern "C" fn k8s_disc_dump(h: *const Instance, buf: *mut u8, cap: us
         };
         // SAFETY: forwarded caller guarantee.
         unsafe { write_json(&crate::dump::dump(inst), buf, cap) }
+    })
+}
+
+/// What the gateway sees for one service name (`[id/]ns/name:port`) as JSON: its nodes, version, cluster and when
+/// it last changed, or why there is nothing; see `write_json` for the buffer protocol.
+///
+/// # Safety
+/// `h` from `k8s_disc_init`; `name` valid for `name_len` bytes; `buf` valid for `cap` bytes (or NULL with cap 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn k8s_disc_lookup(
+    h: *const Instance,
+    name: *const c_char,
+    name_len: usize,
+    buf: *mut u8,
+    cap: usize,
+) -> i64 {
+    guard(i64::from(K8S_DISC_E_INTERNAL), || {
+        // SAFETY: see `instance`.
+        let Some(inst) = (unsafe { instance(h) }) else {
+            return i64::from(K8S_DISC_E_INVALID);
+        };
+        // SAFETY: the caller guarantees name_len readable bytes at name.
+        let Some(name) = (unsafe { str_arg(name, name_len, MAX_NAME) }) else {
+            return i64::from(K8S_DISC_E_INVALID);
+        };
+        // SAFETY: forwarded caller guarantee.
+        unsafe { write_json(&crate::lookup::lookup(inst, name), buf, cap) }
+    })
+}
+
+/// Prometheus text-format metrics of every cluster; the buffer protocol of `write_json`.
+///
+/// # Safety
+/// `h` from `k8s_disc_init`; `buf` valid for `cap` bytes (or NULL with cap 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn k8s_disc_metrics(h: *const Instance, buf: *mut u8, cap: usize) -> i64 {
+    guard(i64::from(K8S_DISC_E_INTERNAL), || {
+        // SAFETY: see `instance`.
+        let Some(inst) = (unsafe { instance(h) }) else {
+            return i64::from(K8S_DISC_E_INVALID);
+        };
+        // SAFETY: forwarded caller guarantee.
+        unsafe { write_text(&crate::metrics::render(inst), buf, cap) }
     })
 }
 

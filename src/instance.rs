@@ -214,6 +214,7 @@ impl Instance {
                 version,
                 count,
                 len,
+                ..
             } => NodesLookup::Found {
                 hint: ((idx as u64) << 32) | u64::from(slot),
                 version,

@@ -12,6 +12,8 @@ pub mod ffi;
 pub mod instance;
 pub mod kubeconfig;
 pub mod log;
+pub mod lookup;
+pub mod metrics;
 pub mod model;
 pub mod publish;
 pub mod runtime;

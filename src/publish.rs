@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::log::log_at;
 use crate::model::PortNodes;
-use crate::store::{Batch, KIND_SERVICE, LOCK_WAIT, Put, Region, StoreError, SyncState, Writer};
+use crate::store::{
+    Batch, KIND_SERVICE, LOCK_WAIT, Metric, Put, Region, StoreError, SyncState, Writer,
+};
 use crate::view::View;
 
 pub struct Publisher<'r> {
@@ -59,6 +61,14 @@ impl<'r> Publisher<'r> {
         if n > 0 {
             self.region.count_watch_events(n);
         }
+    }
+
+    pub fn count(&self, m: Metric, n: u64) {
+        self.region.count(m, n);
+    }
+
+    pub fn record_propagation(&self, d: Duration) {
+        self.region.record_propagation(d);
     }
 
     /// Takes the region's batch lock, waiting (without blocking the runtime, which other clusters share) while a

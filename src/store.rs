@@ -12,7 +12,8 @@
 //! * A slot is a seqlock-protected pointer: `{seq, hash, version, loc}`. `loc` packs the record's heap word offset
 //!   (high 32 bits, +1 so that 0 means "empty, never used") and its byte length (low 32 bits); `TOMBSTONE` marks a
 //!   deleted key whose probe chain must continue. Open addressing with linear probing.
-//! * A record is immutable once published: `[u32 key_len][u16 kind][u16 0][u32 count][u32 0][key, padded][body]`.
+//! * A record is immutable once published: `[u32 key_len][u16 kind][u16 0][u32 count][u32 changed][key, padded]
+//!   [body]`, `changed` being when its content last changed (seconds since the epoch).
 //!   For a port entry the body is `count` nodes, each `[u16 port LE][u8 host_len][host bytes]`; for a service
 //!   marker it is `count` port names, each `[u8 len][name bytes]`.
 //! * Updating a key writes a new record into free heap space, then swaps the slot under its seqlock, then frees the
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use crate::model::Node;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"K8SDISC1");
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
 /// Bytes reserved at the start of the region for the header and status block.
 const HEADER_BYTES: usize = 4096;
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
@@ -128,9 +129,38 @@ struct Header {
     table_seq: AtomicU64,
     last_error_ms: AtomicU64,
     last_error: [AtomicU64; ERROR_TEXT_WORDS],
+    /// Operational counters and gauges, indexed by `Metric` (written by the watcher, read by every worker).
+    metrics: [AtomicU64; Metric::COUNT],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+
+/// Counters and gauges kept in the region, so that every worker reports the same figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Metric {
+    EventsAdded,
+    EventsModified,
+    EventsDeleted,
+    Bookmarks,
+    /// Lists after a 410 (the first list is not a relist).
+    Relists,
+    ListErrors,
+    WatchErrors,
+    /// Watches the server accepted.
+    WatchStarts,
+    /// Time from an event's arrival to its region write: sum (microseconds), count, maximum.
+    PropagationMicrosSum,
+    PropagationCount,
+    PropagationMicrosMax,
+    /// Gauges: services and nodes (endpoint x port) held.
+    Services,
+    Endpoints,
+}
+
+impl Metric {
+    pub const COUNT: usize = Metric::Endpoints as usize + 1;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -170,12 +200,14 @@ pub enum Put {
 /// Outcome of a reader lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// A record was copied into the caller's buffer; `len` bytes of body, `count` items.
+    /// A record was copied into the caller's buffer; `len` bytes of body, `count` items; its content last
+    /// changed at `changed_s` (seconds since the epoch).
     Found {
         slot: u32,
         version: u64,
         count: u32,
         len: usize,
+        changed_s: u32,
     },
     NotFound,
     /// The caller's buffer is too small; `need` bytes are required.
@@ -440,6 +472,7 @@ impl Region {
             }
             let body_start = rec.body_start;
             let count = rec.count;
+            let changed_s = rec.changed_s;
             // Callers (the Lua decoder among them) walk `count` items by their own length bytes: hand out only a
             // body whose items fill it exactly.
             if !body_is_valid(kind, &dst[body_start..len], count) {
@@ -454,6 +487,7 @@ impl Region {
                 version,
                 count,
                 len: len - body_start,
+                changed_s,
             });
         }
         SlotRead::Busy
@@ -607,6 +641,25 @@ impl Region {
     pub fn count_watch_events(&self, n: u64) {
         self.header().watch_events.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// Adds `n` to a counter (statistics only; the writer does this).
+    pub fn count(&self, m: Metric, n: u64) {
+        self.header().metrics[m as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records one propagation delay.
+    pub fn record_propagation(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let m = &self.header().metrics;
+        m[Metric::PropagationMicrosSum as usize].fetch_add(us, Ordering::Relaxed);
+        m[Metric::PropagationCount as usize].fetch_add(1, Ordering::Relaxed);
+        m[Metric::PropagationMicrosMax as usize].fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// The current value of a counter or gauge.
+    pub fn metric(&self, m: Metric) -> u64 {
+        self.header().metrics[m as usize].load(Ordering::Relaxed)
+    }
 }
 
 enum SlotRead {
@@ -671,6 +724,7 @@ struct RecordView<'a> {
     key: &'a [u8],
     kind: u16,
     count: u32,
+    changed_s: u32,
     body_start: usize,
 }
 
@@ -691,9 +745,26 @@ impl<'a> RecordView<'a> {
             key: &b[RECORD_HEADER..key_end],
             kind,
             count,
+            changed_s: u32::from_le_bytes(b[CHANGED_AT].try_into().ok()?),
             body_start,
         })
     }
+}
+
+/// Bytes 12..16 of a record: when its content last changed, in seconds since the epoch.
+const CHANGED_AT: std::ops::Range<usize> = 12..16;
+
+/// Whether two encoded records hold the same content (whatever their change times).
+fn same_content(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.len() >= RECORD_HEADER
+        && a[..CHANGED_AT.start] == b[..CHANGED_AT.start]
+        && a[CHANGED_AT.end..] == b[CHANGED_AT.end..]
+}
+
+fn stamp_changed(record: &mut [u8]) {
+    let now = u32::try_from(now_ms() / 1000).unwrap_or(u32::MAX);
+    record[CHANGED_AT].copy_from_slice(&now.to_le_bytes());
 }
 
 fn encode_record(key: &[u8], kind: u16, count: u32, body: &[u8]) -> Vec<u8> {
@@ -880,6 +951,8 @@ struct Known {
     kind: u16,
     off: usize,
     len: usize,
+    /// The record's item count (nodes of a port entry), for the endpoint gauge.
+    count: u32,
 }
 
 /// The single writer of a region. Holds the free-space map and key index privately.
@@ -984,8 +1057,8 @@ impl<'r> Writer<'r> {
     fn rebuild(&mut self) {
         let r = self.region;
         let words = r.heap_words();
-        // (offset in words, length in bytes, slot, key, kind) of every readable record.
-        let mut found: Vec<(usize, usize, usize, Vec<u8>, u16)> = Vec::new();
+        // (offset in words, length in bytes, slot, key, kind, count) of every readable record.
+        let mut found: Vec<(usize, usize, usize, Vec<u8>, u16, u32)> = Vec::new();
         let mut unreadable = Vec::new();
         for i in 0..r.slot_count() {
             let s = r.slot(i);
@@ -1000,7 +1073,7 @@ impl<'r> Writer<'r> {
                 }
                 let rec = RecordView::parse(&bytes[..len])?;
                 (key_hash(rec.key) == s.hash.load(Ordering::Relaxed))
-                    .then(|| (off, len, i, rec.key.to_vec(), rec.kind))
+                    .then(|| (off, len, i, rec.key.to_vec(), rec.kind, rec.count))
             });
             match rec {
                 Some(f) => found.push(f),
@@ -1013,7 +1086,7 @@ impl<'r> Writer<'r> {
         self.free = FreeSpace::default();
         self.heap_used = 0;
         let mut cursor = 0;
-        for (off, len, slot, key, kind) in found {
+        for (off, len, slot, key, kind, count) in found {
             if off < cursor || self.keys.contains_key(&key) {
                 unreadable.push(slot);
                 continue;
@@ -1028,6 +1101,7 @@ impl<'r> Writer<'r> {
                     kind,
                     off,
                     len,
+                    count,
                 },
             );
         }
@@ -1144,6 +1218,15 @@ impl<'r> Writer<'r> {
 
     fn publish_counts(&self) {
         let h = self.region.header();
+        let (mut services, mut endpoints) = (0u64, 0u64);
+        for k in self.keys.values() {
+            match k.kind {
+                KIND_SERVICE => services += 1,
+                _ => endpoints += u64::from(k.count),
+            }
+        }
+        h.metrics[Metric::Services as usize].store(services, Ordering::Relaxed);
+        h.metrics[Metric::Endpoints as usize].store(endpoints, Ordering::Relaxed);
         h.entries.store(self.keys.len() as u64, Ordering::Relaxed);
         h.heap_used.store(self.heap_used as u64, Ordering::Relaxed);
         h.pending_full
@@ -1160,14 +1243,16 @@ impl<'r> Writer<'r> {
         bytes
     }
 
-    fn put_record(&mut self, key: &[u8], kind: u16, record: Vec<u8>) -> Put {
+    fn put_record(&mut self, key: &[u8], kind: u16, mut record: Vec<u8>) -> Put {
         if let Some(k) = self.keys.get(key)
             && k.kind == kind
-            && self.record_bytes(k) == record
+            && same_content(&self.record_bytes(k), &record)
         {
             self.held_back.remove(key);
             return Put::Unchanged;
         }
+        stamp_changed(&mut record);
+        let count = u32::from_le_bytes(record[8..12].try_into().unwrap_or_default());
         let r = self.region;
         let words_needed = round_up8(record.len()) / 8;
         // A new key needs a slot; keep the table at most 7/8 used so probe chains stay short and end.
@@ -1216,6 +1301,7 @@ impl<'r> Writer<'r> {
                 kind,
                 off,
                 len: record.len(),
+                count,
             },
         ) {
             self.heap_used -= round_up8(old.len);
@@ -1446,6 +1532,7 @@ mod tests {
                 version,
                 count,
                 len,
+                ..
             } => Some((slot, version, decode_nodes(&buf[..len], count))),
             Lookup::NotFound => None,
             other => panic!("unexpected {other:?}"),

@@ -15,7 +15,7 @@ use crate::log::{escape_server_text, log_at};
 use crate::model::{Bookmark, List, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
-use crate::store::{Region, StoreError, SyncState, Writer};
+use crate::store::{Metric, Region, StoreError, SyncState, Writer};
 use crate::sync_state::{Machine, Outcome, State, WatchEnd};
 use crate::view::{Object, Resource, View};
 use serde_json::value::RawValue;
@@ -84,8 +84,8 @@ struct Watcher {
 
 /// What one watch event line contributed.
 enum Progress {
-    /// An object changed.
-    Change,
+    /// An object changed (the counter of its event type).
+    Change(Metric),
     /// The server confirmed the watch is current.
     Bookmark,
     /// Nothing (an event type this client does not know).
@@ -291,6 +291,7 @@ impl Watcher {
             Err(e) => {
                 let msg = format!("list {} failed: {e}", self.resource.name());
                 log_at!(Error, "{}: {msg}", self.label);
+                p.count(Metric::ListErrors, 1);
                 p.set_error(&msg).await?;
                 Ok(Outcome::ListFailed {
                     retry_after: e.retry_after(),
@@ -316,11 +317,13 @@ impl Watcher {
                     "{}: {msg}; relisting (current data kept until the list completes)",
                     self.label
                 );
+                p.count(Metric::Relists, 1);
                 WatchEnd::Gone
             }
             Ended::Failed(e) => {
                 let msg = format!("watch {} failed: {e}", self.resource.name());
                 log_at!(Error, "{}: {msg}", self.label);
+                p.count(Metric::WatchErrors, 1);
                 p.set_error(&msg).await?;
                 WatchEnd::Failed {
                     retry_after: e.retry_after(),
@@ -482,6 +485,7 @@ impl Watcher {
             Err(e) => return Ok((Ended::Failed(e), 0)),
         };
         p.clear_error().await?;
+        p.count(Metric::WatchStarts, 1);
         // An established watch delivers every change after our resourceVersion: the data is current now.
         p.note_sync().await?;
         let mut body = resp.into_body();
@@ -511,6 +515,7 @@ impl Watcher {
             let Some(data) = frame.data_ref() else {
                 continue;
             };
+            let arrived = Instant::now();
             // Only the new bytes can hold a line end: earlier ones were scanned already.
             let mut scan_from = buf.len();
             buf.extend_from_slice(data);
@@ -530,10 +535,14 @@ impl Watcher {
                 match self.event(line, &mut affected) {
                     // Only changes and bookmarks are progress: an ERROR line (a 410 for a too-old
                     // resourceVersion arrives as one) must not count as a healthy watch.
-                    Ok(Progress::Change) => events += 1,
+                    Ok(Progress::Change(kind)) => {
+                        events += 1;
+                        p.count(kind, 1);
+                    }
                     Ok(Progress::Bookmark) => {
                         events += 1;
                         bookmarked = true;
+                        p.count(Metric::Bookmarks, 1);
                     }
                     Ok(Progress::None) => {}
                     Err(e) => {
@@ -558,6 +567,7 @@ impl Watcher {
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
                 p.services(&self.view, &keys).await?;
+                p.record_propagation(arrived.elapsed());
             } else if bookmarked {
                 // A quiet, healthy watch is as fresh as its last bookmark.
                 p.note_sync().await?;
@@ -593,7 +603,11 @@ impl Watcher {
                     self.view.apply(obj)
                 };
                 affected.extend(keys);
-                Ok(Progress::Change)
+                Ok(Progress::Change(match ev.type_.as_str() {
+                    "ADDED" => Metric::EventsAdded,
+                    "MODIFIED" => Metric::EventsModified,
+                    _ => Metric::EventsDeleted,
+                }))
             }
             "BOOKMARK" => {
                 if let Ok(b) = serde_json::from_str::<Bookmark>(ev.object_text())

@@ -39,6 +39,8 @@ int32_t k8s_disc_nodes(const k8s_disc_t *h, const char *name, size_t name_len, u
 int32_t k8s_disc_ready(const k8s_disc_t *h);
 int64_t k8s_disc_dump(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int64_t k8s_disc_info(const k8s_disc_t *h, uint8_t *buf, size_t cap);
+int64_t k8s_disc_lookup(const k8s_disc_t *h, const char *name, size_t name_len, uint8_t *buf, size_t cap);
+int64_t k8s_disc_metrics(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int32_t k8s_disc_set_log_level(int32_t level);
 ]]
 
@@ -104,21 +106,31 @@ local function load_library(explicit)
           .. " (set lua_package_cpath or opts.library)", 0)
 end
 
--- Reads a JSON document produced by a k8s_disc_* call using the "returns needed length" protocol.
-local function read_json(fn)
+-- Reads a document produced by a k8s_disc_* call using the "returns needed length" protocol: `fill(out, cap)`
+-- writes it and returns its length.
+local function read_document(fill)
     local cap = 64 * 1024
     for _ = 1, 4 do
         local out = ffi_new("uint8_t[?]", cap)
-        local n = tonumber(fn(handle, out, cap))
+        local n = tonumber(fill(out, cap))
         if n < 0 then
             return nil, "k8s-disc: call failed with code " .. n
         end
         if n <= cap then
-            return cjson.decode(ffi_string(out, n))
+            return ffi_string(out, n)
         end
         cap = n
     end
     return nil, "k8s-disc: document kept growing"
+end
+
+-- The same for a JSON document of `fn(handle, out, cap)`, decoded.
+local function read_json(fn)
+    local text, err = read_document(function(out, cap) return fn(handle, out, cap) end)
+    if not text then
+        return nil, err
+    end
+    return cjson.decode(text)
 end
 
 local LOG_LEVELS = { error = 1, warn = 2, notice = 3, info = 4, debug = 5 }
@@ -328,6 +340,33 @@ function _M.dump()
         return nil, "k8s-disc: not initialised"
     end
     return read_json(lib.k8s_disc_dump)
+end
+
+-- What this gateway sees for one service name ("[id/]ns/name:port"): {service, found, cluster, nodes, version,
+-- changed_at} or {service, found = false, reason, ports?}. For debugging "no valid upstream node".
+function _M.lookup(name)
+    if not handle then
+        return nil, "k8s-disc: not initialised"
+    end
+    if type(name) ~= "string" then
+        return nil, "k8s-disc: service name must be a string"
+    end
+    local text, err = read_document(function(out, cap)
+        return lib.k8s_disc_lookup(handle, name, #name, out, cap)
+    end)
+    if not text then
+        return nil, err
+    end
+    return cjson.decode(text)
+end
+
+-- Prometheus text-format metrics of every cluster (the same figures in every worker): mount it on a location,
+-- e.g. content_by_lua_block { ngx.print(require("resty.k8s_disc").metrics()) }.
+function _M.metrics()
+    if not handle then
+        return nil, "k8s-disc: not initialised"
+    end
+    return read_document(function(out, cap) return lib.k8s_disc_metrics(handle, out, cap) end)
 end
 
 -- True once every cluster has completed its first full list.
