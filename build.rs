@@ -1,5 +1,5 @@
-//! Generates `include/k8s_disc.h` from the FFI exports. The header is committed; the test command fails when the
-//! committed copy differs from what this produces (see `make check-header`).
+//! Generates `include/k8s_disc.h` from the FFI exports, and gives the shared library its soname. The header is
+//! committed; the test command fails when the committed copy differs from what this produces.
 
 use std::path::PathBuf;
 
@@ -9,6 +9,13 @@ fn main() {
     // Any module's public constants could reach the header (cbindgen.toml excludes the internal ones).
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    // 0.x: every minor release may change the C ABI, so the soname carries MAJOR.MINOR (the Lua module checks
+    // the same pair through k8s_disc_version()).
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,-soname,libk8s_disc.so.{}.{}",
+        std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets the version"),
+        std::env::var("CARGO_PKG_VERSION_MINOR").expect("cargo sets the version")
+    );
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is valid");
     let header = match cbindgen::Builder::new()

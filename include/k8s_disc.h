@@ -10,23 +10,6 @@
 #include <stdlib.h>
 
 /**
- * Default `watch_idle_timeout`: a watch silent this long is presumed dead. Well under the idle timeouts of
- * common load balancers (4 to 10 minutes), and above the API server's bookmark interval (about a minute).
- */
-#define DEFAULT_WATCH_IDLE_TIMEOUT_S 120
-
-/**
- * Default `list_timeout`: the whole of one list, all pages, must finish within this.
- */
-#define DEFAULT_LIST_TIMEOUT_S 300
-
-/**
- * Default `max_object_size`: one Kubernetes object (an Endpoints of a few thousand addresses is about a MiB;
- * etcd's own request limit is 1.5 MiB), with ample room.
- */
-#define DEFAULT_MAX_OBJECT_MB 16
-
-/**
  * The lookup found nothing new: the caller's version is current.
  */
 #define K8S_DISC_UNCHANGED -1
@@ -65,8 +48,6 @@
  * The entry's record in shared memory is corrupt; nothing was copied.
  */
 #define K8S_DISC_E_CORRUPT -8
-
-#define Metric_COUNT ((size_t)Endpoints + 1)
 
 typedef struct k8s_disc_t k8s_disc_t;
 

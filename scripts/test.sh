@@ -63,6 +63,11 @@ skip() {
     summary+=("skip  $1: $2")
 }
 
+echo "== make install (debug build) into target/install-test"
+rm -rf target/install-test
+make --no-print-directory install PROFILE=debug PREFIX="$(pwd)/target/install-test" >/dev/null
+export K8S_DISC_INSTALLED_PREFIX="$(pwd)/target/install-test"
+
 suite "bundled runner, Debian nginx" K8S_DISC_TEST_RUNNER=bundled
 
 real_tarball=$(ls "$shared"/vendor/test-nginx-*.tar.gz 2>/dev/null | head -n 1 || true)

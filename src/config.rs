@@ -37,12 +37,12 @@ pub const DEFAULT_SHARED_SIZE: &str = "64m";
 pub const MAX_SHARED_SIZE_MB: u64 = 16384;
 /// Default `watch_idle_timeout`: a watch silent this long is presumed dead. Well under the idle timeouts of
 /// common load balancers (4 to 10 minutes), and above the API server's bookmark interval (about a minute).
-pub const DEFAULT_WATCH_IDLE_TIMEOUT_S: u64 = 120;
+pub(crate) const DEFAULT_WATCH_IDLE_TIMEOUT_S: u64 = 120;
 /// Default `list_timeout`: the whole of one list, all pages, must finish within this.
-pub const DEFAULT_LIST_TIMEOUT_S: u64 = 300;
+pub(crate) const DEFAULT_LIST_TIMEOUT_S: u64 = 300;
 /// Default `max_object_size`: one Kubernetes object (an Endpoints of a few thousand addresses is about a MiB;
 /// etcd's own request limit is 1.5 MiB), with ample room.
-pub const DEFAULT_MAX_OBJECT_MB: u64 = 16;
+pub(crate) const DEFAULT_MAX_OBJECT_MB: u64 = 16;
 /// Upper bound of `max_object_size`, in MiB.
 const MAX_OBJECT_MB: u64 = 1024;
 /// Upper bound of the time settings, in seconds (a day).

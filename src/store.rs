@@ -159,7 +159,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const COUNT: usize = Metric::Endpoints as usize + 1;
+    pub(crate) const COUNT: usize = Metric::Endpoints as usize + 1;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
