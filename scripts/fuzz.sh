@@ -39,15 +39,20 @@ for t in "${targets[@]}"; do
         >"$logs/$t.log" 2>&1; then
         status=1
     fi
-    runs=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$logs/$t.log" | tail -1 | awk '{print $2, $5}')
+    # With -jobs, libFuzzer writes the fuzzing output to fuzz-0.log in the current directory.
+    if [ -f fuzz-0.log ]; then
+        mv fuzz-0.log "$logs/$t.fuzz.log"
+    fi
+    cat "$logs/$t.fuzz.log" >>"$logs/$t.log" 2>/dev/null || true
+    runs=$( (grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$logs/$t.log" || true) | tail -1 | awk '{print $2, $5}')
     if [ -z "$runs" ]; then
         # Stopped by a crash: the last status line has the execution count.
-        runs="$(grep -oE '^#[0-9]+' "$logs/$t.log" | tail -1 | tr -d '#') ?"
+        runs="$( (grep -oE '^#[0-9]+' "$logs/$t.log" || true) | tail -1 | tr -d '#') ?"
     fi
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     printf '%-16s %12s %8s %s\n' "$t" ${runs:-"? ?"} "$((after - before))"
     if [ "$after" -gt "$before" ]; then
-        grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$logs/$t.log" | head -3 | sed 's/^/    /'
+        (grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$logs/$t.log" || true) | head -3 | sed 's/^/    /'
         find "fuzz/artifacts/$t" -type f -newer "$logs" | sed 's/^/    artifact: /'
     fi
 done

@@ -225,8 +225,10 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let conf = r#"[
-            {"id": "a", "service": {"schema": "http", "host": "127.0.0.1", "port": 1}, "shared_size": "1m"},
-            {"id": "b", "service": {"schema": "http", "host": "127.0.0.1", "port": 2}, "shared_size": "1m"}
+            {"id": "a", "service": {"schema": "http", "host": "127.0.0.1", "port": 1},
+             "client": {"token": "t"}, "shared_size": "1m"},
+            {"id": "b", "service": {"schema": "http", "host": "127.0.0.1", "port": 2},
+             "client": {"token": "t"}, "shared_size": "1m"}
         ]"#;
         let inst = crate::instance::Instance::standalone(conf).expect("valid config");
         for c in &inst.clusters {
