@@ -9,6 +9,8 @@ pub mod client;
 pub mod config;
 pub mod dump;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod kubeconfig;
 pub mod log;

@@ -610,6 +610,14 @@ impl Region {
         }
     }
 
+    /// Every word of the mapping, header included: the fuzzer fills them with arbitrary bytes, which readers must
+    /// survive.
+    pub(crate) fn words_for_fuzzing(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is `size` bytes long (a multiple of 8) and page aligned, and AtomicU64 has the size
+        // and alignment of u64; all access to it goes through atomics.
+        unsafe { std::slice::from_raw_parts(self.base as *const AtomicU64, self.size / 8) }
+    }
+
     /// Makes the batch lock look held by another live writer of this process (tests of lock contention).
     #[cfg(test)]
     pub(crate) fn hold_lock_as_stranger(&self) {

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 fn json_response(status: u16, v: &Value) -> Response<Body> {
     let mut resp = Response::new(Body::full(v.to_string()));
@@ -22,7 +23,7 @@ fn bad(msg: impl std::fmt::Display) -> Response<Body> {
     json_response(400, &json!({ "error": msg.to_string() }))
 }
 
-pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let body = match req.into_body().collect().await {
@@ -74,6 +75,20 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         (Method::POST, "/fake/reset-watches") => {
             let n = shared.store().end_watches(true);
             json_response(200, &json!({ "reset": n }))
+        }
+        (Method::POST, "/fake/restart") => {
+            let down_ms = match parse() {
+                Ok(v) => v.get("down_ms").and_then(Value::as_u64).unwrap_or(0),
+                Err(_) if body.iter().all(u8::is_ascii_whitespace) => 0,
+                Err(e) => return bad(e),
+            };
+            // Restart just after answering, so that this response still reaches the caller.
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                shared.restart(std::time::Duration::from_millis(down_ms));
+            });
+            json_response(200, &json!({ "down_ms": down_ms }))
         }
         (Method::POST, "/fake/expire-continue") => {
             shared.store().expire_continue();

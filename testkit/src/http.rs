@@ -2,11 +2,13 @@
 
 use crate::admin;
 use crate::body::Body;
+use crate::faults::Shape;
 use crate::listing;
 use crate::patch;
 use crate::query::Query;
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::server::Conn;
+use crate::shape::shape_body;
 use crate::state::{Shared, typed};
 use crate::status::{ApiError, Cause, CauseKind};
 use crate::store::{Kind, WatchStart};
@@ -137,29 +139,6 @@ fn fault_response(shared: &Shared, f: &crate::faults::Fault) -> Response<Body> {
     resp
 }
 
-/// Replaces a complete body with a stream that stops after `n` bytes and then aborts.
-fn truncate_body(resp: Response<Body>, n: usize) -> Response<Body> {
-    let (parts, body) = resp.into_parts();
-    let data = match body {
-        Body::Full(d) => d.unwrap_or_default(),
-        stream => return Response::from_parts(parts, stream),
-    };
-    let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(async move {
-        let n = n.min(data.len());
-        if n > 0 {
-            let _ = tx.send(Ok(data.slice(..n))).await;
-        }
-        // Let hyper flush the partial body before the error aborts the connection.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let err = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset");
-        let _ = tx.send(Err(err)).await;
-    });
-    let mut parts = parts;
-    parts.headers.remove("content-length");
-    Response::from_parts(parts, Body::Stream(rx))
-}
-
 /// The per-request entry point.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -273,11 +252,7 @@ async fn api(
         tokio::time::sleep(Duration::from_millis(decision.delay_ms)).await;
     }
     if let Some(f) = &decision.respond {
-        let resp = fault_response(shared, f);
-        return match decision.reset_after {
-            Some(n) => truncate_body(resp, n),
-            None => resp,
-        };
+        return shape_body(fault_response(shared, f), decision.shape);
     }
     let client = req
         .headers()
@@ -294,7 +269,8 @@ async fn api(
                 name,
                 q,
                 client,
-                reset_after: decision.reset_after,
+                shape: decision.shape,
+                expire_continue: decision.expire_continue,
             };
             (Some(kind), ctx.dispatch(req).await)
         }
@@ -305,10 +281,8 @@ async fn api(
         Ok(resp) => resp,
         Err(e) => error_response(shared, kind, &e),
     };
-    match decision.reset_after {
-        Some(n) if matches!(resp.body(), Body::Full(_)) => truncate_body(resp, n),
-        _ => resp,
-    }
+    // Streamed (watch) bodies apply the shape as they are written.
+    shape_body(resp, decision.shape)
 }
 
 /// One resource request.
@@ -319,7 +293,10 @@ struct Ctx<'a> {
     name: Option<String>,
     q: Query,
     client: String,
-    reset_after: Option<usize>,
+    /// How the body is delivered (injected resets, stalls, slow bodies).
+    shape: Shape,
+    /// An injected fault: this request's continue token counts as expired.
+    expire_continue: bool,
 }
 
 type Handled = Result<Response<Body>, ApiError>;
@@ -596,6 +573,11 @@ impl Ctx<'_> {
                 .map_err(|_| ApiError::bad_request(format!("invalid limit \"{s}\"")))?
                 .max(0) as usize,
         };
+        // A server may return fewer items than asked for (with a continue token for the rest).
+        let limit = match self.shared.opts.max_page_size {
+            Some(cap) if limit > 0 => limit.min(cap.max(1)),
+            _ => limit,
+        };
         let rv = self.parse_rv()?;
         self.shared.stats.list();
         let kind = self.kind;
@@ -610,9 +592,10 @@ impl Ctx<'_> {
             } else {
                 let trv = trv as u64;
                 let ttl = self.shared.opts.continue_ttl;
-                let fresh = st
-                    .token_issued_at(kind, trv)
-                    .is_some_and(|t| ttl.is_none_or(|ttl| t.elapsed() <= ttl));
+                let fresh = !self.expire_continue
+                    && st
+                        .token_issued_at(kind, trv)
+                        .is_some_and(|t| ttl.is_none_or(|ttl| t.elapsed() <= ttl));
                 match fresh.then(|| st.state_at(kind, trv)).flatten() {
                     Some(s) => (trv, s),
                     None => {
@@ -750,7 +733,7 @@ impl Ctx<'_> {
             bookmarks,
             initial_events_end: send_initial == Some(true) && bookmarks,
             timeout,
-            reset_after: self.reset_after,
+            shape: self.shape,
             client: self.client.clone(),
         };
         let (tx, rx) = mpsc::channel(16);

@@ -26,6 +26,7 @@ mod patch;
 mod query;
 mod selectors;
 mod server;
+mod shape;
 mod state;
 mod stats;
 mod status;
@@ -77,6 +78,9 @@ pub struct Options {
     pub initial_resource_version: u64,
     /// How long a request for a future RV waits before 504 "Too large resource version".
     pub too_large_wait: Duration,
+    /// At most this many items per LIST page when the client asks for a `limit` (a real server may return
+    /// fewer items than asked for); None: exactly the client's limit.
+    pub max_page_size: Option<usize>,
 }
 
 impl Default for Options {
@@ -97,6 +101,7 @@ impl Default for Options {
             log_requests: false,
             initial_resource_version: 1000,
             too_large_wait: Duration::from_secs(3),
+            max_page_size: None,
         }
     }
 }

@@ -25,6 +25,7 @@ Options:
   --history N                events kept per kind for watch resumption (default 10000)
   --bookmark-interval SECS   period of watch BOOKMARKs (default 60)
   --continue-ttl SECS        continue-token lifetime; `none` = until compaction (default 300)
+  --max-page-size N          at most N items per LIST page when the client sets a limit
   --no-watch-list            disable sendInitialEvents (streaming lists get 422)
   --fuzz-chunks              split/merge watch events across chunk boundaries
   --no-warnings              omit the v1 Endpoints deprecation Warning header
@@ -111,6 +112,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
                 } else {
                     Some(secs("--continue-ttl", &v)?)
                 };
+            }
+            "--max-page-size" => {
+                let v = value()?;
+                opts.max_page_size = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--max-page-size: bad number {v:?}"))?,
+                );
             }
             "--no-watch-list" => opts.watch_list = false,
             "--fuzz-chunks" => opts.fuzz_chunks = true,

@@ -35,20 +35,35 @@ async fn accept_loop(
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        if shared.is_down() {
+            // Restarting: the connection is closed at once, before any response.
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            match acceptor {
-                Some(acceptor) => serve_tls_or_plain(stream, peer, shared, acceptor).await,
-                None => {
-                    let conn = Conn {
-                        peer,
-                        tls: false,
-                        user: None,
-                    };
-                    serve_http(stream, conn, shared).await
+            // A simulated restart drops every connection open at the time.
+            let mut epoch = shared.epoch.subscribe();
+            let serve = async {
+                match acceptor {
+                    Some(acceptor) => {
+                        serve_tls_or_plain(stream, peer, shared.clone(), acceptor).await
+                    }
+                    None => {
+                        let conn = Conn {
+                            peer,
+                            tls: false,
+                            user: None,
+                        };
+                        serve_http(stream, conn, shared.clone()).await
+                    }
                 }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = epoch.changed() => {}
             }
         });
     }
@@ -333,6 +348,14 @@ impl FakeApiServer {
     /// Expires every continue token handed out so far.
     pub fn expire_continue(&self) {
         self.shared.store().expire_continue();
+    }
+
+    /// Simulates an API server restart that loses the watch history: every open connection drops at once (no
+    /// terminating chunk, no response for requests in flight), new connections are closed unanswered for
+    /// `down`, and afterwards a watch or continue token from before the restart gets 410. Objects and the
+    /// resourceVersion survive, as they do in etcd.
+    pub fn restart(&self, down: Duration) {
+        self.shared.restart(down);
     }
 
     /// Deletes every object (emitting DELETED events; the RV keeps increasing), clears

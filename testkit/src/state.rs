@@ -7,6 +7,7 @@ use crate::store::{Kind, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 use tokio::sync::watch;
 
 pub struct Shared {
@@ -20,6 +21,10 @@ pub struct Shared {
     /// The generated PKI in `--tls` mode.
     pub pki: Option<crate::tls::Pki>,
     pub stats: Recorder,
+    /// Until when the server is "down" after a simulated restart: connections are accepted and dropped at once.
+    down_until: Mutex<Option<Instant>>,
+    /// Bumped by a simulated restart: every open connection watches it and drops when it changes.
+    pub epoch: watch::Sender<u64>,
 }
 
 /// RBAC switches: verbs (`get`, `list`, `watch`, ...) refused with 403 Forbidden, to every user or to the listed
@@ -65,7 +70,29 @@ impl Shared {
             rv_rx,
             faults: Mutex::new(FaultQueue::default()),
             stats: Recorder::default(),
+            down_until: Mutex::new(None),
+            epoch: watch::Sender::new(0),
         }
+    }
+
+    /// Simulates an API server restart: every open connection (watches, lists in flight, idle keep-alive ones)
+    /// drops, new connections are dropped at once for `down`, and the restarted server has lost its watch
+    /// history and continue tokens (its watch cache starts at the current resourceVersion), so a watch or a
+    /// continue token from before the restart gets 410. Objects and the resourceVersion survive (they live in
+    /// etcd).
+    pub fn restart(&self, down: std::time::Duration) {
+        *lock(&self.down_until) = Some(Instant::now() + down);
+        self.epoch.send_modify(|e| *e += 1);
+        let mut st = self.store();
+        st.end_watches(true);
+        st.compact();
+        drop(st);
+        self.stats.restarted();
+    }
+
+    /// Whether a simulated restart is still in progress.
+    pub fn is_down(&self) -> bool {
+        lock(&self.down_until).is_some_and(|t| Instant::now() < t)
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {

@@ -29,6 +29,8 @@ pub struct Stats {
     pub unauthorized: u64,
     pub forbidden: u64,
     pub tls_handshake_failures: u64,
+    /// Simulated restarts (`restart`).
+    pub restarts: u64,
 }
 
 #[derive(Default)]
@@ -43,6 +45,7 @@ struct Inner {
     unauthorized: u64,
     forbidden: u64,
     handshake_failures: u64,
+    restarts: u64,
 }
 
 #[derive(Default, Clone)]
@@ -97,6 +100,10 @@ impl Recorder {
         self.lock().handshake_failures += 1;
     }
 
+    pub fn restarted(&self) {
+        self.lock().restarts += 1;
+    }
+
     pub fn list(&self) {
         self.lock().lists += 1;
     }
@@ -135,6 +142,7 @@ impl Recorder {
         g.unauthorized = 0;
         g.forbidden = 0;
         g.handshake_failures = 0;
+        g.restarts = 0;
     }
 
     pub fn snapshot(&self, resource_version: u64, faults_pending: usize) -> Stats {
@@ -153,6 +161,7 @@ impl Recorder {
             unauthorized: g.unauthorized,
             forbidden: g.forbidden,
             tls_handshake_failures: g.handshake_failures,
+            restarts: g.restarts,
         }
     }
 }

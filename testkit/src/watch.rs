@@ -1,9 +1,11 @@
 //! WATCH streams: initial/replayed events, live fan-out with selector transitions,
-//! bookmarks, timeouts, ERROR events, chunk fuzzing and injected resets.
+//! bookmarks, timeouts, ERROR events, chunk fuzzing and injected resets, stalls and slow bodies.
 
 use crate::body::Chunk;
+use crate::faults::Shape;
 use crate::json_out;
 use crate::selectors::Filter;
+use crate::shape::Shaper;
 use crate::state::Shared;
 use crate::status::ApiError;
 use crate::store::{Event, EventType, Kind, WatchMsg, WatchStart};
@@ -26,33 +28,22 @@ pub struct WatchRequest {
     /// Send the `k8s.io/initial-events-end` bookmark after the initial events.
     pub initial_events_end: bool,
     pub timeout: Duration,
-    /// Injected fault: abort after this many body bytes.
-    pub reset_after: Option<usize>,
+    /// Injected faults acting on the body bytes (reset, stall, slow delivery).
+    pub shape: Shape,
     pub client: String,
 }
 
-/// Writes body chunks, applying fuzzing and the reset budget.
+/// Writes body chunks, applying chunk fuzzing and the injected body shape (resets, stalls, slow bodies).
 struct Sink {
-    tx: mpsc::Sender<Chunk>,
+    out: Shaper,
     fuzz: bool,
-    budget: Option<usize>,
 }
 
 impl Sink {
     /// Sends one logical write; false once the client is gone or the stream was aborted.
     async fn send(&mut self, data: Bytes) -> bool {
-        if let Some(left) = self.budget {
-            if data.len() >= left {
-                if left > 0 {
-                    let _ = self.tx.send(Ok(data.slice(..left))).await;
-                }
-                self.abort().await;
-                return false;
-            }
-            self.budget = Some(left - data.len());
-        }
         if !self.fuzz || data.len() < 2 {
-            return self.tx.send(Ok(data)).await.is_ok();
+            return self.out.send(data).await;
         }
         // Split at up to three random points so lines straddle chunk boundaries.
         let mut cuts: Vec<usize> = (0..util::random_below(4))
@@ -62,7 +53,7 @@ impl Sink {
         cuts.dedup();
         let mut from = 0;
         for c in cuts.into_iter().chain(std::iter::once(data.len())) {
-            if self.tx.send(Ok(data.slice(from..c))).await.is_err() {
+            if !self.out.send(data.slice(from..c)).await {
                 return false;
             }
             from = c;
@@ -71,11 +62,7 @@ impl Sink {
     }
 
     async fn abort(&mut self) {
-        // hyper discards buffered output when the body fails, so let the bytes already
-        // queued reach the socket first; the client then sees a truncated stream.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let err = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset");
-        let _ = self.tx.send(Err(err)).await;
+        self.out.abort().await;
     }
 }
 
@@ -157,9 +144,8 @@ pub async fn run(shared: Arc<Shared>, req: WatchRequest, tx: mpsc::Sender<Chunk>
     let started = Instant::now();
     let deadline = started + req.timeout;
     let mut sink = Sink {
-        tx,
+        out: Shaper::new(tx, req.shape),
         fuzz: shared.opts.fuzz_chunks,
-        budget: req.reset_after,
     };
 
     if let Some(min) = req.min_rv {
@@ -289,7 +275,7 @@ pub async fn run(shared: Arc<Shared>, req: WatchRequest, tx: mpsc::Sender<Chunk>
                 after
             }
             _ = sleep_until(deadline) => Next::Close,
-            _ = sink.tx.closed() => return,
+            _ = sink.out.closed() => return,
         };
         match next {
             Next::Continue => {}

@@ -1,4 +1,6 @@
 //! Helpers shared by the engine tests that run watchers in process against the fake API server.
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,13 +18,18 @@ pub fn start_instance(conf: &str) -> Arc<Instance> {
 
 /// The nodes served for `name`, or None when it is unknown; any other lookup outcome fails the test.
 pub fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
+    try_nodes(inst, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like `nodes`, but a lookup that is busy, corrupt or does not fit is an error.
+pub fn try_nodes(inst: &Instance, name: &str) -> Result<Option<Vec<Node>>, String> {
     let mut buf = vec![0u8; 1 << 20];
     match inst.nodes(name, &mut buf) {
-        NodesLookup::Found { count, len, .. } => Some(decode_nodes(&buf[..len], count)),
-        NodesLookup::NotFound => None,
-        NodesLookup::Busy => panic!("busy"),
-        NodesLookup::Corrupt => panic!("corrupt record"),
-        NodesLookup::TooSmall { need } => panic!("buffer too small, need {need}"),
+        NodesLookup::Found { count, len, .. } => Ok(Some(decode_nodes(&buf[..len], count))),
+        NodesLookup::NotFound => Ok(None),
+        NodesLookup::Busy => Err("busy".into()),
+        NodesLookup::Corrupt => Err("corrupt record".into()),
+        NodesLookup::TooSmall { need } => Err(format!("buffer too small, need {need}")),
     }
 }
 
