@@ -5,228 +5,182 @@
 use std::fmt::Write;
 
 use crate::instance::Instance;
-use crate::store::{Metric, Region, Status};
+use crate::store::Metric;
 
-/// How a per-cluster counter is read: from the status snapshot or the region's counters.
-type Reading = dyn Fn(&Status, &Region) -> u64;
+/// One metric family: its name, type, help line and samples (label pairs after `cluster`, value).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, String)>,
+}
 
-/// One metric family: its name, type and help line, then one sample per cluster (and label set).
-struct Family<'a> {
-    name: &'a str,
-    kind: &'a str,
-    help: &'a str,
+impl Family {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            kind,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds a sample of `series` (the family's name, or a `_sum`/`_count` of it) for cluster `id`.
+    fn add(&mut self, series: &str, id: &str, labels: &str, value: impl std::fmt::Display) {
+        let labels = if labels.is_empty() {
+            format!("cluster=\"{id}\"")
+        } else {
+            format!("cluster=\"{id}\",{labels}")
+        };
+        self.samples
+            .push((format!("{series}{{{labels}}}"), value.to_string()));
+    }
 }
 
 pub fn render(inst: &Instance) -> String {
-    let mut out = String::new();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let clusters: Vec<_> = inst
-        .clusters
-        .iter()
-        .map(|c| (escape_label(&c.config.id), c, c.region.status()))
-        .collect();
+    let mut ready = Family::new(
+        "k8s_disc_ready",
+        "gauge",
+        "1 when the cluster's data is complete (and fresh enough, with max_staleness), else 0.",
+    );
+    let mut events = Family::new(
+        "k8s_disc_events_total",
+        "counter",
+        "Watch events applied, by type.",
+    );
+    let mut lists = Family::new(
+        "k8s_disc_lists_total",
+        "counter",
+        "Complete lists published.",
+    );
+    let mut relists = Family::new(
+        "k8s_disc_relists_total",
+        "counter",
+        "Lists caused by a 410 (resourceVersion too old).",
+    );
+    let mut errors = Family::new(
+        "k8s_disc_errors_total",
+        "counter",
+        "Failed lists and watches (each also logged with its cause).",
+    );
+    let mut starts = Family::new(
+        "k8s_disc_watch_starts_total",
+        "counter",
+        "Watches the API server accepted.",
+    );
+    let mut since_sync = Family::new(
+        "k8s_disc_seconds_since_sync",
+        "gauge",
+        "Seconds since the data was last confirmed current (list, event, bookmark or new watch).",
+    );
+    let mut services = Family::new("k8s_disc_services", "gauge", "Services held.");
+    let mut endpoints = Family::new(
+        "k8s_disc_endpoints",
+        "gauge",
+        "Nodes held (endpoint and port pairs).",
+    );
+    let mut bytes = Family::new(
+        "k8s_disc_shared_bytes",
+        "gauge",
+        "Shared memory region heap bytes, used and free.",
+    );
+    let mut full = Family::new(
+        "k8s_disc_full_rejections_total",
+        "counter",
+        "Updates held back because the shared memory region was full.",
+    );
+    let mut propagation = Family::new(
+        "k8s_disc_propagation_seconds",
+        "summary",
+        "Time from a watch event's arrival to its write into shared memory.",
+    );
+    let mut propagation_max = Family::new(
+        "k8s_disc_propagation_seconds_max",
+        "gauge",
+        "The longest propagation delay seen.",
+    );
 
-    let mut family = |f: Family<'_>, samples: &mut dyn FnMut(&mut String)| {
+    for c in &inst.clusters {
+        let id = escape_label(&c.config.id);
+        let r = &c.region;
+        let st = r.status();
+        ready.add(ready.name, &id, "", u8::from(inst.cluster_ready(c)));
+        for (t, m) in [
+            ("added", Metric::EventsAdded),
+            ("modified", Metric::EventsModified),
+            ("deleted", Metric::EventsDeleted),
+            ("bookmark", Metric::Bookmarks),
+        ] {
+            events.add(events.name, &id, &format!("type=\"{t}\""), r.metric(m));
+        }
+        lists.add(lists.name, &id, "", st.lists);
+        relists.add(relists.name, &id, "", r.metric(Metric::Relists));
+        errors.add(
+            errors.name,
+            &id,
+            "op=\"list\"",
+            r.metric(Metric::ListErrors),
+        );
+        errors.add(
+            errors.name,
+            &id,
+            "op=\"watch\"",
+            r.metric(Metric::WatchErrors),
+        );
+        starts.add(starts.name, &id, "", r.metric(Metric::WatchStarts));
+        let secs = if st.last_sync_ms == 0 {
+            f64::NAN
+        } else {
+            now_ms.saturating_sub(st.last_sync_ms) as f64 / 1000.0
+        };
+        since_sync.add(since_sync.name, &id, "", secs);
+        services.add(services.name, &id, "", r.metric(Metric::Services));
+        endpoints.add(endpoints.name, &id, "", r.metric(Metric::Endpoints));
+        bytes.add(bytes.name, &id, "state=\"used\"", st.heap_used);
+        bytes.add(
+            bytes.name,
+            &id,
+            "state=\"free\"",
+            st.heap_bytes.saturating_sub(st.heap_used),
+        );
+        full.add(full.name, &id, "", st.full_rejections);
+        let sum = r.metric(Metric::PropagationMicrosSum) as f64 / 1e6;
+        propagation.add("k8s_disc_propagation_seconds_sum", &id, "", sum);
+        propagation.add(
+            "k8s_disc_propagation_seconds_count",
+            &id,
+            "",
+            r.metric(Metric::PropagationCount),
+        );
+        let max = r.metric(Metric::PropagationMicrosMax) as f64 / 1e6;
+        propagation_max.add(propagation_max.name, &id, "", max);
+    }
+
+    let mut out = String::new();
+    for f in [
+        ready,
+        events,
+        lists,
+        relists,
+        errors,
+        starts,
+        since_sync,
+        services,
+        endpoints,
+        bytes,
+        full,
+        propagation,
+        propagation_max,
+    ] {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
         let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-        samples(&mut out);
-    };
-
-    family(
-        Family {
-            name: "k8s_disc_ready",
-            kind: "gauge",
-            help: "1 when the cluster's data is complete (and fresh enough, with max_staleness), else 0.",
-        },
-        &mut |out| {
-            for (id, c, _) in &clusters {
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_ready{{cluster=\"{id}\"}} {}",
-                    u8::from(inst.cluster_ready(c))
-                );
-            }
-        },
-    );
-    family(
-        Family {
-            name: "k8s_disc_events_total",
-            kind: "counter",
-            help: "Watch events applied, by type.",
-        },
-        &mut |out| {
-            for (id, c, _) in &clusters {
-                for (t, m) in [
-                    ("added", Metric::EventsAdded),
-                    ("modified", Metric::EventsModified),
-                    ("deleted", Metric::EventsDeleted),
-                    ("bookmark", Metric::Bookmarks),
-                ] {
-                    let _ = writeln!(
-                        out,
-                        "k8s_disc_events_total{{cluster=\"{id}\",type=\"{t}\"}} {}",
-                        c.region.metric(m)
-                    );
-                }
-            }
-        },
-    );
-    let counters: [(&str, &str, &Reading); 4] = [
-        (
-            "k8s_disc_lists_total",
-            "Complete lists published.",
-            &|st, _| st.lists,
-        ),
-        (
-            "k8s_disc_relists_total",
-            "Lists caused by a 410 (resourceVersion too old).",
-            &|_, r| r.metric(Metric::Relists),
-        ),
-        (
-            "k8s_disc_watch_starts_total",
-            "Watches the API server accepted.",
-            &|_, r| r.metric(Metric::WatchStarts),
-        ),
-        (
-            "k8s_disc_full_rejections_total",
-            "Updates held back because the shared memory region was full.",
-            &|st, _| st.full_rejections,
-        ),
-    ];
-    for (name, help, value) in counters {
-        family(
-            Family {
-                name,
-                kind: "counter",
-                help,
-            },
-            &mut |out| {
-                for (id, c, st) in &clusters {
-                    let _ = writeln!(out, "{name}{{cluster=\"{id}\"}} {}", value(st, &c.region));
-                }
-            },
-        );
+        for (series, value) in f.samples {
+            let _ = writeln!(out, "{series} {value}");
+        }
     }
-    family(
-        Family {
-            name: "k8s_disc_errors_total",
-            kind: "counter",
-            help: "Failed lists and watches (each also logged with its cause).",
-        },
-        &mut |out| {
-            for (id, c, _) in &clusters {
-                for (op, m) in [("list", Metric::ListErrors), ("watch", Metric::WatchErrors)] {
-                    let _ = writeln!(
-                        out,
-                        "k8s_disc_errors_total{{cluster=\"{id}\",op=\"{op}\"}} {}",
-                        c.region.metric(m)
-                    );
-                }
-            }
-        },
-    );
-    family(
-        Family {
-            name: "k8s_disc_seconds_since_sync",
-            kind: "gauge",
-            help: "Seconds since the data was last confirmed current (list, event, bookmark or new watch).",
-        },
-        &mut |out| {
-            for (id, _, st) in &clusters {
-                let secs = if st.last_sync_ms == 0 {
-                    f64::NAN
-                } else {
-                    now_ms.saturating_sub(st.last_sync_ms) as f64 / 1000.0
-                };
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_seconds_since_sync{{cluster=\"{id}\"}} {secs}"
-                );
-            }
-        },
-    );
-    let gauges: [(&str, &str, Metric); 2] = [
-        ("k8s_disc_services", "Services held.", Metric::Services),
-        (
-            "k8s_disc_endpoints",
-            "Nodes held (endpoint and port pairs).",
-            Metric::Endpoints,
-        ),
-    ];
-    for (name, help, m) in gauges {
-        family(
-            Family {
-                name,
-                kind: "gauge",
-                help,
-            },
-            &mut |out| {
-                for (id, c, _) in &clusters {
-                    let _ = writeln!(out, "{name}{{cluster=\"{id}\"}} {}", c.region.metric(m));
-                }
-            },
-        );
-    }
-    family(
-        Family {
-            name: "k8s_disc_shared_bytes",
-            kind: "gauge",
-            help: "Shared memory region heap bytes, used and free.",
-        },
-        &mut |out| {
-            for (id, _, st) in &clusters {
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_shared_bytes{{cluster=\"{id}\",state=\"used\"}} {}",
-                    st.heap_used
-                );
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_shared_bytes{{cluster=\"{id}\",state=\"free\"}} {}",
-                    st.heap_bytes.saturating_sub(st.heap_used)
-                );
-            }
-        },
-    );
-    family(
-        Family {
-            name: "k8s_disc_propagation_seconds",
-            kind: "summary",
-            help: "Time from a watch event's arrival to its write into shared memory.",
-        },
-        &mut |out| {
-            for (id, c, _) in &clusters {
-                let sum = c.region.metric(Metric::PropagationMicrosSum) as f64 / 1e6;
-                let count = c.region.metric(Metric::PropagationCount);
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_propagation_seconds_sum{{cluster=\"{id}\"}} {sum}"
-                );
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_propagation_seconds_count{{cluster=\"{id}\"}} {count}"
-                );
-            }
-        },
-    );
-    family(
-        Family {
-            name: "k8s_disc_propagation_seconds_max",
-            kind: "gauge",
-            help: "The longest propagation delay seen.",
-        },
-        &mut |out| {
-            for (id, c, _) in &clusters {
-                let max = c.region.metric(Metric::PropagationMicrosMax) as f64 / 1e6;
-                let _ = writeln!(
-                    out,
-                    "k8s_disc_propagation_seconds_max{{cluster=\"{id}\"}} {max}"
-                );
-            }
-        },
-    );
     out
 }
 
