@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(nginx libnginx-mod-http-lua libluajit2-5.1-2 lua-resty-core lua-resty-lrucache lua-cjson
           libtest-base-perl libtext-diff-perl liblist-moreutils-perl libtest-longstring-perl liburi-perl
-          libwww-perl libipc-run-perl curl make)
+          libwww-perl libipc-run-perl curl make gcc g++)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -16,8 +16,12 @@ if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- include/k8s_
     exit 1
 fi
 
+echo "== the header compiles as C and C++"
+cc -fsyntax-only -Wall -Werror -x c include/k8s_disc.h
+c++ -fsyntax-only -Wall -Werror -x c++ include/k8s_disc.h
+
 echo "== exports"
-for sym in k8s_disc_init k8s_disc_nodes k8s_disc_dump k8s_disc_start; do
+for sym in k8s_disc_init k8s_disc_nodes k8s_disc_dump k8s_disc_start k8s_disc_lookup k8s_disc_metrics; do
     nm -D --defined-only target/debug/libk8s_disc.so | grep -qw "$sym" || { echo "missing export $sym" >&2; exit 1; }
 done
 
