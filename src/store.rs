@@ -976,6 +976,31 @@ pub struct Writer<'r> {
     /// Whether heap space or slots were freed since a write last failed (only then is a retry worth it).
     freed_since_full: bool,
     heap_used: usize,
+    /// What `keys` holds, kept up to date as keys come and go (published as the services and endpoints gauges).
+    held: Held,
+}
+
+/// Services and nodes a writer's keys hold.
+#[derive(Default, Clone, Copy)]
+struct Held {
+    services: u64,
+    endpoints: u64,
+}
+
+impl Held {
+    fn add(&mut self, k: &Known) {
+        match k.kind {
+            KIND_SERVICE => self.services += 1,
+            _ => self.endpoints += u64::from(k.count),
+        }
+    }
+
+    fn remove(&mut self, k: &Known) {
+        match k.kind {
+            KIND_SERVICE => self.services = self.services.saturating_sub(1),
+            _ => self.endpoints = self.endpoints.saturating_sub(u64::from(k.count)),
+        }
+    }
 }
 
 impl<'r> Writer<'r> {
@@ -1011,6 +1036,7 @@ impl<'r> Writer<'r> {
             held_back: HashMap::new(),
             freed_since_full: false,
             heap_used: 0,
+            held: Held::default(),
         };
         w.try_lock()?;
         // The lock must not outlive a panic here: this process would hold it for good.
@@ -1114,6 +1140,10 @@ impl<'r> Writer<'r> {
             );
         }
         self.free.insert(cursor, words.len() - cursor);
+        self.held = Held::default();
+        for k in self.keys.values() {
+            self.held.add(k);
+        }
         for i in unreadable {
             set_slot_loc(r.slot(i), TOMBSTONE);
         }
@@ -1226,15 +1256,8 @@ impl<'r> Writer<'r> {
 
     fn publish_counts(&self) {
         let h = self.region.header();
-        let (mut services, mut endpoints) = (0u64, 0u64);
-        for k in self.keys.values() {
-            match k.kind {
-                KIND_SERVICE => services += 1,
-                _ => endpoints += u64::from(k.count),
-            }
-        }
-        h.metrics[Metric::Services as usize].store(services, Ordering::Relaxed);
-        h.metrics[Metric::Endpoints as usize].store(endpoints, Ordering::Relaxed);
+        h.metrics[Metric::Services as usize].store(self.held.services, Ordering::Relaxed);
+        h.metrics[Metric::Endpoints as usize].store(self.held.endpoints, Ordering::Relaxed);
         h.entries.store(self.keys.len() as u64, Ordering::Relaxed);
         h.heap_used.store(self.heap_used as u64, Ordering::Relaxed);
         h.pending_full
@@ -1302,16 +1325,16 @@ impl<'r> Writer<'r> {
             self.used_slots += 1;
         }
         self.heap_used += words_needed * 8;
-        if let Some(old) = self.keys.insert(
-            key.to_vec(),
-            Known {
-                slot,
-                kind,
-                off,
-                len: record.len(),
-                count,
-            },
-        ) {
+        let known = Known {
+            slot,
+            kind,
+            off,
+            len: record.len(),
+            count,
+        };
+        self.held.add(&known);
+        if let Some(old) = self.keys.insert(key.to_vec(), known) {
+            self.held.remove(&old);
             self.heap_used -= round_up8(old.len);
             self.free.insert(old.off, round_up8(old.len) / 8);
             self.freed_since_full = true;
@@ -1365,6 +1388,7 @@ impl<'r> Writer<'r> {
         let Some(k) = self.keys.remove(key) else {
             return false;
         };
+        self.held.remove(&k);
         let r = self.region;
         set_slot_loc(r.slot(k.slot), TOMBSTONE);
         let next = (k.slot + 1) & (r.slot_count() - 1);
@@ -1670,6 +1694,33 @@ mod tests {
         assert!(unwound.is_err());
         assert_eq!(r.lock_holder_pid(), 0, "the lock was given back");
         assert!(w.batch().is_ok());
+    }
+
+    #[test]
+    fn the_services_and_endpoints_gauges_follow_puts_replaces_removes_and_a_new_writer() {
+        let r = Region::create(1 << 20).unwrap();
+        let gauges = |r: &Region| (r.metric(Metric::Services), r.metric(Metric::Endpoints));
+        let mut w = Writer::claim(&r, 1).unwrap();
+        let mut b = w.batch().unwrap();
+        b.put_service("ns/a", &["http", "grpc"]);
+        b.put_port("ns/a:http", &nodes(3, 80));
+        b.put_port("ns/a:grpc", &nodes(2, 81));
+        b.put_service("ns/b", &["http"]);
+        b.put_port("ns/b:http", &nodes(4, 80));
+        drop(b);
+        assert_eq!(gauges(&r), (2, 9));
+        let mut b = w.batch().unwrap();
+        b.put_port("ns/a:http", &nodes(1, 80));
+        b.remove("ns/b:http");
+        b.remove("ns/b");
+        drop(b);
+        assert_eq!(gauges(&r), (1, 3));
+        // A new writer (a restarted watcher) counts what the region holds.
+        drop(w);
+        let mut w = Writer::claim(&r, 1).unwrap();
+        assert_eq!(gauges(&r), (1, 3));
+        w.batch().unwrap().remove("ns/a:grpc");
+        assert_eq!(gauges(&r), (1, 1));
     }
 
     #[test]
