@@ -25,8 +25,13 @@ impl Family {
         }
     }
 
-    /// Adds a sample of `series` (the family's name, or a `_sum`/`_count` of it) for cluster `id`.
-    fn add(&mut self, series: &str, id: &str, labels: &str, value: impl std::fmt::Display) {
+    /// Adds a sample of the family itself for cluster `id`.
+    fn add(&mut self, id: &str, labels: &str, value: impl std::fmt::Display) {
+        self.add_series(self.name, id, labels, value);
+    }
+
+    /// Adds a sample of `series` (a `_sum`/`_count` of a summary) for cluster `id`.
+    fn add_series(&mut self, series: &str, id: &str, labels: &str, value: impl std::fmt::Display) {
         let labels = if labels.is_empty() {
             format!("cluster=\"{id}\"")
         } else {
@@ -107,56 +112,45 @@ pub fn render(inst: &Instance) -> String {
         let id = escape_label(&c.config.id);
         let r = &c.region;
         let st = r.status();
-        ready.add(ready.name, &id, "", u8::from(inst.cluster_ready(c)));
+        ready.add(&id, "", u8::from(inst.cluster_ready(c)));
         for (t, m) in [
             ("added", Metric::EventsAdded),
             ("modified", Metric::EventsModified),
             ("deleted", Metric::EventsDeleted),
             ("bookmark", Metric::Bookmarks),
         ] {
-            events.add(events.name, &id, &format!("type=\"{t}\""), r.metric(m));
+            events.add(&id, &format!("type=\"{t}\""), r.metric(m));
         }
-        lists.add(lists.name, &id, "", st.lists);
-        relists.add(relists.name, &id, "", r.metric(Metric::Relists));
-        errors.add(
-            errors.name,
-            &id,
-            "op=\"list\"",
-            r.metric(Metric::ListErrors),
-        );
-        errors.add(
-            errors.name,
-            &id,
-            "op=\"watch\"",
-            r.metric(Metric::WatchErrors),
-        );
-        starts.add(starts.name, &id, "", r.metric(Metric::WatchStarts));
+        lists.add(&id, "", st.lists);
+        relists.add(&id, "", r.metric(Metric::Relists));
+        errors.add(&id, "op=\"list\"", r.metric(Metric::ListErrors));
+        errors.add(&id, "op=\"watch\"", r.metric(Metric::WatchErrors));
+        starts.add(&id, "", r.metric(Metric::WatchStarts));
         let secs = if st.last_sync_ms == 0 {
             f64::NAN
         } else {
             now_ms.saturating_sub(st.last_sync_ms) as f64 / 1000.0
         };
-        since_sync.add(since_sync.name, &id, "", secs);
-        services.add(services.name, &id, "", r.metric(Metric::Services));
-        endpoints.add(endpoints.name, &id, "", r.metric(Metric::Endpoints));
-        bytes.add(bytes.name, &id, "state=\"used\"", st.heap_used);
+        since_sync.add(&id, "", secs);
+        services.add(&id, "", r.metric(Metric::Services));
+        endpoints.add(&id, "", r.metric(Metric::Endpoints));
+        bytes.add(&id, "state=\"used\"", st.heap_used);
         bytes.add(
-            bytes.name,
             &id,
             "state=\"free\"",
             st.heap_bytes.saturating_sub(st.heap_used),
         );
-        full.add(full.name, &id, "", st.full_rejections);
+        full.add(&id, "", st.full_rejections);
         let sum = r.metric(Metric::PropagationMicrosSum) as f64 / 1e6;
-        propagation.add("k8s_disc_propagation_seconds_sum", &id, "", sum);
-        propagation.add(
+        propagation.add_series("k8s_disc_propagation_seconds_sum", &id, "", sum);
+        propagation.add_series(
             "k8s_disc_propagation_seconds_count",
             &id,
             "",
             r.metric(Metric::PropagationCount),
         );
         let max = r.metric(Metric::PropagationMicrosMax) as f64 / 1e6;
-        propagation_max.add(propagation_max.name, &id, "", max);
+        propagation_max.add(&id, "", max);
     }
 
     let mut out = String::new();

@@ -57,12 +57,6 @@ impl<'r> Publisher<'r> {
         self.writer.is_owner()
     }
 
-    pub fn count_watch_events(&self, n: u64) {
-        if n > 0 {
-            self.region.count_watch_events(n);
-        }
-    }
-
     pub fn count(&self, m: Metric, n: u64) {
         self.region.count(m, n);
     }

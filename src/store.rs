@@ -116,7 +116,6 @@ struct Header {
     ready: AtomicU64,
     state: AtomicU64,
     lists: AtomicU64,
-    watch_events: AtomicU64,
     full_rejections: AtomicU64,
     /// Keys currently held back because the region is full.
     pending_full: AtomicU64,
@@ -596,7 +595,15 @@ impl Region {
             ready_generation: h.ready.load(Ordering::Acquire),
             state: SyncState::from_u32(h.state.load(Ordering::Relaxed) as u32),
             lists: h.lists.load(Ordering::Relaxed),
-            watch_events: h.watch_events.load(Ordering::Relaxed),
+            watch_events: [
+                Metric::EventsAdded,
+                Metric::EventsModified,
+                Metric::EventsDeleted,
+                Metric::Bookmarks,
+            ]
+            .iter()
+            .map(|&m| h.metrics[m as usize].load(Ordering::Relaxed))
+            .sum(),
             full_rejections: h.full_rejections.load(Ordering::Relaxed),
             pending_full: h.pending_full.load(Ordering::Relaxed),
             last_sync_ms: h.last_sync_ms.load(Ordering::Relaxed),
@@ -643,11 +650,6 @@ impl Region {
     /// a full list into this region.
     pub fn is_ready_for(&self, generation: u32) -> bool {
         self.header().ready.load(Ordering::Acquire) >= u64::from(generation.max(1))
-    }
-
-    /// Counts a watch event (statistics only; any process may call it, but only the writer does).
-    pub fn count_watch_events(&self, n: u64) {
-        self.header().watch_events.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds `n` to a counter (statistics only; the writer does this).

@@ -572,7 +572,6 @@ impl Watcher {
                 // A quiet, healthy watch is as fresh as its last bookmark.
                 p.note_sync().await?;
             }
-            p.count_watch_events(events);
             total += events;
             if let Some(e) = end {
                 return Ok((e, total));

@@ -150,14 +150,8 @@ __DATA__
             ngx.say("http nodes: ", http_nodes)
             ngx.say("stream nodes equal: ", s:ask("nodes ns-a/web:http") == http_nodes)
             ngx.say("stream unknown: ", s:ask("nodes ns-a/nope:http"))
-            -- A backend on this nginx's own stream port, discovered, then reached through balancer_by_lua.
-            t.apply($TEST_NGINX_FAKE_API_PORT, t.endpoints("ns-s", "backend", {"127.0.0.1"},
-                                                           {{name = "tcp", port = $TEST_NGINX_RAND_PORT_2}}))
-            t.wait_until(function()
-                return s:ask("nodes ns-s/backend:tcp"):find("127.0.0.1:$TEST_NGINX_RAND_PORT_2:", 1, true)
-            end, 5)
-            ngx.say("through the stream balancer: ",
-                    st.request($TEST_NGINX_RAND_PORT_3) == "backend $TEST_NGINX_RAND_PORT_2")
+            ngx.say("through the stream balancer: ", st.through_balancer(s, $TEST_NGINX_FAKE_API_PORT,
+                    $TEST_NGINX_RAND_PORT_2, $TEST_NGINX_RAND_PORT_3))
         }
     }
 --- request
@@ -260,13 +254,8 @@ main::stream_block(
             local http_nodes = t.fmt_nodes(adapter.nodes("ns-a/web:http"))
             ngx.say("http: ", http_nodes)
             ngx.say("stream equal: ", s:ask("nodes ns-a/web:http") == http_nodes)
-            t.apply($TEST_NGINX_FAKE_API_PORT, t.endpoints("ns-s", "backend", {"127.0.0.1"},
-                                                           {{name = "tcp", port = $TEST_NGINX_RAND_PORT_2}}))
-            t.wait_until(function()
-                return s:ask("nodes ns-s/backend:tcp"):find("127.0.0.1:$TEST_NGINX_RAND_PORT_2:", 1, true)
-            end, 5)
-            ngx.say("through the stream balancer: ",
-                    st.request($TEST_NGINX_RAND_PORT_3) == "backend $TEST_NGINX_RAND_PORT_2")
+            ngx.say("through the stream balancer: ", st.through_balancer(s, $TEST_NGINX_FAKE_API_PORT,
+                    $TEST_NGINX_RAND_PORT_2, $TEST_NGINX_RAND_PORT_3))
         }
     }
 --- request

@@ -4,6 +4,7 @@
 --   local s = st.connect(port)      -- keeps the connection
 --   local answer = s:ask("ready")   -- sends a line, returns the answer line (nil, err on errors)
 --   local line = st.request(port)   -- connects, reads one line, closes
+--   st.through_balancer(s, fake_port, backend_port, balancer_port)   -- see below
 
 local _M = {}
 
@@ -36,6 +37,19 @@ function _M.request(port)
     line, err = sock:receive("*l")
     sock:close()
     return line, err
+end
+
+-- Makes the stream backend on `backend_port` the node of ns-s/backend:tcp in the fake API server, waits until the
+-- stream side (asked through `conn`) serves it, then connects to the balancer_by_lua server on `balancer_port`:
+-- true when the answer comes from that backend.
+function _M.through_balancer(conn, fake_port, backend_port, balancer_port)
+    local t = require("k8s_test")
+    t.apply(fake_port, t.endpoints("ns-s", "backend", {"127.0.0.1"}, {{name = "tcp", port = backend_port}}))
+    t.wait_until(function()
+        local nodes = conn:ask("nodes ns-s/backend:tcp")
+        return nodes and nodes:find("127.0.0.1:" .. backend_port .. ":", 1, true)
+    end, 5)
+    return _M.request(balancer_port) == "backend " .. backend_port
 end
 
 return _M
