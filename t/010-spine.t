@@ -52,7 +52,7 @@ _EOC_
     }
 });
 
-plan tests => 37;
+plan tests => 40;
 
 run_tests();
 
@@ -150,7 +150,61 @@ old table untouched: 3 10.0.0.1
 
 
 
-=== TEST 4: an update and a delete reach the workers within a bounded time
+=== TEST 4: a change to a large service reuses the unchanged node tables, even after the caller sorted and replaced elements
+--- config
+    location = /t {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            assert(t.wait_ready(5))
+            local ips = {}
+            for i = 1, 40 do ips[i] = "10.4.0." .. i end
+            t.apply(port, t.endpoints("ns-b", "big", ips, {{name = "http", port = 8080}}))
+            local first = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-b/big:http")
+                return n and #n == 40 and n
+            end, 5)
+            local by_host = {}
+            for _, n in ipairs(first) do by_host[n.host] = n end
+            -- What APISIX does to an answer: sort it in place and put its own tables in it.
+            table.sort(first, function(a, b) return a.host > b.host end)
+            first[1] = { host = first[1].host, port = first[1].port, weight = first[1].weight, priority = 0 }
+            -- One endpoint leaves (10.4.0.7), one arrives (10.4.0.99).
+            local next_ips = {}
+            for i = 1, 40 do if i ~= 7 then next_ips[#next_ips + 1] = "10.4.0." .. i end end
+            next_ips[#next_ips + 1] = "10.4.0.99"
+            t.apply(port, t.endpoints("ns-b", "big", next_ips, {{name = "http", port = 8080}}))
+            local second = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-b/big:http")
+                return n and n ~= first and n
+            end, 5)
+            local reused, fresh, sorted, extra_fields = 0, {}, true, 0
+            for i, n in ipairs(second) do
+                if by_host[n.host] == n then reused = reused + 1 else fresh[#fresh + 1] = n.host end
+                if n.priority ~= nil then extra_fields = extra_fields + 1 end
+                if i > 1 and second[i - 1].host >= n.host then sorted = false end
+            end
+            ngx.say("count: ", #second, ", sorted by host: ", sorted)
+            ngx.say("reused: ", reused, ", built: ", table.concat(fresh, " "))
+            ngx.say("caller's own tables taken: ", extra_fields)
+            ngx.say("gone: ", tostring(by_host["10.4.0.7"] ~= nil), " ",
+                    tostring((function() for _, n in ipairs(second) do if n.host == "10.4.0.7" then return true end end return false end)()))
+        }
+    }
+--- request
+GET /t
+--- response_body
+count: 40, sorted by host: true
+reused: 39, built: 10.4.0.99
+caller's own tables taken: 0
+gone: true false
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: an update and a delete reach the workers within a bounded time
 --- config
     location = /t {
         content_by_lua_block {
@@ -181,7 +235,7 @@ port gone too: true
 
 
 
-=== TEST 5: an invalid config stops nginx from starting, naming the field, value and rule
+=== TEST 6: an invalid config stops nginx from starting, naming the field, value and rule
 --- http_config
     init_by_lua_block {
         require("resty.k8s_disc").init({
@@ -197,7 +251,7 @@ invalid discovery config: service.port = "99999"
 
 
 
-=== TEST 6: nginx -s reload keeps serving and leaves exactly one watcher
+=== TEST 7: nginx -s reload keeps serving and leaves exactly one watcher
 --- config
     location = /reload {
         content_by_lua_block {
@@ -241,7 +295,7 @@ invalid discovery config: service.port = "99999"
 
 
 
-=== TEST 7: a killed watcher is respawned, relists, and the last good data is served meanwhile
+=== TEST 8: a killed watcher is respawned, relists, and the last good data is served meanwhile
 --- config
     location = /kill {
         content_by_lua_block {
@@ -296,7 +350,7 @@ invalid discovery config: service.port = "99999"
 
 
 
-=== TEST 8: init() outside init_by_lua is refused with a clear message
+=== TEST 9: init() outside init_by_lua is refused with a clear message
 --- config
     location = /t {
         content_by_lua_block {
@@ -317,7 +371,7 @@ true
 
 
 
-=== TEST 9: a reload that fails after init (a changed config, then a bad directive) leaves the running config ready
+=== TEST 10: a reload that fails after init (a changed config, then a bad directive) leaves the running config ready
 --- http_config
     init_by_lua_block {
         local f = io.open(ngx.config.prefix() .. "conf/weight")

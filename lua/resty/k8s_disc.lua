@@ -6,7 +6,8 @@
 --   any phase after:  k8s_disc.nodes("ns/name:port"), k8s_disc.dump(), k8s_disc.ready()
 --
 -- nodes() returns the same table while a service's nodes are unchanged and a new table when they change; a table
--- once returned is never modified, so callers may keep, sort or extend it.
+-- once returned is never modified, so callers may keep, sort or extend it. A node table ({host, port, weight}) is
+-- shared by successive answers while that endpoint is unchanged: treat node tables as read-only.
 
 local ffi = require("ffi")
 local cjson = require("cjson.safe").new()
@@ -17,7 +18,7 @@ end
 
 local C_NULL = nil
 local type, tonumber, error, pairs, ipairs = type, tonumber, error, pairs, ipairs
-local ffi_string, ffi_new = ffi.string, ffi.new
+local ffi_string, ffi_new, C = ffi.string, ffi.new, ffi.C
 local ngx_log, ERR, WARN, INFO = ngx.log, ngx.ERR, ngx.WARN, ngx.INFO
 
 local ok_new_tab, new_tab = pcall(require, "table.new")
@@ -43,6 +44,8 @@ int64_t k8s_disc_lookup(const k8s_disc_t *h, const char *name, size_t name_len, 
 int64_t k8s_disc_metrics(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int32_t k8s_disc_set_log_level(int32_t level);
 ]]
+-- Another module may have declared it already.
+pcall(ffi.cdef, "int memcmp(const void *a, const void *b, size_t n);")
 
 -- Return codes shared with include/k8s_disc.h.
 local UNCHANGED, NOT_FOUND, E_BUFFER, E_BUSY, E_CORRUPT = -1, -2, -3, -4, -8
@@ -57,7 +60,7 @@ local watcher_mode = "auto"
 local explicit_log_level = false
 
 -- Per-worker state for nodes().
-local cache = {}     -- service name -> { ver = number, hint = number, nodes = table }
+local cache = {}     -- service name -> { ver = number, hint = number, nodes = table, own = private list or nil }
 local version_box = ffi_new("uint64_t[1]")
 local hint_box = ffi_new("uint64_t[1]")
 local len_box = ffi_new("size_t[1]")
@@ -263,20 +266,64 @@ local function weight_of(name)
     return id and weights[id]
 end
 
--- Builds the node tables from the lookup buffer: `count` x [u16 port LE][u8 host_len][host].
-local function decode_nodes(count, weight)
+-- Services with at least this many nodes keep a private list of their node tables, so that after a change the
+-- nodes that stayed are reused instead of rebuilt (allocation, and the GC work it brings, is what a change costs).
+local REUSE_MIN_NODES = 32
+
+-- Builds the node tables from the lookup buffer: `count` x [u16 port LE][u8 host_len][host], sorted by host then
+-- port. `prev` is the previous answer's private list in the same order (or nil): equal nodes are taken from it.
+-- Returns the answer and, for large services, its private list.
+local function decode_nodes(count, weight, prev)
     local nodes = new_tab(count, 0)
     local p = 0
-    for i = 1, count do
-        local host_len = buf[p + 2]
-        nodes[i] = {
-            host = ffi_string(buf + p + 3, host_len),
-            port = buf[p] + buf[p + 1] * 256,
-            weight = weight,
-        }
-        p = p + 3 + host_len
+    if not prev then
+        for i = 1, count do
+            local host_len = buf[p + 2]
+            nodes[i] = {
+                host = ffi_string(buf + p + 3, host_len),
+                port = buf[p] + buf[p + 1] * 256,
+                weight = weight,
+            }
+            p = p + 3 + host_len
+        end
+    else
+        -- A merge of two sorted lists. An unchanged node is recognised from the buffer's bytes, without making
+        -- its host string; only a node that differs is decoded and placed by comparing strings.
+        local j, old = 1, prev[1]
+        for i = 1, count do
+            local host_len = buf[p + 2]
+            local port = buf[p] + buf[p + 1] * 256
+            local host_at = buf + p + 3
+            local reuse = false
+            while old do
+                local old_host = old.host
+                if #old_host == host_len and old.port == port and C.memcmp(host_at, old_host, host_len) == 0 then
+                    reuse = old.weight == weight
+                    j = j + 1
+                    old = prev[j]
+                    break
+                end
+                local host = ffi_string(host_at, host_len)
+                if old_host > host or (old_host == host and old.port > port) then
+                    break
+                end
+                j = j + 1
+                old = prev[j]
+            end
+            nodes[i] = reuse and prev[j - 1]
+                or { host = ffi_string(host_at, host_len), port = port, weight = weight }
+            p = p + 3 + host_len
+        end
     end
-    return nodes
+    if count < REUSE_MIN_NODES then
+        return nodes, nil
+    end
+    -- Private: callers may sort the answer in place or replace its elements (APISIX does both).
+    local own = new_tab(count, 0)
+    for i = 1, count do
+        own[i] = nodes[i]
+    end
+    return nodes, own
 end
 
 -- The nodes of "ns/name:port" ("id/ns/name:port" in multi-cluster mode) as an array of {host, port, weight},
@@ -303,10 +350,10 @@ function _M.nodes(name)
             return entry.nodes
         end
         if rc >= 0 then
-            local nodes = decode_nodes(rc, weight_of(name))
+            local nodes, own = decode_nodes(rc, weight_of(name), entry and entry.own)
             -- Plain numbers, not boxed uint64 cdata: versions and hints stay far below 2^53, and numbers cost no
             -- allocation.
-            cache[name] = { ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes }
+            cache[name] = { ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes, own = own }
             return nodes
         end
         if rc == NOT_FOUND then

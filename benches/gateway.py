@@ -1,0 +1,809 @@
+#!/usr/bin/env python3
+"""The k8s-disc benchmark: real nginx workers against the project's fake API server, at several sizes.
+
+Run through scripts/bench.sh, which builds what it needs. For each size it seeds the fake API server with
+EndpointSlices, starts nginx (2 workers) with k8s-disc and measures initial sync, propagation (idle and under
+churn, beside a raw watch client on the same server as the floor), the first nodes() call per key in fresh
+workers, memory and watcher CPU. Then, on one dataset of 10k services x 15 nodes, nodes() from LuaJIT and the
+gateway's throughput against a static upstream with wrk. Prints each figure beside its target and writes JSON.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (regular services, endpoints each, huge services' endpoint counts)
+SIZES = {
+    "1k": (100, 10, []),
+    "10k": (1000, 10, []),
+    "50k": (3000, 15, [5000]),
+    "150k": (10000, 12, [20000, 5000, 5000]),
+}
+SLICE_MAX = 100  # endpoints per EndpointSlice, as the EndpointSlice controller cuts them
+PORT = 8080
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def now_ns():
+    return time.monotonic_ns()  # CLOCK_MONOTONIC, the clock the Lua side reads
+
+
+def pct(values, p):
+    values = sorted(values)
+    if not values:
+        return None
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset
+
+
+def host(service, i):
+    return f"10.{(service >> 8) & 255}.{service & 255}.{i % 250 + 1}" if i < 250 else \
+        f"10.{128 + ((service >> 8) & 127)}.{(service & 255)}.{i % 250 + 1}"
+
+
+def huge_host(h, i):
+    return f"172.{16 + h}.{i // 250}.{i % 250 + 1}"
+
+
+def endpoint_slice(ns, svc, index, hosts, annotations=None):
+    meta = {"namespace": ns, "name": f"{svc}-{index}",
+            "labels": {"kubernetes.io/service-name": svc}}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": meta,
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [h], "conditions": {"ready": True}} for h in hosts],
+            "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}]}
+
+
+def slices_of(ns, svc, hosts, annotations=None, split=False):
+    """One service's slices: at most SLICE_MAX endpoints each; `split` cuts a small service in two."""
+    if split and len(hosts) > 1:
+        cut = len(hosts) // 2
+        chunks = [hosts[:cut], hosts[cut:]]
+    else:
+        chunks = [hosts[i:i + SLICE_MAX] for i in range(0, len(hosts), SLICE_MAX)] or [[]]
+    return [endpoint_slice(ns, svc, i, c, annotations) for i, c in enumerate(chunks)]
+
+
+class Dataset:
+    """The objects to seed and the keys the workers check, for regular services plus a few huge ones."""
+
+    def __init__(self, regular, per_service, huge, extra=()):
+        self.objects = []
+        self.keys = []           # [name, node count] of the regular services
+        self.regular_hosts = {}  # service -> hosts
+        self.single_slice = []   # regular services held in one slice (the ones churn and probes rewrite)
+        for s in range(regular):
+            hosts = [host(s, i) for i in range(per_service)]
+            svc = f"svc{s}"
+            self.regular_hosts[svc] = hosts
+            # Every fifth service has two slices, as after a scale-up: about 1.2 slices per service.
+            self.objects += slices_of("bench", svc, hosts, split=(s % 5 == 4))
+            if s % 5 != 4:
+                self.single_slice.append(svc)
+            self.keys.append([f"bench/{svc}:http", per_service])
+        for h, n in enumerate(huge):
+            self.objects += slices_of("bench", f"huge{h}", [huge_host(h, i) for i in range(n)])
+        for svc, hosts in extra:
+            self.objects += slices_of("bench", svc, hosts)
+        self.endpoints = regular * per_service + sum(huge) + sum(len(h) for _, h in extra)
+        self.services = regular + len(huge) + len(extra)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+class FakeApiServer:
+    def __init__(self, run, seed_path):
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "target/release/k8s-fake-apiserver"), "--listen", "127.0.0.1:0", "--seed",
+             seed_path, "--quiet", "--no-warnings"],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(run, "fake.err"), "wb"), text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            raise SystemExit(f"fake API server did not start: {line!r}")
+        self.port = int(m.group(1))
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body)
+        for attempt in range(2):
+            try:
+                self.conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+                resp = self.conn.getresponse()
+                out = resp.read()
+                if resp.status >= 300:
+                    raise SystemExit(f"fake API server: {method} {path}: {resp.status} {out[:200]!r}")
+                return out
+            except (ConnectionError, http.client.HTTPException):
+                if attempt:
+                    raise
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def apply(self, objs):
+        return self.call("POST", "/fake/apply", objs)
+
+    def stats(self):
+        return json.loads(self.call("GET", "/fake/stats"))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def jit_lib():
+    """Where LuaJIT's jit.* tools (jit.v, jit.dump, jit.p) live, for ?jit= on /bench/walk."""
+    for d in sorted(os.listdir("/usr/share"), reverse=True):
+        if d.startswith("luajit-") and os.path.exists(f"/usr/share/{d}/jit/v.lua"):
+            return f"/usr/share/{d}/?.lua"
+    return ""
+
+
+def nginx_is_static(binary):
+    out = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
+    return "lua-nginx-module" in out and "--add-dynamic-module" not in out.split("lua-nginx-module")[0][-40:]
+
+
+NGINX_CONF = """
+{modules}
+worker_processes 2;
+daemon on;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    lua_package_path "{root}/lua/?.lua;{root}/benches/lua/?.lua;{jit_lib};;";
+    lua_package_cpath "{root}/target/release/?.so;;";
+    lua_shared_dict bench 1m;
+    init_by_lua_block {{
+        require("resty.k8s_disc").init({{
+            service = {{ schema = "http", host = "127.0.0.1", port = "{api_port}" }},
+            client = {{ token = "bench" }}, watch_endpoint_slices = true, shared_size = "{shared_size}",
+        }})
+    }}
+    init_worker_by_lua_block {{
+        require("resty.k8s_disc").init_worker()
+        require("k8s_disc_bench").init_worker("{run}/keys.json")
+    }}
+    upstream discovered {{
+        server 0.0.0.1;
+        balancer_by_lua_block {{ require("k8s_disc_bench").balance("bench/backend:http") }}
+        keepalive 64;
+    }}
+    upstream static {{
+        server 127.0.0.1:{backend_port};
+        server 127.0.0.2:{backend_port};
+        server 127.0.0.3:{backend_port};
+        server 127.0.0.4:{backend_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{http_port} reuseport;
+        location /bench/ {{
+            content_by_lua_block {{
+                local bench = require("k8s_disc_bench")
+                bench[ngx.var.uri:sub(8)]()
+            }}
+        }}
+        location /via/discovered {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://discovered/;
+        }}
+        location /via/static {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://static/;
+        }}
+    }}
+}}
+"""
+
+BACKEND_CONF = """
+worker_processes 1;
+daemon on;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:PORT;
+        listen 127.0.0.2:PORT;
+        listen 127.0.0.3:PORT;
+        listen 127.0.0.4:PORT;
+        keepalive_requests 1000000;
+        location / { return 200 "ok\\n"; }
+    }
+}
+"""
+
+MODULES = ("load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+           "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;")
+
+
+class Nginx:
+    def __init__(self, binary, prefix, conf):
+        self.binary, self.prefix = binary, prefix
+        os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(prefix, "conf"), exist_ok=True)
+        with open(os.path.join(prefix, "conf/nginx.conf"), "w") as f:
+            f.write(conf)
+
+    def start(self):
+        subprocess.run([self.binary, "-p", self.prefix, "-c", "conf/nginx.conf"], check=True)
+
+    def signal(self, sig):
+        subprocess.run([self.binary, "-p", self.prefix, "-c", "conf/nginx.conf", "-s", sig], check=True)
+
+    def stop(self):
+        pid_file = os.path.join(self.prefix, "logs/nginx.pid")
+        if os.path.exists(pid_file):
+            pid = int(open(pid_file).read())
+            self.signal("quit")
+            for _ in range(200):
+                if not os.path.exists(f"/proc/{pid}"):
+                    break
+                time.sleep(0.05)
+
+    def errors(self):
+        try:
+            return open(os.path.join(self.prefix, "logs/error.log")).read()[-3000:]
+        except OSError:
+            return ""
+
+
+def get_json(port, path, timeout=600):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
+    return json.loads(body)
+
+
+def proc_status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(rf"^{field}:\s*(\d+)", f.read(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def watcher_thread_cpu_s(pid):
+    """CPU seconds (user + system) of the watcher thread ("k8s-disc") in process `pid`."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if open(f"/proc/{pid}/task/{tid}/comm").read().strip() != "k8s-disc":
+                continue
+            fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements
+
+
+class RawWatch(threading.Thread):
+    """The floor: a minimal client holding one watch on the fake API server, noting when each probe arrives."""
+
+    SEQ = re.compile(rb'"bench\.k8s-disc/seq":"(\d+)"')
+
+    def __init__(self, port, rv):
+        super().__init__(daemon=True)
+        self.seen = {}
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall((f"GET /apis/discovery.k8s.io/v1/endpointslices?watch=1&resourceVersion={rv}"
+                           "&allowWatchBookmarks=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bench\r\n\r\n")
+                          .encode())
+
+    def run(self):
+        buf = b""
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            t = now_ns()
+            if not data:
+                return
+            buf = buf[-200:] + data
+            for m in self.SEQ.finditer(buf):
+                self.seen.setdefault(int(m.group(1)), t)
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Churn(threading.Thread):
+    """Writes `rate` changes per second to regular services (never the probe), until stopped."""
+
+    def __init__(self, fake_port, ds, rate, avoid):
+        super().__init__(daemon=True)
+        self.fake_port, self.ds, self.rate, self.avoid = fake_port, ds, rate, avoid
+        self.stop_flag = threading.Event()
+        self.writes = 0
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.fake_port, timeout=30)
+        names = [s for s in self.ds.single_slice if s != self.avoid]
+        rng = random.Random(7)
+        start = time.monotonic()
+        while not self.stop_flag.is_set():
+            svc = rng.choice(names)
+            hosts = list(self.ds.regular_hosts[svc])
+            rng.shuffle(hosts)  # same set, new order and a new resourceVersion: a real write, same nodes
+            hosts = hosts[:-1] if self.writes % 2 else hosts
+            body = json.dumps(slices_of("bench", svc, hosts)[0])
+            conn.request("POST", "/fake/apply", body=body, headers={"Content-Type": "application/json"})
+            conn.getresponse().read()
+            self.writes += 1
+            ahead = self.writes / self.rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def worker_pids(nginx):
+    master = int(open(os.path.join(nginx.prefix, "logs/nginx.pid")).read())
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def set_nice(pids, nice):
+    """Sets the priority of the workers' main threads only (a thread id equal to the pid): the watcher thread
+    keeps its own. Root only; elsewhere a no-op."""
+    if os.geteuid() != 0:
+        return
+    for pid in pids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        except OSError:
+            pass
+
+
+def propagation(api, http_port, ds, key_svc, samples, seq_base, workers=()):
+    """Latency from an API write to the change being seen by nodes() in a worker, and to a raw watch client.
+
+    The worker that waits for the change calls nodes() in a loop, which keeps a core busy; on a small machine
+    that delays the watcher thread's wake-up, so the workers' main threads run at the lowest priority meanwhile.
+    """
+    set_nice(workers, 19)
+    try:
+        return _propagation(api, http_port, ds, key_svc, samples, seq_base)
+    finally:
+        set_nice(workers, 0)
+
+
+def _propagation(api, http_port, ds, key_svc, samples, seq_base):
+    rv = api.stats()["resourceVersion"]
+    raw = RawWatch(api.port, rv)
+    raw.start()
+    time.sleep(0.2)
+    hosts = ds[key_svc] if isinstance(ds, dict) else ds.regular_hosts[key_svc]
+    ours, floor, first_call = [], [], []
+    for i in range(samples):
+        seq = seq_base + i
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+        conn.request("GET", f"/bench/await?key=bench/{key_svc}:http&timeout=5")
+        resp = conn.getresponse()
+        if resp.readline().strip() != b"armed":
+            raise RuntimeError("await did not arm")
+        new_hosts = hosts if i % 2 else hosts[:-1]
+        objs = slices_of("bench", key_svc, new_hosts, {"bench.k8s-disc/seq": str(seq)})
+        t_write = now_ns()
+        api.apply(objs if len(objs) > 1 else objs[0])
+        result = json.loads(resp.readline())
+        conn.close()
+        if result.get("timeout"):
+            raise RuntimeError(f"change {seq} to {key_svc} never reached the worker")
+        ours.append((result["seen_ns"] - t_write) / 1e3)
+        first_call.append(result["call_ns"] / 1e3)
+        for _ in range(1000):
+            if seq in raw.seen:
+                break
+            time.sleep(0.001)
+        if seq in raw.seen:
+            floor.append((raw.seen[seq] - t_write) / 1e3)
+        time.sleep(0.005)
+    raw.close()
+    return {"samples": samples, "p50_us": pct(ours, 50), "p99_us": pct(ours, 99),
+            "floor_p50_us": pct(floor, 50), "floor_p99_us": pct(floor, 99),
+            "over_floor_p50_us": pct(ours, 50) - pct(floor, 50), "over_floor_p99_us": pct(ours, 99) - pct(floor, 99),
+            "first_call_p50_us": pct(first_call, 50)}
+
+
+def fresh_walks(http_port, workers=2, attempts=60):
+    """The first walk over every regular key in each worker (new connections until every worker answered)."""
+    walks = {}
+    for _ in range(attempts):
+        r = get_json(http_port, "/bench/walk")
+        if r["fresh"]:
+            walks[r["worker"]] = r
+        if r["bad"]:
+            raise RuntimeError(f"worker {r['worker']}: {r['bad']} services with wrong nodes")
+        if len(walks) == workers:
+            break
+    return list(walks.values())
+
+
+class Gateway:
+    """nginx + k8s-disc against a seeded fake API server; a context manager."""
+
+    def __init__(self, args, ds, label, backend_port=0):
+        self.args, self.ds, self.label = args, ds, label
+        self.run = tempfile.mkdtemp(prefix=f"k8s-disc-bench-{label}-")
+        os.chmod(self.run, 0o755)  # nginx workers may run as another user (root's master drops to nobody)
+        with open(os.path.join(self.run, "seed.json"), "w") as f:
+            json.dump(ds.objects, f)
+        with open(os.path.join(self.run, "keys.json"), "w") as f:
+            json.dump(ds.keys, f)
+        self.backend_port = backend_port or free_port()
+
+    def __enter__(self):
+        self.api = FakeApiServer(self.run, os.path.join(self.run, "seed.json"))
+        self.http_port = free_port()
+        shared = max(16, self.ds.endpoints * 64 // (1 << 20) + 16)
+        conf = NGINX_CONF.format(modules="" if self.args.static_nginx else MODULES, root=ROOT,
+                                 api_port=self.api.port, shared_size=f"{shared}m", run=self.run,
+                                 http_port=self.http_port, backend_port=self.backend_port,
+                                 jit_lib=jit_lib())
+        self.nginx = Nginx(self.args.nginx, os.path.join(self.run, "nginx"), conf)
+        self.t_start = now_ns()
+        self.nginx.start()
+        return self
+
+    def wait_ready(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ready = get_json(self.http_port, "/bench/sync")
+                if len(ready) >= 2:
+                    return max(ready.values()) - self.t_start
+            except (OSError, RuntimeError, http.client.HTTPException):
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"not ready after {timeout}s:\n{self.nginx.errors()}")
+
+    def status(self):
+        return get_json(self.http_port, "/bench/status")
+
+    def __exit__(self, *exc):
+        self.nginx.stop()
+        self.api.stop()
+        if not self.args.keep:
+            shutil.rmtree(self.run, ignore_errors=True)
+
+
+CONTINUE = re.compile(rb'"continue":"([^"]*)"')
+
+
+def raw_paged_list(api, limit=500):
+    """The server-and-transfer floor of a paged LIST: the same requests as the watcher, bodies read unparsed."""
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=120)
+    t0, token, pages = now_ns(), None, 0
+    while True:
+        path = f"/apis/discovery.k8s.io/v1/endpointslices?limit={limit}"
+        if token:
+            path += "&continue=" + token
+        conn.request("GET", path, headers={"Authorization": "Bearer bench"})
+        body = conn.getresponse().read()
+        pages += 1
+        m = CONTINUE.search(body[:4096])
+        token = m.group(1).decode() if m and m.group(1) else None
+        if not token:
+            break
+    return (now_ns() - t0) / 1e6, pages
+
+
+def raw_watch_list(api):
+    """The same floor for a streaming list: one watch-list request read until its initial-events-end bookmark."""
+    sock = socket.create_connection(("127.0.0.1", api.port))
+    t0 = now_ns()
+    sock.sendall(b"GET /apis/discovery.k8s.io/v1/endpointslices?watch=1&sendInitialEvents=true"
+                 b"&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion= HTTP/1.1\r\n"
+                 b"Host: x\r\nAuthorization: Bearer bench\r\n\r\n")
+    tail = b""
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return None
+            tail = tail[-100:] + data
+            if b"k8s.io/initial-events-end" in tail:
+                return (now_ns() - t0) / 1e6
+    finally:
+        sock.close()
+
+
+def parse_floor(api, run):
+    """serde_json alone on the bytes of one complete LIST of the same objects."""
+    path = os.path.join(run, "list.json")
+    with open(path, "wb") as f:
+        f.write(api.call("GET", "/apis/discovery.k8s.io/v1/endpointslices"))
+    out = subprocess.run([os.path.join(ROOT, "target/release/examples/parse_floor"), path],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def measure_size(args, name):
+    regular, per, huge = SIZES[name]
+    ds = Dataset(regular, per, huge)
+    log(f"== size {name}: {ds.services} services, {ds.endpoints} endpoints, {len(ds.objects)} slices")
+    out = {"services": ds.services, "endpoints": ds.endpoints, "slices": len(ds.objects)}
+    with Gateway(args, ds, name) as gw:
+        out["sync_ms"] = gw.wait_ready() / 1e6
+        floor = parse_floor(gw.api, gw.run)
+        out["list_bytes"] = floor["bytes"]
+        out["parse_floor_ms"] = floor["value_ns"] / 1e6
+        out["sync_over_floor"] = out["sync_ms"] / out["parse_floor_ms"]
+        # What the server and the transfer alone take for the requests the watcher made; the rest is ours.
+        out["api_lists"] = gw.api.stats()["lists"]
+        if out["api_lists"]:
+            out["server_floor_ms"], _ = raw_paged_list(gw.api)
+        else:
+            out["server_floor_ms"] = raw_watch_list(gw.api)
+        out["sync_processing_ms"] = out["sync_ms"] - out["server_floor_ms"]
+        out["processing_over_floor"] = out["sync_processing_ms"] / out["parse_floor_ms"]
+        walks = fresh_walks(gw.http_port)
+        out["first_call_per_key_us"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
+        out["first_call_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in walks)
+        st = gw.status()["status"][0]
+        out["shared_bytes_per_endpoint"] = st["shared_bytes_used"] / ds.endpoints
+        out["shared_bytes_total"] = st["shared_bytes_total"]
+        writer = st["writer_pid"]
+        out["watcher_rss_anon_kib"] = proc_status(writer, "RssAnon")
+        probe = "svc1"
+        workers = worker_pids(gw.nginx)
+        out["propagation_idle"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 0, workers)
+        churn = Churn(gw.api.port, ds, args.churn_rate, probe)
+        cpu0, t0 = watcher_thread_cpu_s(writer), time.monotonic()
+        churn.start()
+        out["propagation_churn"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 100000, workers)
+        time.sleep(max(0.0, args.churn_seconds - (time.monotonic() - t0)))
+        churn.stop_flag.set()
+        churn.join()
+        elapsed = time.monotonic() - t0
+        cpu = watcher_thread_cpu_s(writer) - cpu0
+        events = churn.writes + args.samples
+        out["churn_events_per_s"] = events / elapsed
+        out["watcher_cpu_pct"] = 100 * cpu / elapsed
+        out["watcher_cpu_us_per_event"] = 1e6 * cpu / events
+        lookups = get_json(gw.http_port, f"/bench/lookups?n={args.lookups}")
+        out["worker_rss_growth_kib"] = lookups["rss_anon_kib_after"] - lookups["rss_anon_kib_before"]
+        out["lookup_cycle_ns"] = lookups["ns"] / lookups["calls"]
+    return out
+
+
+def wrk(url, seconds, conns):
+    res = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", url], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"Requests/sec:\s*([\d.]+)", res)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", res)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses")
+    return float(m.group(1))
+
+
+def measure_micro(args):
+    """The nodes() figures on 10k services x 15 nodes, plus a 10-node, a 1000-node and the backend service."""
+    backend_port = free_port()
+    big = [f"172.31.{i // 250}.{i % 250 + 1}" for i in range(1000)]
+    small = [f"172.30.0.{i + 1}" for i in range(10)]
+    backend = [f"127.0.0.{i}" for i in range(1, 5)]
+    ds = Dataset(10000, 15, [], extra=[("n1000", big), ("n10", small)])
+    objects = ds.objects
+    # The backend service's endpoints are real servers on loopback, on the backend port.
+    for o in slices_of("bench", "backend", backend):
+        o["ports"][0]["port"] = backend_port
+        objects.append(o)
+    log(f"== nodes() and gateway: {ds.services + 1} services, {ds.endpoints + 4} endpoints")
+    out = {}
+    with Gateway(args, ds, "micro", backend_port) as gw:
+        gw.wait_ready()
+        walks = []
+        for round_ in range(args.walk_rounds):
+            if round_:
+                gw.nginx.signal("reload")  # new workers: a fresh Lua VM state and empty per-worker caches
+                time.sleep(1.0)
+            walks += fresh_walks(gw.http_port)
+        out["first_call_walk_10k_x15_us_per_key"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
+        out["first_call_walk_best_us_per_key"] = min(w["ns"] / w["keys"] for w in walks) / 1e3
+        out["first_call_walk_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in walks)
+        out["walks"] = len(walks)
+        micro = get_json(gw.http_port, "/bench/micro?key=bench/svc0:http")
+        out["unchanged_ns"] = micro["unchanged_ns"]
+        out["unknown_ns"] = micro["unknown_ns"]
+        hosts = {"n10": small, "n1000": big}
+        p10 = propagation(gw.api, gw.http_port, hosts, "n10", 40, 200000, worker_pids(gw.nginx))
+        p1000 = propagation(gw.api, gw.http_port, hosts, "n1000", 40, 300000, worker_pids(gw.nginx))
+        out["first_call_after_change_10_us"] = p10["first_call_p50_us"]
+        out["first_call_after_change_1000_us"] = p1000["first_call_p50_us"]
+        if shutil.which("wrk"):
+            backend = Nginx(args.nginx, os.path.join(gw.run, "backend"),
+                            BACKEND_CONF.replace("PORT", str(backend_port)))
+            backend.start()
+            try:
+                time.sleep(0.3)
+                base = f"http://127.0.0.1:{gw.http_port}/via/"
+                wrk(base + "discovered", 1, 16)  # warm both paths
+                wrk(base + "static", 1, 16)
+                disc, static = [], []
+                for _ in range(3):
+                    disc.append(wrk(base + "discovered", args.wrk_seconds, 32))
+                    static.append(wrk(base + "static", args.wrk_seconds, 32))
+                out["gateway_rps_discovered"] = max(disc)
+                out["gateway_rps_static"] = max(static)
+                out["gateway_ratio"] = max(disc) / max(static)
+            finally:
+                backend.stop()
+        else:
+            log("wrk not installed: gateway throughput skipped")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+TARGETS = [
+    # (key, label, unit, target text, check)
+    ("sync_ms", "initial sync", "ms", None, None),
+    ("parse_floor_ms", "serde_json parse of the same LIST", "ms", None, None),
+    ("server_floor_ms", "  server + transfer alone (raw client)", "ms", None, None),
+    ("sync_processing_ms", "  sync minus server + transfer", "ms", None, None),
+    ("sync_over_floor", "initial sync / parse floor", "x", "<= 2", lambda v: v <= 2),
+    ("processing_over_floor", "  (sync minus server) / parse floor", "x", None, None),
+    ("first_call_per_key_us", "first nodes() per key, fresh worker", "us", None, None),
+    ("shared_bytes_per_endpoint", "shared memory per endpoint", "B", None, None),
+    ("watcher_rss_anon_kib", "watcher private RSS", "KiB", None, None),
+    ("worker_rss_growth_kib", "worker RSS growth, lookups", "KiB", None, None),
+    ("propagation_idle.p50_us", "propagation idle p50", "us", None, None),
+    ("propagation_idle.p99_us", "propagation idle p99", "us", None, None),
+    ("propagation_idle.floor_p99_us", "  raw watch client p99 (floor)", "us", None, None),
+    ("propagation_idle.over_floor_p99_us", "  p99 over the floor", "us", "<= 1000", lambda v: v <= 1000),
+    ("propagation_churn.p50_us", "propagation under churn p50", "us", None, None),
+    ("propagation_churn.p99_us", "propagation under churn p99", "us", None, None),
+    ("propagation_churn.floor_p99_us", "  raw watch client p99 (floor)", "us", None, None),
+    ("propagation_churn.over_floor_p99_us", "  p99 over the floor", "us", "<= 1000", lambda v: v <= 1000),
+    ("churn_events_per_s", "churn achieved", "ev/s", None, None),
+    ("watcher_cpu_pct", "watcher CPU under churn", "% core", None, None),
+    ("watcher_cpu_us_per_event", "watcher CPU per event", "us", None, None),
+    ("api_lists", "LIST requests to sync", "", None, None),
+]
+
+MICRO_TARGETS = [
+    ("first_call_walk_10k_x15_us_per_key", "first call per key, 10k keys x 15 nodes", "us", "<= 1.5",
+     lambda v: v <= 1.5),
+    ("first_call_walk_gc_bytes_per_key", "  Lua heap allocated per key", "B", None, None),
+    ("first_call_after_change_10_us", "first call after a change, 10 nodes", "us", None, None),
+    ("first_call_after_change_1000_us", "first call after a change, 1000 nodes", "us", "<= 60",
+     lambda v: v <= 60),
+    ("unchanged_ns", "unchanged key", "ns", None, None),
+    ("unknown_ns", "unknown key", "ns", None, None),
+    ("gateway_rps_discovered", "gateway req/s, discovered upstream", "req/s", None, None),
+    ("gateway_rps_static", "gateway req/s, static upstream", "req/s", None, None),
+    ("gateway_ratio", "discovered / static", "", ">= 0.97", lambda v: v >= 0.97),
+]
+
+
+def lookup(d, dotted):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}"
+
+
+def report(results):
+    sizes = list(results["sizes"])
+    if sizes:
+        print(f"\n{'':44s}" + "".join(f"{s:>12s}" for s in sizes) + "   target")
+        for key, label, unit, target, check in TARGETS:
+            vals = [lookup(results["sizes"][s], key) for s in sizes]
+            verdict = ""
+            if check:
+                ok = [check(v) for v in vals if v is not None]
+                verdict = f"{target:>10s}  {'met' if ok and all(ok) else 'NOT met'}"
+            print(f"{label + (' (' + unit + ')' if unit else ''):44s}" + "".join(f"{fmt(v):>12s}" for v in vals)
+                  + "   " + verdict)
+    micro = results.get("micro")
+    if micro:
+        print("\nnodes() from LuaJIT and the gateway (10k services x 15 nodes):")
+        for key, label, unit, target, check in MICRO_TARGETS:
+            v = micro.get(key)
+            verdict = ""
+            if check and v is not None:
+                verdict = f"{target:>10s}  {'met' if check(v) else 'NOT met'}"
+            print(f"  {label + (' (' + unit + ')' if unit else ''):52s}{fmt(v):>12s}   {verdict}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="1k,10k,50k,150k", help="comma-separated subset of " + ",".join(SIZES))
+    ap.add_argument("--nginx", default=os.environ.get("K8S_DISC_BENCH_NGINX", "/usr/sbin/nginx"))
+    ap.add_argument("--samples", type=int, default=200, help="propagation samples per condition")
+    ap.add_argument("--churn-rate", type=int, default=1000, help="API writes per second during churn")
+    ap.add_argument("--churn-seconds", type=float, default=5.0)
+    ap.add_argument("--lookups", type=int, default=1000000)
+    ap.add_argument("--walk-rounds", type=int, default=3)
+    ap.add_argument("--wrk-seconds", type=int, default=5)
+    ap.add_argument("--no-micro", action="store_true")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.json"))
+    ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    args = ap.parse_args()
+    args.static_nginx = nginx_is_static(args.nginx)
+    results = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
+                           "nginx": args.nginx},
+               "date": time.strftime("%Y-%m-%d"), "sizes": {}}
+    for name in [s for s in args.sizes.split(",") if s]:
+        if name not in SIZES:
+            raise SystemExit(f"unknown size {name!r}; sizes: {', '.join(SIZES)}")
+        results["sizes"][name] = measure_size(args, name)
+    if not args.no_micro:
+        results["micro"] = measure_micro(args)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    report(results)
+    print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['cpus']} cpus; JSON: {args.out}")
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
