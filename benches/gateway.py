@@ -123,10 +123,10 @@ class Dataset:
 
 
 class FakeApiServer:
-    def __init__(self, run, seed_path):
+    def __init__(self, run, seed_path, extra_args=()):
         self.proc = subprocess.Popen(
             [os.path.join(ROOT, "target/release/k8s-fake-apiserver"), "--listen", "127.0.0.1:0", "--seed",
-             seed_path, "--quiet", "--no-warnings"],
+             seed_path, "--quiet", "--no-warnings", *extra_args],
             stdout=subprocess.PIPE, stderr=open(os.path.join(run, "fake.err"), "wb"), text=True)
         line = self.proc.stdout.readline()
         m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -169,6 +169,67 @@ def jit_lib():
     return ""
 
 
+class CountingProxy:
+    """A TCP relay in front of the fake API server that counts what one gateway costs it: requests (request lines
+    sent), bytes each way, and watch BOOKMARK events received."""
+
+    REQUEST = re.compile(rb"(?:GET|POST|PUT|PATCH|DELETE) /[^ ]* HTTP/1\.1\r\n")
+    BOOKMARK = re.compile(rb'\{"type":"BOOKMARK"[^\n]*\n')
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.reset()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self):
+        with self.lock:
+            self.requests, self.bytes_up, self.bytes_down, self.bookmarks, self.bookmark_bytes = 0, 0, 0, 0, 0
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, up):
+        tail = b""
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+                window = tail + data
+                with self.lock:
+                    if up:
+                        self.bytes_up += len(data)
+                        self.requests += len(self.REQUEST.findall(window)) - len(self.REQUEST.findall(tail))
+                    else:
+                        self.bytes_down += len(data)
+                        # A bookmark is one short line, so it rarely spans two reads; one that does is missed.
+                        for m in self.BOOKMARK.finditer(data):
+                            self.bookmarks += 1
+                            self.bookmark_bytes += len(m.group(0))
+                tail = data[-64:]
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
 def nginx_is_static(binary):
     out = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
     return "lua-nginx-module" in out and "--add-dynamic-module" not in out.split("lua-nginx-module")[0][-40:]
@@ -190,6 +251,7 @@ http {{
         require("resty.k8s_disc").init({{
             service = {{ schema = "http", host = "127.0.0.1", port = "{api_port}" }},
             client = {{ token = "bench" }}, watch_endpoint_slices = true, shared_size = "{shared_size}",
+            {extra_conf}
         }})
     }}
     init_worker_by_lua_block {{
@@ -299,6 +361,26 @@ def proc_status(pid, field):
     with open(f"/proc/{pid}/status") as f:
         m = re.search(rf"^{field}:\s*(\d+)", f.read(), re.M)
     return int(m.group(1)) if m else None
+
+
+def watcher_pid(pids):
+    """The process whose thread is named "k8s-disc": the one running the watcher."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                if open(f"/proc/{pid}/task/{tid}/comm").read().strip() == "k8s-disc":
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def metric(text, name):
+    """The value of the first sample of `name` (a name with labels, as printed) in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def watcher_thread_cpu_s(pid):
@@ -452,14 +534,14 @@ def _propagation(api, http_port, ds, key_svc, samples, seq_base):
             "first_call_p50_us": pct(first_call, 50)}
 
 
-def fresh_walks(http_port, workers=2, attempts=60):
+def fresh_walks(http_port, workers=2, attempts=60, what="walk"):
     """The first walk over every regular key in each worker (new connections until every worker answered)."""
     walks = {}
     for _ in range(attempts):
-        r = get_json(http_port, "/bench/walk")
+        r = get_json(http_port, "/bench/" + what)
         if r["fresh"]:
             walks[r["worker"]] = r
-        if r["bad"]:
+        if r.get("bad"):
             raise RuntimeError(f"worker {r['worker']}: {r['bad']} services with wrong nodes")
         if len(walks) == workers:
             break
@@ -469,8 +551,9 @@ def fresh_walks(http_port, workers=2, attempts=60):
 class Gateway:
     """nginx + k8s-disc against a seeded fake API server; a context manager."""
 
-    def __init__(self, args, ds, label, backend_port=0):
+    def __init__(self, args, ds, label, backend_port=0, fake_args=(), extra_conf="", proxy=False):
         self.args, self.ds, self.label = args, ds, label
+        self.fake_args, self.extra_conf, self.use_proxy = list(fake_args), extra_conf, proxy
         self.run = tempfile.mkdtemp(prefix=f"k8s-disc-bench-{label}-")
         os.chmod(self.run, 0o755)  # nginx workers may run as another user (root's master drops to nobody)
         with open(os.path.join(self.run, "seed.json"), "w") as f:
@@ -480,11 +563,14 @@ class Gateway:
         self.backend_port = backend_port or free_port()
 
     def __enter__(self):
-        self.api = FakeApiServer(self.run, os.path.join(self.run, "seed.json"))
+        self.api = FakeApiServer(self.run, os.path.join(self.run, "seed.json"), self.fake_args)
+        self.proxy = CountingProxy(self.api.port) if self.use_proxy else None
+        api_port = self.proxy.port if self.proxy else self.api.port
         self.http_port = free_port()
         shared = max(16, self.ds.endpoints * 64 // (1 << 20) + 16)
         conf = NGINX_CONF.format(modules="" if self.args.static_nginx else MODULES, root=ROOT,
-                                 api_port=self.api.port, shared_size=f"{shared}m", run=self.run,
+                                 api_port=api_port, shared_size=f"{shared}m", run=self.run,
+                                 extra_conf=self.extra_conf,
                                  http_port=self.http_port, backend_port=self.backend_port,
                                  jit_lib=jit_lib())
         self.nginx = Nginx(self.args.nginx, os.path.join(self.run, "nginx"), conf)
@@ -504,8 +590,18 @@ class Gateway:
             time.sleep(0.01)
         raise RuntimeError(f"not ready after {timeout}s:\n{self.nginx.errors()}")
 
-    def status(self):
-        return get_json(self.http_port, "/bench/status")
+    def metrics(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=60)
+        conn.request("GET", "/bench/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        return text
+
+    def processes(self):
+        """(master pid, worker and helper pids, the watcher's pid)."""
+        master = int(open(os.path.join(self.nginx.prefix, "logs/nginx.pid")).read())
+        children = worker_pids(self.nginx)
+        return master, children, watcher_pid(children)
 
     def __exit__(self, *exc):
         self.nginx.stop()
@@ -584,14 +680,19 @@ def measure_size(args, name):
             out["server_floor_ms"] = raw_watch_list(gw.api)
         out["sync_processing_ms"] = out["sync_ms"] - out["server_floor_ms"]
         out["processing_over_floor"] = out["sync_processing_ms"] / out["parse_floor_ms"]
+        # Memory before any worker has looked anything up.
+        text = gw.metrics()
+        used = metric(text, 'k8s_disc_shared_bytes{cluster="",state="used"}')
+        out["shared_bytes_per_endpoint"] = used / ds.endpoints
+        out["shared_bytes_total"] = used + metric(text, 'k8s_disc_shared_bytes{cluster="",state="free"}')
+        _, children, writer = gw.processes()
+        out["watcher_rss_anon_kib"] = proc_status(writer, "RssAnon")
+        others = [proc_status(p, "RssAnon") for p in children if p != writer]
+        out["worker_rss_anon_kib"] = max(others) if others else None
         walks = fresh_walks(gw.http_port)
+        out["walk_lua_heap_kib"] = statistics.median(w["gc_kib"] for w in walks)
         out["first_call_per_key_us"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
         out["first_call_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in walks)
-        st = gw.status()["status"][0]
-        out["shared_bytes_per_endpoint"] = st["shared_bytes_used"] / ds.endpoints
-        out["shared_bytes_total"] = st["shared_bytes_total"]
-        writer = st["writer_pid"]
-        out["watcher_rss_anon_kib"] = proc_status(writer, "RssAnon")
         probe = "svc1"
         workers = worker_pids(gw.nginx)
         out["propagation_idle"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 0, workers)
@@ -611,6 +712,47 @@ def measure_size(args, name):
         lookups = get_json(gw.http_port, f"/bench/lookups?n={args.lookups}")
         out["worker_rss_growth_kib"] = lookups["rss_anon_kib_after"] - lookups["rss_anon_kib_before"]
         out["lookup_cycle_ns"] = lookups["ns"] / lookups["calls"]
+    return out
+
+
+# The steady state with the default configuration: a watch lasts timeoutSeconds, drawn uniformly from
+# [watch_idle_timeout/2, watch_idle_timeout*4/5) with the default watch_idle_timeout of 120 s; the API server sends a
+# bookmark about every minute and one 2 s before each watch's deadline.
+DEFAULT_WATCH_S = (60 + 96) / 2
+API_BOOKMARK_S = 60
+DAY_S = 86400
+
+
+def measure_api_cost(args):
+    """What one gateway costs the API server: the initial sync, and a day in steady state (no changes).
+
+    The day is simulated: a window with short watches (watch_idle_timeout = 10 s) and frequent bookmarks gives the
+    bytes of one watch request and of one bookmark, which are then scaled to a day with the default timings."""
+    ds = Dataset(1000, 10, [])
+    log(f"== API server cost: {ds.services} services, {ds.endpoints} endpoints, {args.api_window:.0f} s window")
+    out = {}
+    with Gateway(args, ds, "api", fake_args=["--bookmark-interval", "1"], extra_conf="watch_idle_timeout = 10,",
+                 proxy=True) as gw:
+        gw.wait_ready()
+        time.sleep(0.2)
+        px = gw.proxy
+        out["sync_requests"], out["sync_bytes"] = px.requests, px.bytes_up + px.bytes_down
+        lists_before = gw.api.stats()["lists"]
+        px.reset()
+        time.sleep(args.api_window)
+        with px.lock:
+            requests, up, down = px.requests, px.bytes_up, px.bytes_down
+            bookmarks, bookmark_bytes = px.bookmarks, px.bookmark_bytes
+        out["window_lists"] = gw.api.stats()["lists"] - lists_before
+        out["window_requests"], out["window_bookmarks"] = requests, bookmarks
+        per_request = (up + down - bookmark_bytes) / max(requests, 1)
+        per_bookmark = bookmark_bytes / max(bookmarks, 1)
+        watches_per_day = DAY_S / DEFAULT_WATCH_S
+        bookmarks_per_day = watches_per_day * (DEFAULT_WATCH_S // API_BOOKMARK_S + 1)
+        out["bytes_per_watch_request"] = per_request
+        out["bytes_per_bookmark"] = per_bookmark
+        out["day_requests"] = watches_per_day
+        out["day_bytes"] = watches_per_day * per_request + bookmarks_per_day * per_bookmark
     return out
 
 
@@ -640,12 +782,17 @@ def measure_micro(args):
     out = {}
     with Gateway(args, ds, "micro", backend_port) as gw:
         gw.wait_ready()
-        walks = []
-        for round_ in range(args.walk_rounds):
+        walks, floors = [], []
+        for round_ in range(args.walk_rounds * 2):
             if round_:
                 gw.nginx.signal("reload")  # new workers: a fresh Lua VM state and empty per-worker caches
                 time.sleep(1.0)
-            walks += fresh_walks(gw.http_port)
+            if round_ % 2:
+                floors += fresh_walks(gw.http_port, what="alloc_floor")
+            else:
+                walks += fresh_walks(gw.http_port)
+        out["alloc_floor_us_per_key"] = statistics.median(w["ns"] / w["keys"] for w in floors) / 1e3
+        out["alloc_floor_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in floors)
         out["first_call_walk_10k_x15_us_per_key"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
         out["first_call_walk_best_us_per_key"] = min(w["ns"] / w["keys"] for w in walks) / 1e3
         out["first_call_walk_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in walks)
@@ -694,8 +841,10 @@ TARGETS = [
     ("processing_over_floor", "  (sync minus server) / parse floor", "x", None, None),
     ("first_call_per_key_us", "first nodes() per key, fresh worker", "us", None, None),
     ("shared_bytes_per_endpoint", "shared memory per endpoint", "B", None, None),
-    ("watcher_rss_anon_kib", "watcher private RSS", "KiB", None, None),
-    ("worker_rss_growth_kib", "worker RSS growth, lookups", "KiB", None, None),
+    ("watcher_rss_anon_kib", "watcher process private RSS after sync", "KiB", None, None),
+    ("worker_rss_anon_kib", "other worker private RSS after sync", "KiB", None, None),
+    ("walk_lua_heap_kib", "worker Lua heap after the first walk", "KiB", None, None),
+    ("worker_rss_growth_kib", "worker RSS growth over the lookups", "KiB", None, None),
     ("propagation_idle.p50_us", "propagation idle p50", "us", None, None),
     ("propagation_idle.p99_us", "propagation idle p99", "us", None, None),
     ("propagation_idle.floor_p99_us", "  raw watch client p99 (floor)", "us", None, None),
@@ -714,6 +863,8 @@ MICRO_TARGETS = [
     ("first_call_walk_10k_x15_us_per_key", "first call per key, 10k keys x 15 nodes", "us", "<= 1.5",
      lambda v: v <= 1.5),
     ("first_call_walk_gc_bytes_per_key", "  Lua heap allocated per key", "B", None, None),
+    ("alloc_floor_us_per_key", "  floor: the same tables and strings built in plain Lua", "us", None, None),
+    ("alloc_floor_gc_bytes_per_key", "  floor: Lua heap allocated per key", "B", None, None),
     ("first_call_after_change_10_us", "first call after a change, 10 nodes", "us", None, None),
     ("first_call_after_change_1000_us", "first call after a change, 1000 nodes", "us", "<= 60",
      lambda v: v <= 60),
@@ -741,6 +892,17 @@ def fmt(v):
     return f"{v:,}"
 
 
+API_COST = [
+    ("sync_requests", "initial sync: requests", ""),
+    ("sync_bytes", "initial sync: bytes", "B"),
+    ("window_lists", "LISTs in steady state (window)", ""),
+    ("bytes_per_watch_request", "bytes per watch request (both ways)", "B"),
+    ("bytes_per_bookmark", "bytes per bookmark", "B"),
+    ("day_requests", "requests per day, steady state", ""),
+    ("day_bytes", "bytes per day, steady state", "B"),
+]
+
+
 def report(results):
     sizes = list(results["sizes"])
     if sizes:
@@ -762,6 +924,11 @@ def report(results):
             if check and v is not None:
                 verdict = f"{target:>10s}  {'met' if check(v) else 'NOT met'}"
             print(f"  {label + (' (' + unit + ')' if unit else ''):52s}{fmt(v):>12s}   {verdict}")
+    cost = results.get("api_cost")
+    if cost:
+        print("\nAPI server cost per gateway (10k endpoints):")
+        for key, label, unit in API_COST:
+            print(f"  {label + (' (' + unit + ')' if unit else ''):52s}{fmt(cost.get(key)):>12s}")
 
 
 def main():
@@ -775,6 +942,8 @@ def main():
     ap.add_argument("--walk-rounds", type=int, default=3)
     ap.add_argument("--wrk-seconds", type=int, default=5)
     ap.add_argument("--no-micro", action="store_true")
+    ap.add_argument("--no-api-cost", action="store_true")
+    ap.add_argument("--api-window", type=float, default=20.0, help="seconds of steady state watched")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     args = ap.parse_args()
@@ -788,6 +957,8 @@ def main():
         results["sizes"][name] = measure_size(args, name)
     if not args.no_micro:
         results["micro"] = measure_micro(args)
+    if not args.no_api_cost:
+        results["api_cost"] = measure_api_cost(args)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

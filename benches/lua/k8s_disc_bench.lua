@@ -3,6 +3,10 @@
 
 local ffi = require("ffi")
 local cjson = require("cjson.safe")
+local ok_new_tab, new_tab = pcall(require, "table.new")
+if not ok_new_tab then
+    new_tab = function() return {} end
+end
 local disc = require("resty.k8s_disc")
 
 ffi.cdef [[
@@ -93,16 +97,28 @@ function _M.walk()
             require("jit." .. jit_log).on(path)
         end
     end
+    -- ?prof=MODE: LuaJIT's sampling profiler over the walk (e.g. "v": VM states, "Fl": functions and lines).
+    local prof = ngx.var.arg_prof
+    if prof then
+        require("jit.p").start(prof, "/tmp/k8s-disc-bench-prof-" .. prof .. ".txt")
+    end
     collectgarbage("collect")
     local gc_before = collectgarbage("count")
     local rss_before = rss_anon_kib()
+    if ngx.var.arg_gc == "stop" then
+        collectgarbage("stop")  -- to tell the collector's share from the rest
+    end
     local t0 = now_ns()
     for i = 1, #names do
         disc.nodes(names[i])
     end
     local elapsed = now_ns() - t0
+    collectgarbage("restart")
     if jit_log then
         require("jit." .. jit_log).off()
+    end
+    if prof then
+        require("jit.p").stop()
     end
     local gc_after = collectgarbage("count")
     local bad, nodes_total = 0, 0
@@ -119,6 +135,38 @@ function _M.walk()
         ns = elapsed, gc_kib = gc_after - gc_before, rss_anon_kib_before = rss_before,
         rss_anon_kib_after = rss_anon_kib(),
     })
+end
+
+-- GET /bench/alloc_floor: the same number of node tables and new host strings as a walk, built by plain Lua
+-- with no lookup at all: what LuaJIT's allocator and collector alone charge per key. Like the walk, it counts
+-- only in a worker that has done neither before ("fresh").
+local text = ffi.new("uint8_t[16]", "10.000.000.0000")
+function _M.alloc_floor()
+    local fresh = not walked
+    walked = true
+    local held = {}
+    collectgarbage("collect")
+    local gc_before = collectgarbage("count")
+    if ngx.var.arg_gc == "stop" then
+        collectgarbage("stop")
+    end
+    local t0 = now_ns()
+    for i = 1, #keys do
+        local count = keys[i][2]
+        local nodes = new_tab(count, 0)
+        for j = 1, count do
+            -- A host string no other node has: the key index and the node index written into the text.
+            text[3], text[4], text[5] = 48 + i % 10, 48 + (i / 10) % 10, 48 + (i / 100) % 10
+            text[7], text[8], text[9] = 48 + (i / 1000) % 10, 48 + (i / 10000) % 10, 48 + j % 10
+            text[11], text[12] = 48 + (j / 10) % 10, 48 + (j / 100) % 10
+            nodes[j] = { host = ffi.string(text, 13), port = 8080, weight = 100 }
+        end
+        held[keys[i][1]] = { ver = i, hint = i, nodes = nodes }
+    end
+    local elapsed = now_ns() - t0
+    collectgarbage("restart")
+    reply({ worker = ngx.worker.id(), fresh = fresh, keys = #keys, ns = elapsed,
+            gc_kib = collectgarbage("count") - gc_before, held = held and 1 })
 end
 
 -- GET /bench/lookups?n=N: N nodes() calls cycling over every regular key; this worker's memory before and after.
