@@ -945,6 +945,37 @@ def report(results):
             print(f"  {label + (' (' + unit + ')' if unit else ''):52s}{fmt(cost.get(key)):>12s}")
 
 
+def markdown(results):
+    """The results as Markdown tables (the README's performance section is this output)."""
+    out = []
+    sizes = list(results["sizes"])
+    if sizes:
+        out.append("| figure | " + " | ".join(sizes) + " | target |")
+        out.append("|---|" + "---:|" * len(sizes) + "---|")
+        for key, label, unit, target, check in TARGETS:
+            vals = [lookup(results["sizes"][s], key) for s in sizes]
+            row = [fmt(v) for v in vals]
+            verdict = ""
+            if check:
+                ok = [check(v) for v in vals if v is not None]
+                verdict = f"{target} ({'met' if ok and all(ok) else 'not met'})"
+            name = label.strip() + (f" ({unit})" if unit else "")
+            out.append(f"| {name} | " + " | ".join(row) + f" | {verdict} |")
+    micro = results.get("micro")
+    if micro:
+        out += ["", "| `nodes()` and the gateway (10k services x 15 nodes) | | target |", "|---|---:|---|"]
+        for key, label, unit, target, check in MICRO_TARGETS:
+            v = micro.get(key)
+            verdict = f"{target} ({'met' if check(v) else 'not met'})" if check and v is not None else ""
+            out.append(f"| {label.strip()}{f' ({unit})' if unit else ''} | {fmt(v)} | {verdict} |")
+    cost = results.get("api_cost")
+    if cost:
+        out += ["", "| API server cost per gateway (10k endpoints) | |", "|---|---:|"]
+        for key, label, unit in API_COST:
+            out.append(f"| {label}{f' ({unit})' if unit else ''} | {fmt(cost.get(key))} |")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="1k,10k,50k,150k", help="comma-separated subset of " + ",".join(SIZES))
@@ -977,7 +1008,10 @@ def main():
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     report(results)
-    print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['cpus']} cpus; JSON: {args.out}")
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(markdown(results))
+    print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['cpus']} cpus; JSON: {args.out}; "
+          f"Markdown: {os.path.splitext(args.out)[0]}.md")
 
 
 def cpu_model():
