@@ -119,6 +119,7 @@ impl<'r> Publisher<'r> {
                 full += write_service(&mut b, &mut self.stored, key, view.ports(key).as_ref());
             }
             b.note_sync();
+            b.commit();
         }
         self.report_full(full);
         Ok(())
@@ -160,6 +161,7 @@ impl<'r> Publisher<'r> {
             }
             b.note_list();
             b.set_ready();
+            b.commit();
         }
         self.report_full(full);
         Ok(())

@@ -1,0 +1,412 @@
+//! The mapped region and its lock-free reader.
+
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crate::model::Node;
+
+use super::StoreError;
+use super::layout::*;
+use super::record::*;
+#[cfg(test)]
+use super::writer::make_token;
+
+/// Outcome of a reader lookup.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A record was copied into the caller's buffer; `len` bytes of body, `count` items; its content last
+    /// changed at `changed_s` (seconds since the epoch).
+    Found {
+        slot: u32,
+        version: u64,
+        count: u32,
+        len: usize,
+        changed_s: u32,
+    },
+    NotFound,
+    /// The caller's buffer is too small; `need` bytes are required.
+    TooSmall {
+        need: usize,
+    },
+    /// The writer kept changing the slot; try again later.
+    Busy,
+    /// The record's contents contradict its own header (memory corruption): nothing was copied out.
+    Corrupt,
+}
+
+/// A mapped region. The mapping stays valid for the life of the value and is shared with forked children.
+pub struct Region {
+    pub(super) base: *mut u8,
+    pub(super) size: usize,
+    /// Geometry fixed at creation, kept in process memory: faster than re-reading the header, and a corrupted
+    /// header can then never make an index go out of bounds.
+    pub(super) slots: usize,
+    pub(super) heap_start: usize,
+}
+
+// SAFETY: the region is only ever accessed through atomics (see module docs); the raw pointer itself is immutable.
+unsafe impl Send for Region {}
+// SAFETY: as above; concurrent access from several threads is what the atomics are for.
+unsafe impl Sync for Region {}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: base/size came from a successful mmap in `create` and are unmapped exactly once here. Forked
+        // children keep their own mapping, so this never pulls pages from under a worker.
+        unsafe {
+            libc::munmap(self.base.cast(), self.size);
+        }
+    }
+}
+
+impl Region {
+    /// Maps and formats a new region of `size` bytes.
+    pub fn create(size: usize) -> Result<Region, StoreError> {
+        if size < MIN_REGION_BYTES {
+            return Err(StoreError::Region(format!(
+                "size {size} is below the minimum {MIN_REGION_BYTES}"
+            )));
+        }
+        let size = round_up8(size);
+        let slots = slot_count_for(size);
+        let heap_start = HEADER_BYTES + slots * SLOT_BYTES;
+        if heap_start + 4096 > size {
+            return Err(StoreError::Region(format!(
+                "size {size} leaves no room for data"
+            )));
+        }
+        // SAFETY: anonymous shared mapping with no address hint; the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(StoreError::Region(format!(
+                "mmap of {size} bytes failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // Fresh anonymous pages are zero, which is "empty" for every slot and counter.
+        let region = Region {
+            base: base.cast(),
+            size,
+            slots,
+            heap_start,
+        };
+        let h = region.header();
+        h.layout.store(LAYOUT_VERSION, Ordering::Relaxed);
+        h.size.store(size as u64, Ordering::Relaxed);
+        h.slot_count.store(slots as u64, Ordering::Relaxed);
+        h.heap_start.store(heap_start as u64, Ordering::Relaxed);
+        h.next_version.store(1, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(region)
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(super) fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_BYTES long, page aligned, and Header consists of atomics only, so a
+        // shared reference is sound even while other processes modify it.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots
+    }
+
+    pub(super) fn slot(&self, i: usize) -> &Slot {
+        let i = i % self.slots;
+        // SAFETY: `i < slot_count`, and the slot table lies within the mapping by construction in `create`; Slot
+        // is all atomics.
+        unsafe { &*(self.base.add(HEADER_BYTES + i * SLOT_BYTES) as *const Slot) }
+    }
+
+    pub(super) fn heap_words(&self) -> &[AtomicU64] {
+        // SAFETY: [heap_start, size) lies within the mapping, is 8-byte aligned, and AtomicU64 has the size and
+        // alignment of u64.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(self.heap_start) as *const AtomicU64,
+                (self.size - self.heap_start) / 8,
+            )
+        }
+    }
+
+    /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
+    /// reused within a region, so equality proves the content is unchanged without reading the record.
+    pub fn is_current(&self, slot: u32, version: u64) -> bool {
+        if version == 0 || slot as usize >= self.slot_count() {
+            return false;
+        }
+        let s = self.slot(slot as usize);
+        for _ in 0..READ_RETRIES {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let v = s.version.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) == seq {
+                return v == version;
+            }
+        }
+        false
+    }
+
+    /// Looks a port entry up and copies its nodes into `out`.
+    pub fn lookup(&self, key: &[u8], out: &mut [u8]) -> Lookup {
+        self.find(key, KIND_PORT, out)
+    }
+
+    /// Probes for `key` and copies its record body into `out`.
+    pub(super) fn find(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
+        let table_seq = &self.header().table_seq;
+        for _ in 0..READ_RETRIES {
+            let before = table_seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let found = self.probe(key, kind, out);
+            if !matches!(found, Lookup::NotFound) {
+                // A hit was validated by its slot's own sequence, wherever the key sits now.
+                return found;
+            }
+            fence(Ordering::Acquire);
+            if table_seq.load(Ordering::Relaxed) == before {
+                return found;
+            }
+        }
+        Lookup::Busy
+    }
+
+    pub(super) fn probe(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
+        let n = self.slot_count();
+        let hash = key_hash(key);
+        let mut i = (hash as usize) & (n - 1);
+        for _ in 0..n {
+            match self.read_slot(i, hash, key, kind, out) {
+                SlotRead::Empty => return Lookup::NotFound,
+                SlotRead::Other => {}
+                SlotRead::Busy => return Lookup::Busy,
+                SlotRead::Hit(l) => return l,
+            }
+            i = (i + 1) & (n - 1);
+        }
+        Lookup::NotFound
+    }
+
+    pub(super) fn read_slot(
+        &self,
+        i: usize,
+        hash: u64,
+        key: &[u8],
+        kind: u16,
+        out: &mut [u8],
+    ) -> SlotRead {
+        let s = self.slot(i);
+        let words = self.heap_words();
+        let mut scratch: Vec<u8> = Vec::new();
+        for _ in 0..READ_RETRIES {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let h = s.hash.load(Ordering::Relaxed);
+            let version = s.version.load(Ordering::Relaxed);
+            let loc = s.loc.load(Ordering::Relaxed);
+            if loc == EMPTY || loc == TOMBSTONE || h != hash {
+                fence(Ordering::Acquire);
+                if s.seq.load(Ordering::Relaxed) != seq {
+                    continue;
+                }
+                return if loc == EMPTY {
+                    SlotRead::Empty
+                } else {
+                    SlotRead::Other
+                };
+            }
+            let Some((off, len)) = decode_loc(loc, words.len()) else {
+                // A torn or corrupt pointer: only trust it after re-validating the sequence.
+                fence(Ordering::Acquire);
+                if s.seq.load(Ordering::Relaxed) != seq {
+                    continue;
+                }
+                return SlotRead::Other;
+            };
+            // Copy the whole record out (into `out` when it fits, else a scratch buffer to learn the size).
+            let padded = round_up8(len);
+            let dst: &mut [u8] = if padded <= out.len() {
+                &mut out[..padded]
+            } else {
+                scratch.resize(padded, 0);
+                &mut scratch[..]
+            };
+            for (w, chunk) in words[off..off + padded / 8]
+                .iter()
+                .zip(dst.chunks_exact_mut(8))
+            {
+                chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) != seq {
+                continue;
+            }
+            // The copy is consistent; now it may be interpreted.
+            let Some(rec) = RecordView::parse(&dst[..len]) else {
+                return SlotRead::Other;
+            };
+            if rec.key != key || rec.kind != kind {
+                return SlotRead::Other;
+            }
+            let body_start = rec.body_start;
+            let count = rec.count;
+            let changed_s = rec.changed_s;
+            // Callers (the Lua decoder among them) walk `count` items by their own length bytes: hand out only a
+            // body whose items fill it exactly.
+            if !body_is_valid(kind, &dst[body_start..len], count) {
+                return SlotRead::Hit(Lookup::Corrupt);
+            }
+            if padded > out.len() {
+                return SlotRead::Hit(Lookup::TooSmall { need: padded });
+            }
+            out.copy_within(body_start..len, 0);
+            return SlotRead::Hit(Lookup::Found {
+                slot: i as u32,
+                version,
+                count,
+                len: len - body_start,
+                changed_s,
+            });
+        }
+        SlotRead::Busy
+    }
+
+    /// Reads a service marker: the port names the service declares, or None if the service is unknown.
+    pub fn service_ports(&self, service: &str) -> Option<Vec<String>> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match self.find(service.as_bytes(), KIND_SERVICE, &mut buf) {
+                Lookup::Found { count, len, .. } => return Some(decode_names(&buf[..len], count)),
+                Lookup::TooSmall { need } => buf.resize(need, 0),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A consistent copy of every live record, for the dump. Skips slots that stay busy.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for i in 0..self.slot_count() {
+            let s = self.slot(i);
+            let loc = s.loc.load(Ordering::Relaxed);
+            if loc == EMPTY || loc == TOMBSTONE {
+                continue;
+            }
+            // Read the record's key first to know what to look for, then re-read it under the seqlock.
+            let hash = s.hash.load(Ordering::Relaxed);
+            let Some(key) = self.slot_key(i) else {
+                continue;
+            };
+            for kind in [KIND_SERVICE, KIND_PORT] {
+                loop {
+                    match self.read_slot(i, hash, &key, kind, &mut buf) {
+                        SlotRead::Hit(Lookup::Found {
+                            count,
+                            len,
+                            version,
+                            ..
+                        }) => {
+                            let key = String::from_utf8_lossy(&key).into_owned();
+                            let body = &buf[..len];
+                            entries.push(if kind == KIND_SERVICE {
+                                Entry::Service {
+                                    key,
+                                    ports: decode_names(body, count),
+                                    version,
+                                }
+                            } else {
+                                Entry::Port {
+                                    key,
+                                    nodes: decode_nodes(body, count),
+                                    version,
+                                }
+                            });
+                        }
+                        SlotRead::Hit(Lookup::TooSmall { need }) => {
+                            buf.resize(need, 0);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+        }
+        entries
+    }
+
+    /// The key bytes of the record a slot points at (unvalidated; used only to drive a validated re-read).
+    pub(super) fn slot_key(&self, i: usize) -> Option<Vec<u8>> {
+        let words = self.heap_words();
+        let (off, len) = decode_loc(self.slot(i).loc.load(Ordering::Relaxed), words.len())?;
+        let mut bytes = Vec::with_capacity(round_up8(len));
+        for w in &words[off..off + round_up8(len) / 8] {
+            bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let rec = RecordView::parse(&bytes[..len])?;
+        Some(rec.key.to_vec())
+    }
+
+    /// Every word of the mapping, header included: the fuzzer fills them with arbitrary bytes, which readers must
+    /// survive.
+    pub(crate) fn words_for_fuzzing(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is `size` bytes long (a multiple of 8) and page aligned, and AtomicU64 has the size
+        // and alignment of u64; all access to it goes through atomics.
+        unsafe { std::slice::from_raw_parts(self.base as *const AtomicU64, self.size / 8) }
+    }
+
+    /// Makes the batch lock look held by another live writer of this process (tests of lock contention).
+    #[cfg(test)]
+    pub(crate) fn hold_lock_as_stranger(&self) {
+        self.header().lock.store(make_token(1), Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn release_stranger_lock(&self) {
+        self.header().lock.store(0, Ordering::SeqCst);
+    }
+}
+
+pub(super) enum SlotRead {
+    Empty,
+    Other,
+    Busy,
+    Hit(Lookup),
+}
+
+/// One record as seen in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Service {
+        key: String,
+        ports: Vec<String>,
+        version: u64,
+    },
+    Port {
+        key: String,
+        nodes: Vec<Node>,
+        version: u64,
+    },
+}

@@ -1,0 +1,574 @@
+//! The store's tests: the region, records, the writer and batches, within one process and across forks.
+
+use super::layout::*;
+use super::record::*;
+use super::writer::*;
+use super::*;
+use crate::model::Node;
+use std::sync::atomic::Ordering;
+
+fn nodes(n: usize, port: u16) -> Vec<Node> {
+    (0..n)
+        .map(|i| Node {
+            host: format!("10.0.{}.{}", i / 250, i % 250),
+            port,
+        })
+        .collect()
+}
+
+fn get(r: &Region, key: &str) -> Option<(u32, u64, Vec<Node>)> {
+    let mut buf = vec![0u8; 1 << 16];
+    match r.lookup(key.as_bytes(), &mut buf) {
+        Lookup::Found {
+            slot,
+            version,
+            count,
+            len,
+            ..
+        } => Some((slot, version, decode_nodes(&buf[..len], count))),
+        Lookup::NotFound => None,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn put_lookup_unchanged_and_remove() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    assert_eq!(get(&r, "ns/a:http"), None);
+    {
+        let mut b = w.batch().unwrap();
+        assert_eq!(b.put_port("ns/a:http", &nodes(3, 80)), Put::Written);
+        assert_eq!(b.put_service("ns/a", &["http"]), Put::Written);
+    }
+    let (slot, v1, got) = get(&r, "ns/a:http").unwrap();
+    assert_eq!(got, nodes(3, 80));
+    let mut buf = [0u8; 64];
+    assert!(r.is_current(slot, v1));
+    // Same content: no new version.
+    assert_eq!(
+        w.batch().unwrap().put_port("ns/a:http", &nodes(3, 80)),
+        Put::Unchanged
+    );
+    assert!(r.is_current(slot, v1));
+    // New content: new version, same key.
+    assert_eq!(
+        w.batch().unwrap().put_port("ns/a:http", &nodes(2, 80)),
+        Put::Written
+    );
+    let (_, v2, got) = get(&r, "ns/a:http").unwrap();
+    assert!(v2 > v1);
+    assert_eq!(got.len(), 2);
+    assert_eq!(r.service_ports("ns/a"), Some(vec!["http".to_string()]));
+    // A port key is not a service marker and vice versa.
+    assert_eq!(get(&r, "ns/a"), None);
+    assert!(w.batch().unwrap().remove("ns/a:http"));
+    assert_eq!(get(&r, "ns/a:http"), None);
+    assert!(!r.is_current(slot, v2));
+    assert_eq!(r.lookup(b"ns/a:http", &mut buf), Lookup::NotFound);
+}
+
+/// Overwrites byte `at` of the record that `key` points to.
+fn corrupt_record(r: &Region, key: &str, at: usize, value: u8) {
+    let (off, _) = (0..r.slot_count())
+        .filter_map(|i| decode_loc(r.slot(i).loc.load(Ordering::Relaxed), r.heap_words().len()))
+        .find(|&(off, len)| {
+            let bytes: Vec<u8> = r.heap_words()[off..off + round_up8(len) / 8]
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+                .collect();
+            RecordView::parse(&bytes[..len]).is_some_and(|v| v.key == key.as_bytes())
+        })
+        .expect("record present");
+    let word = &r.heap_words()[off + at / 8];
+    let mut bytes = word.load(Ordering::Relaxed).to_le_bytes();
+    bytes[at % 8] = value;
+    word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+}
+
+#[test]
+fn a_record_contradicting_its_header_is_reported_corrupt_not_read() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut b = w.batch().unwrap();
+    b.put_port("ns/count:80", &nodes(2, 80));
+    b.put_port("ns/host:80", &nodes(2, 80));
+    b.put_port("ns/short:80", &nodes(2, 80));
+    b.put_service("ns/svc", &["http", "grpc"]);
+    drop(b);
+    let mut buf = vec![0u8; 1 << 16];
+    // count (bytes 8..12) says a billion nodes.
+    corrupt_record(&r, "ns/count:80", 11, 0x40);
+    assert_eq!(r.lookup(b"ns/count:80", &mut buf), Lookup::Corrupt);
+    // The first node's host length (body byte 2; the key pads the header to 32 bytes) runs past the body.
+    corrupt_record(&r, "ns/host:80", 32 + 2, 255);
+    assert_eq!(r.lookup(b"ns/host:80", &mut buf), Lookup::Corrupt);
+    // count says fewer nodes than the body holds.
+    corrupt_record(&r, "ns/short:80", 8, 1);
+    assert_eq!(r.lookup(b"ns/short:80", &mut buf), Lookup::Corrupt);
+    // Service markers are checked the same way.
+    corrupt_record(&r, "ns/svc", 8, 9);
+    assert_eq!(r.find(b"ns/svc", KIND_SERVICE, &mut buf), Lookup::Corrupt);
+    // Decoding a lying count never allocates for it.
+    assert!(decode_nodes(&[0u8; 6], u32::MAX).capacity() <= 2);
+    assert!(decode_names(&[0u8; 4], u32::MAX).capacity() <= 4);
+}
+
+#[test]
+fn a_writer_that_died_inside_a_status_or_table_update_is_repaired() {
+    let r = Region::create(1 << 20).unwrap();
+    let h = r.header();
+    // A dead writer's odd sequences: the status block and the slot table were being changed.
+    h.status_seq.store(5, Ordering::Relaxed);
+    h.table_seq.store(3, Ordering::Relaxed);
+    let mut w = Writer::claim(&r, 1).unwrap();
+    assert_eq!(h.status_seq.load(Ordering::Relaxed) & 1, 0);
+    assert_eq!(h.table_seq.load(Ordering::Relaxed) & 1, 0);
+    let mut b = w.batch().unwrap();
+    b.set_error("list failed: 503");
+    b.put_port("ns/a:80", &nodes(1, 80));
+    drop(b);
+    assert_eq!(h.status_seq.load(Ordering::Relaxed) & 1, 0);
+    assert_eq!(r.status().last_error, "list failed: 503");
+    let mut buf = vec![0u8; 4096];
+    assert!(matches!(
+        r.lookup(b"ns/a:80", &mut buf),
+        Lookup::Found { count: 1, .. }
+    ));
+}
+
+#[test]
+fn a_live_lock_holder_makes_claim_and_batch_fail_at_once_and_a_panic_releases_the_lock() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    r.hold_lock_as_stranger();
+    assert!(matches!(w.batch(), Err(StoreError::Locked)));
+    assert!(matches!(Writer::claim(&r, 1), Err(StoreError::Locked)));
+    r.release_stranger_lock();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut b = w.batch().unwrap();
+        b.put_port("ns/a:80", &nodes(1, 80));
+        panic!("inside a batch");
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(r.lock_holder_pid(), 0, "the lock was given back");
+    assert!(w.batch().is_ok());
+}
+
+#[test]
+fn the_services_and_endpoints_gauges_follow_puts_replaces_removes_and_a_new_writer() {
+    let r = Region::create(1 << 20).unwrap();
+    let gauges = |r: &Region| (r.metric(Metric::Services), r.metric(Metric::Endpoints));
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut b = w.batch().unwrap();
+    b.put_service("ns/a", &["http", "grpc"]);
+    b.put_port("ns/a:http", &nodes(3, 80));
+    b.put_port("ns/a:grpc", &nodes(2, 81));
+    b.put_service("ns/b", &["http"]);
+    b.put_port("ns/b:http", &nodes(4, 80));
+    drop(b);
+    assert_eq!(gauges(&r), (2, 9));
+    let mut b = w.batch().unwrap();
+    b.put_port("ns/a:http", &nodes(1, 80));
+    b.remove("ns/b:http");
+    b.remove("ns/b");
+    drop(b);
+    assert_eq!(gauges(&r), (1, 3));
+    // A new writer (a restarted watcher) counts what the region holds.
+    drop(w);
+    let mut w = Writer::claim(&r, 1).unwrap();
+    assert_eq!(gauges(&r), (1, 3));
+    w.batch().unwrap().remove("ns/a:grpc");
+    assert_eq!(gauges(&r), (1, 1));
+}
+
+#[test]
+fn small_buffer_reports_needed_size() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    w.batch().unwrap().put_port("ns/big:80", &nodes(100, 80));
+    let mut small = [0u8; 32];
+    let Lookup::TooSmall { need } = r.lookup(b"ns/big:80", &mut small) else {
+        panic!()
+    };
+    let mut buf = vec![0u8; need];
+    assert!(matches!(
+        r.lookup(b"ns/big:80", &mut buf),
+        Lookup::Found { count: 100, .. }
+    ));
+}
+
+#[test]
+fn full_region_keeps_old_data_and_retries_when_space_frees() {
+    let r = Region::create(MIN_REGION_BYTES).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut b = w.batch().unwrap();
+    assert_eq!(b.put_port("ns/a:80", &nodes(10, 80)), Put::Written);
+    let mut fillers = 0;
+    while b.put_port(&format!("ns/filler{fillers}:80"), &nodes(300, 80)) == Put::Written {
+        fillers += 1;
+    }
+    assert!(fillers > 2);
+    assert_eq!(b.put_port("ns/a:80", &nodes(1200, 81)), Put::Full);
+    drop(b);
+    assert_eq!(
+        get(&r, "ns/a:80").unwrap().2,
+        nodes(10, 80),
+        "old content is still served"
+    );
+    assert_eq!(
+        get(&r, &format!("ns/filler{fillers}:80")),
+        None,
+        "a new key that did not fit is not visible"
+    );
+    assert!(r.status().full_rejections >= 2);
+    assert_eq!(w.held_back(), 2);
+    // Freeing space lets the held-back updates land without the caller writing them again.
+    let mut b = w.batch().unwrap();
+    for i in 0..fillers {
+        b.remove(&format!("ns/filler{i}:80"));
+    }
+    b.commit();
+    assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(1200, 81));
+    assert_eq!(
+        get(&r, &format!("ns/filler{fillers}:80")).unwrap().2.len(),
+        300
+    );
+    assert_eq!(w.held_back(), 0);
+}
+
+#[test]
+fn churn_reuses_space() {
+    let r = Region::create(256 * 1024).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    for round in 0..2000u32 {
+        let mut b = w.batch().unwrap();
+        let key = format!("ns/s{}:80", round % 50);
+        assert_eq!(
+            b.put_port(&key, &nodes(1 + (round as usize % 20), round as u16)),
+            Put::Written
+        );
+        if round % 3 == 0 {
+            b.remove(&format!("ns/s{}:80", (round + 7) % 50));
+        }
+    }
+    assert!(
+        r.status().heap_used < 64 * 1024,
+        "freed records are reused: {:?}",
+        r.status()
+    );
+}
+
+#[test]
+fn deleted_keys_do_not_fill_the_slot_table() {
+    // 64 KiB: 256 slots. Far more distinct keys than slots come and go, a few live at a time.
+    let r = Region::create(MIN_REGION_BYTES).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    for i in 0..20_000 {
+        let mut b = w.batch().unwrap();
+        assert_eq!(
+            b.put_port(&format!("ns/svc{i}:80"), &nodes(1, 80)),
+            Put::Written,
+            "key {i}"
+        );
+        if i >= 5 {
+            assert!(b.remove(&format!("ns/svc{}:80", i - 5)));
+        }
+    }
+    assert_eq!(r.status().full_rejections, 0);
+    for i in 19_995..20_000 {
+        assert!(get(&r, &format!("ns/svc{i}:80")).is_some());
+    }
+    assert_eq!(get(&r, "ns/svc19994:80"), None);
+    // A new writer (restart) sees the same table and keeps working.
+    let mut w = Writer::claim(&r, 1).unwrap();
+    assert_eq!(
+        w.batch().unwrap().put_port("ns/after:80", &nodes(1, 80)),
+        Put::Written
+    );
+    assert!(get(&r, "ns/svc19999:80").is_some());
+}
+
+#[test]
+fn random_churn_at_high_load_never_reports_full() {
+    // 256 slots, 150 live keys (59 %), removed in random order and replaced by new ones: tombstones inside
+    // probe chains pile up unless the writer sweeps them while it runs, not only when it claims.
+    let r = Region::create(MIN_REGION_BYTES).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut live: Vec<String> = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..60_000 {
+        let mut b = w.batch().unwrap();
+        if live.len() >= 150 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let victim = live.swap_remove((rng % live.len() as u64) as usize);
+            assert!(b.remove(&victim));
+        }
+        let key = format!("ns/svc{i}:80");
+        assert_eq!(b.put_port(&key, &nodes(1, 80)), Put::Written, "op {i}");
+        live.push(key);
+    }
+    drop(w);
+    assert_eq!(r.status().full_rejections, 0);
+    for key in &live {
+        assert!(get(&r, key).is_some(), "{key}");
+    }
+}
+
+#[test]
+fn held_back_keys_are_counted_once_and_retried_only_after_space_frees() {
+    let r = Region::create(MIN_REGION_BYTES).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut b = w.batch().unwrap();
+    assert_eq!(b.put_port("ns/filler:80", &nodes(2500, 80)), Put::Written);
+    assert_eq!(b.put_port("ns/big:80", &nodes(2500, 81)), Put::Full);
+    drop(b);
+    for _ in 0..10 {
+        w.batch().unwrap().set_state(SyncState::Watching);
+    }
+    assert_eq!(r.status().full_rejections, 1);
+    w.batch().unwrap().remove("ns/filler:80");
+    assert_eq!(
+        get(&r, "ns/big:80"),
+        None,
+        "a batch dropped without commit retries nothing"
+    );
+    w.batch().unwrap().commit();
+    assert_eq!(get(&r, "ns/big:80").unwrap().2.len(), 2500);
+    assert_eq!(r.status().pending_full, 0);
+}
+
+#[test]
+fn an_older_generation_cannot_claim_the_region_back() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut new = Writer::claim(&r, 2).unwrap();
+    assert!(matches!(Writer::claim(&r, 1), Err(StoreError::Superseded)));
+    assert!(new.is_owner());
+    assert_eq!(
+        new.batch().unwrap().put_port("ns/a:80", &nodes(1, 80)),
+        Put::Written
+    );
+    // The same generation (a respawned watcher of the current configuration) may take over.
+    let _respawned = Writer::claim(&r, 2).unwrap();
+    assert!(matches!(new.batch(), Err(StoreError::Superseded)));
+}
+
+#[test]
+fn second_writer_supersedes_first() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut a = Writer::claim(&r, 1).unwrap();
+    a.batch().unwrap().put_port("ns/a:80", &nodes(1, 80));
+    let mut b = Writer::claim(&r, 1).unwrap();
+    assert!(matches!(a.batch(), Err(StoreError::Superseded)));
+    // The new writer sees what the old one wrote and carries on.
+    assert_eq!(
+        b.batch().unwrap().put_port("ns/a:80", &nodes(1, 80)),
+        Put::Unchanged
+    );
+    assert_eq!(
+        b.batch().unwrap().put_port("ns/a:80", &nodes(2, 80)),
+        Put::Written
+    );
+}
+
+#[test]
+fn lock_of_dead_process_is_taken_over_and_half_done_slot_repaired() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut a = Writer::claim(&r, 1).unwrap();
+    a.batch().unwrap().put_port("ns/a:80", &nodes(3, 80));
+    // SAFETY: fork in a test; the child exits immediately without touching shared state.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: terminate the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    // Pretend the dead child died inside a batch, mid-way through updating a slot.
+    let h = r.header();
+    h.lock.store((1 << 40) | child as u64, Ordering::SeqCst);
+    let slot = a.keys[b"ns/a:80".as_slice()].slot;
+    r.slot(slot).seq.fetch_add(1, Ordering::SeqCst);
+    let mut buf = [0u8; 256];
+    assert_eq!(r.lookup(b"ns/a:80", &mut buf), Lookup::Busy);
+    let mut b = Writer::claim(&r, 1).unwrap();
+    assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(3, 80));
+    assert_eq!(
+        b.batch().unwrap().put_port("ns/a:80", &nodes(4, 80)),
+        Put::Written
+    );
+}
+
+/// A reader in another process never sees a torn record while the writer rewrites and reuses space.
+#[test]
+fn a_forked_reader_never_misses_a_live_key_while_the_table_is_rehashed() {
+    const HOT: usize = 50;
+    // 1024 slots: a rehash takes long enough for lookups to overlap it.
+    let r = Region::create(256 * 1024).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    for k in 0..HOT {
+        w.batch()
+            .unwrap()
+            .put_port(&format!("ns/hot{k}:80"), &nodes(1, 80));
+    }
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe for the child to say it is reading, so the churn below overlaps its reads.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fork in a test. The child only reads the shared mapping and exits with _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let mut buf = vec![0u8; 1 << 12];
+        let mut missed = 0u32;
+        // SAFETY: writing one byte to our end of the pipe.
+        unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        'read: while std::time::Instant::now() < deadline {
+            for k in 0..HOT {
+                match r.lookup(format!("ns/hot{k}:80").as_bytes(), &mut buf) {
+                    Lookup::Found { count, len, .. } => {
+                        if decode_nodes(&buf[..len], count).first().map(|n| n.port) == Some(9) {
+                            break 'read;
+                        }
+                    }
+                    Lookup::Busy => {}
+                    _ => missed += 1,
+                }
+            }
+        }
+        // SAFETY: leave the child without running the test harness's exit path.
+        unsafe { libc::_exit(if missed > 0 { 2 } else { 0 }) };
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte from our end of the pipe; blocks until the child is reading.
+    assert_eq!(
+        unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) },
+        1
+    );
+    // Random churn of 700 more keys at high load: rehashes move the hot keys around.
+    let mut live: Vec<String> = Vec::new();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..100_000 {
+        let mut b = w.batch().unwrap();
+        if live.len() >= 700 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            b.remove(&live.swap_remove((rng % live.len() as u64) as usize));
+        }
+        let key = format!("ns/churn{i}:80");
+        assert_eq!(b.put_port(&key, &nodes(1, 80)), Put::Written);
+        live.push(key);
+    }
+    let rehashes = r.header().table_seq.load(Ordering::Relaxed) / 2;
+    w.batch().unwrap().put_port("ns/hot0:80", &nodes(1, 9));
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert!(
+        rehashes > 10,
+        "the churn rehashed the table {rehashes} times"
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child saw a live key missing (status {status})"
+    );
+}
+
+#[test]
+fn reader_in_forked_process_sees_only_whole_records() {
+    const DONE: u16 = 60000;
+    let r = Region::create(512 * 1024).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    // The first record, like every later one, has 1 + port % 13 nodes.
+    w.batch().unwrap().put_port("ns/hot:80", &nodes(2, 1));
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe for the child to say it is reading, so the writes below overlap its reads.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fork in a test. The child only reads the shared mapping and exits with _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut versions, mut last, mut torn, mut odd) = (0u32, 0u64, 0u32, 0u32);
+        // SAFETY: writing one byte to our end of the pipe.
+        unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match r.lookup(b"ns/hot:80", &mut buf) {
+                Lookup::Found {
+                    version,
+                    count,
+                    len,
+                    ..
+                } => {
+                    let got = decode_nodes(&buf[..len], count);
+                    // Every record written has 1 + port % 13 nodes, all on that port.
+                    let port = got.first().map(|n| n.port).unwrap_or(0);
+                    if count as u16 != 1 + port % 13 || got != nodes(count as usize, port) {
+                        torn += 1;
+                    }
+                    if version != last {
+                        versions += 1;
+                        last = version;
+                    }
+                    if port == DONE {
+                        break;
+                    }
+                }
+                Lookup::Busy => {}
+                _ => odd += 1,
+            }
+        }
+        let code = if torn > 0 {
+            2
+        } else if odd > 0 {
+            3
+        } else if versions < 10 {
+            4
+        } else {
+            0
+        };
+        // SAFETY: leave the child without running the test harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte from our end of the pipe; blocks until the child is reading.
+    assert_eq!(
+        unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) },
+        1
+    );
+    let start = std::time::Instant::now();
+    let mut port = 2u16;
+    while start.elapsed() < std::time::Duration::from_millis(700) || port < 20_000 {
+        let mut b = w.batch().unwrap();
+        b.put_port("ns/hot:80", &nodes(1 + (port % 13) as usize, port));
+        // Churn other keys so freed blocks get reused while the child may still be copying them.
+        b.put_port(
+            &format!("ns/other{}:80", port % 17),
+            &nodes(1 + (port % 5) as usize, port),
+        );
+        port = if port + 1 >= DONE { 2 } else { port + 1 };
+    }
+    w.batch()
+        .unwrap()
+        .put_port("ns/hot:80", &nodes(1 + (DONE % 13) as usize, DONE));
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let meaning = match code {
+        0 => "ok",
+        2 => "a torn record was interpreted",
+        3 => "the key was reported missing",
+        4 => "too few versions seen to prove anything",
+        _ => "the child crashed or timed out",
+    };
+    assert_eq!(code, 0, "{meaning}");
+}
