@@ -6,8 +6,8 @@ use std::path::PathBuf;
 fn main() {
     let crate_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    // Any module's public constants could reach the header (cbindgen.toml excludes the internal ones).
-    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/instance.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     // 0.x: every minor release may change the C ABI, so the soname carries MAJOR.MINOR (the Lua module checks
     // the same pair through k8s_disc_version()).
@@ -19,13 +19,15 @@ fn main() {
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is valid");
     let header = match cbindgen::Builder::new()
-        .with_crate(&crate_dir)
+        // The C API is the FFI module, plus the instance type its handle points to (opaque in C).
+        .with_src(crate_dir.join("src").join("ffi.rs"))
+        .with_src(crate_dir.join("src").join("instance.rs"))
         .with_config(config)
         .generate()
     {
         Ok(h) => h,
         Err(e) => {
-            // A parse error elsewhere in the crate is reported by rustc with better context.
+            // A parse error is reported by rustc with better context.
             println!("cargo:warning=header not regenerated: {e}");
             return;
         }

@@ -9,8 +9,8 @@
 //! functions never distinguish them.
 //!
 //! The conversion output is canonical (ports in key order, nodes sorted and
-//! de-duplicated), so that equal content always produces equal values and a
-//! content hash over it never changes spuriously.
+//! de-duplicated), so that equal content always produces equal records, and the
+//! store can tell an unchanged entry from a changed one by comparing bytes.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
