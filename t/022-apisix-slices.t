@@ -1,6 +1,6 @@
 # APISIX's t/kubernetes/discovery/kubernetes3.t and kubernetes4.t (EndpointSlices, watch_endpoint_slices: true)
 # against this project's adapter and the fake API server, plus the correct behaviour where APISIX has bugs
-# (apisix-compat.md §9.7, §9.8): `ready` unset counts as ready, an address in two slices is served once.
+# there: `ready` unset counts as ready, and an address in two slices is served once.
 
 use lib 't/lib';
 use K8sDiscTest;

@@ -1,4 +1,4 @@
-# The correct behaviour where APISIX's kubernetes discovery has bugs (apisix-compat.md §9): stale services
+# The correct behaviour where APISIX's kubernetes discovery has known bugs: stale services
 # removed by a relist without a gap for the others, a failed list (first page or a later one) deleting nothing,
 # watches resumed from the last resourceVersion instead of relisting, Retry-After honoured, a full shared-memory
 # region keeping the previous data and saying so once, and tokens masked in the dump.

@@ -1,4 +1,8 @@
 //! `labelSelector` / `fieldSelector` parsing and matching, plus the combined watch/list filter.
+//!
+//! The library has its own label-selector code (`src/selector.rs`); this one is written separately on purpose,
+//! from the API server's documented grammar, so that the fake server is an independent oracle: a mistake shared
+//! by both would otherwise go unnoticed in every test that runs one against the other.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
