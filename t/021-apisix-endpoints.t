@@ -139,7 +139,7 @@ namespaced list: true, namespaced watch: true
 
 
 
-=== TEST 4: namespace_selector not_equal ns-a
+=== TEST 4: namespace_selector not_equal leaves out exactly that namespace, in its cluster only
 --- first_extra
 namespace_selector = { not_equal = "ns-a" }
 --- config
@@ -160,7 +160,7 @@ second: 2 2 2 2 2 2
 
 
 
-=== TEST 5: namespace_selector match [ns-a, ns-b]
+=== TEST 5: namespace_selector match with a list keeps only the namespaces listed
 --- first_extra
 namespace_selector = { match = { "ns-a", "ns-b" } }
 --- config
@@ -181,7 +181,7 @@ second: 2 2 2 2 2 2
 
 
 
-=== TEST 6: namespace_selector match ["ns-[ab]"] (a pattern, matched against the whole name)
+=== TEST 6: namespace_selector match takes patterns, matched against the whole namespace name
 --- first_extra
 namespace_selector = { match = { "ns-[ab]" } }
 --- config
@@ -202,7 +202,7 @@ second: 2 2 2 2 2 2
 
 
 
-=== TEST 7: namespace_selector not_match ["ns-a"]
+=== TEST 7: namespace_selector not_match leaves out the namespaces that match
 --- first_extra
 namespace_selector = { not_match = { "ns-a" } }
 --- config
@@ -223,7 +223,7 @@ second: 2 2 2 2 2 2
 
 
 
-=== TEST 8: namespace_selector not_match ["ns-[ab]"]
+=== TEST 8: namespace_selector not_match with a pattern leaves out every namespace it matches
 --- first_extra
 namespace_selector = { not_match = { "ns-[ab]" } }
 --- config
