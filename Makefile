@@ -23,7 +23,7 @@ DESTDIR ?=
 
 PROFILE ?= release
 LIB     := target/$(PROFILE)/libk8s_disc.so
-LUA_FILES := resty/k8s_disc.lua apisix/discovery/kubernetes/init.lua apisix/discovery/kubernetes/schema.lua
+LUA_FILES := $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | sort)
 DIST    := target/dist/k8s-disc-$(VERSION)-linux-$(ARCH)
 
 .PHONY: all install uninstall dist test clean

@@ -24,6 +24,8 @@ build = {
    install = {
       lua = {
          ["resty.k8s_disc"] = "lua/resty/k8s_disc.lua",
+         ["resty.k8s_disc.native"] = "lua/resty/k8s_disc/native.lua",
+         ["resty.k8s_disc.decode"] = "lua/resty/k8s_disc/decode.lua",
          ["apisix.discovery.kubernetes.init"] = "lua/apisix/discovery/kubernetes/init.lua",
          ["apisix.discovery.kubernetes.schema"] = "lua/apisix/discovery/kubernetes/schema.lua",
       },

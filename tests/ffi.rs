@@ -280,3 +280,49 @@ fn dump_and_info_use_the_needed_length_protocol() {
     let v = unsafe { std::ffi::CStr::from_ptr(k8s_disc_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+/// The Lua module names every return code of the C header, with the same value.
+#[test]
+fn lua_return_codes_match_the_header() {
+    let header = include_str!("../include/k8s_disc.h");
+    let lua = include_str!("../lua/resty/k8s_disc/native.lua");
+    let mut from_header = std::collections::BTreeMap::new();
+    for line in header.lines() {
+        let Some(rest) = line.strip_prefix("#define K8S_DISC_") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if name == "H" {
+            continue; // the include guard
+        }
+        let value: i64 = value
+            .trim_matches(|c| c == '(' || c == ')')
+            .parse()
+            .unwrap_or_else(|_| {
+                panic!("K8S_DISC_{name} has a non-numeric value {value}");
+            });
+        from_header.insert(name.to_string(), value);
+    }
+    let mut from_lua = std::collections::BTreeMap::new();
+    for line in lua.lines() {
+        let Some(rest) = line.strip_prefix("_M.") else {
+            continue;
+        };
+        if let Some((name, value)) = rest.split_once(" = ")
+            && let Ok(v) = value.trim().parse::<i64>()
+        {
+            from_lua.insert(name.to_string(), v);
+        }
+    }
+    assert!(
+        from_header.len() >= 8,
+        "codes found in the header: {from_header:?}"
+    );
+    assert_eq!(
+        from_lua, from_header,
+        "lua/resty/k8s_disc/native.lua against include/k8s_disc.h"
+    );
+}

@@ -1,0 +1,76 @@
+-- Node tables from the buffer k8s_disc_nodes() fills: `count` x [u16 port LE][u8 host_len][host], sorted by host
+-- then port.
+
+local ffi = require("ffi")
+
+local ffi_string, C = ffi.string, ffi.C
+-- Another module may have declared it already.
+pcall(ffi.cdef, "int memcmp(const void *a, const void *b, size_t n);")
+
+local ok_new_tab, new_tab = pcall(require, "table.new")
+if not ok_new_tab then
+    new_tab = function() return {} end
+end
+
+local _M = {}
+
+-- Services with at least this many nodes keep a private list of their node tables, so that after a change the
+-- nodes that stayed are reused instead of rebuilt (allocation, and the GC work it brings, is what a change costs).
+local REUSE_MIN_NODES = 32
+
+-- Returns the answer (a new array of {host, port, weight}) and, for large services, its private list. `prev` is
+-- the previous answer's private list (or nil): nodes equal to one of its tables reuse that table.
+function _M.nodes(buf, count, weight, prev)
+    local nodes = new_tab(count, 0)
+    local p = 0
+    if not prev then
+        for i = 1, count do
+            local host_len = buf[p + 2]
+            nodes[i] = {
+                host = ffi_string(buf + p + 3, host_len),
+                port = buf[p] + buf[p + 1] * 256,
+                weight = weight,
+            }
+            p = p + 3 + host_len
+        end
+    else
+        -- A merge of two sorted lists. An unchanged node is recognised from the buffer's bytes, without making
+        -- its host string; only a node that differs is decoded and placed by comparing strings.
+        local j, old = 1, prev[1]
+        for i = 1, count do
+            local host_len = buf[p + 2]
+            local port = buf[p] + buf[p + 1] * 256
+            local host_at = buf + p + 3
+            local reuse = false
+            while old do
+                local old_host = old.host
+                if #old_host == host_len and old.port == port and C.memcmp(host_at, old_host, host_len) == 0 then
+                    reuse = old.weight == weight
+                    j = j + 1
+                    old = prev[j]
+                    break
+                end
+                local host = ffi_string(host_at, host_len)
+                if old_host > host or (old_host == host and old.port > port) then
+                    break
+                end
+                j = j + 1
+                old = prev[j]
+            end
+            nodes[i] = reuse and prev[j - 1]
+                or { host = ffi_string(host_at, host_len), port = port, weight = weight }
+            p = p + 3 + host_len
+        end
+    end
+    if count < REUSE_MIN_NODES then
+        return nodes, nil
+    end
+    -- Private: callers may sort the answer in place or replace its elements (APISIX does both).
+    local own = new_tab(count, 0)
+    for i = 1, count do
+        own[i] = nodes[i]
+    end
+    return nodes, own
+end
+
+return _M
