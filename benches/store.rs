@@ -46,7 +46,7 @@ fn main() {
     let mut known = Vec::with_capacity(services);
     for k in &keys {
         match region.lookup(k.as_bytes(), &mut buf) {
-            Lookup::Found { slot, version, .. } => known.push((slot, version)),
+            Lookup::Found { hint, version, .. } => known.push((hint, version)),
             other => panic!("{k}: {other:?}"),
         }
     }

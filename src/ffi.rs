@@ -8,8 +8,9 @@ use std::os::raw::c_char;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::instance::{InitScope, Instance, NodesLookup};
+use crate::instance::{InitScope, Instance};
 use crate::log::Level;
+use crate::store::Lookup;
 
 /// The lookup found nothing new: the caller's version is current.
 pub const K8S_DISC_UNCHANGED: i32 = -1;
@@ -75,19 +76,6 @@ unsafe fn str_arg<'a>(ptr: *const c_char, len: usize, max: usize) -> Option<&'a 
 unsafe fn instance<'a>(h: *const Instance) -> Option<&'a Instance> {
     // SAFETY: an unreleased handle owns a reference to its instance, which is therefore alive.
     unsafe { h.as_ref() }
-}
-
-/// Blocks every signal in the calling thread (and the threads it spawns later). nginx handles its signals
-/// (QUIT, HUP, USR1, TERM, ...) by setting flags that its main thread's event loop checks; delivered to the watcher
-/// thread instead, they would only be seen once the main thread happened to wake up.
-pub(crate) fn block_signals_in_this_thread() {
-    // SAFETY: `set` is a local sigset_t initialised by sigfillset before use; pthread_sigmask only changes the
-    // calling thread's mask and accepts a NULL old-set pointer.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 /// The library version as a NUL-terminated string, e.g. "0.1.0".
@@ -267,11 +255,12 @@ pub unsafe extern "C" fn k8s_disc_nodes(
         // SAFETY: the caller guarantees `cap` writable bytes at buf, and cap <= isize::MAX was checked.
         let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
         match inst.nodes(name, out) {
-            NodesLookup::Found {
+            Lookup::Found {
                 hint: new_hint,
                 version: new_version,
                 count,
                 len,
+                ..
             } => {
                 // SAFETY: pointers checked above.
                 unsafe {
@@ -281,14 +270,14 @@ pub unsafe extern "C" fn k8s_disc_nodes(
                 }
                 i32::try_from(count).unwrap_or(K8S_DISC_E_INTERNAL)
             }
-            NodesLookup::NotFound => K8S_DISC_NOT_FOUND,
-            NodesLookup::TooSmall { need } => {
+            Lookup::NotFound => K8S_DISC_NOT_FOUND,
+            Lookup::TooSmall { need } => {
                 // SAFETY: checked above.
                 unsafe { *buf_len = need };
                 K8S_DISC_E_BUFFER
             }
-            NodesLookup::Busy => K8S_DISC_E_BUSY,
-            NodesLookup::Corrupt => K8S_DISC_E_CORRUPT,
+            Lookup::Busy => K8S_DISC_E_BUSY,
+            Lookup::Corrupt => K8S_DISC_E_CORRUPT,
         }
     })
 }

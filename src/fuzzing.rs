@@ -244,18 +244,19 @@ pub fn nodes_lookup(name: &str, buf_len: usize, hint: u64, version: u64) {
     let _ = inst.is_current(hint, version);
     let mut buf = vec![0u8; buf_len];
     match inst.nodes(name, &mut buf) {
-        crate::instance::NodesLookup::Found {
+        Lookup::Found {
             hint,
             version,
             count,
             len,
+            ..
         } => {
             assert!(len <= buf_len);
             assert_eq!(decode_nodes(&buf[..len], count).len(), count as usize);
             assert!(inst.is_current(hint, version), "a fresh lookup is current");
         }
-        crate::instance::NodesLookup::TooSmall { need } => assert!(need > buf_len),
-        crate::instance::NodesLookup::Corrupt => panic!("corrupt record in an intact region"),
+        Lookup::TooSmall { need } => assert!(need > buf_len),
+        Lookup::Corrupt => panic!("corrupt record in an intact region"),
         _ => {}
     }
 }
@@ -299,7 +300,7 @@ pub fn region_reader(patches: &[u8], probe: &str) {
         for cap in [0, 7, 256] {
             match f.region.lookup(key.as_bytes(), &mut buf[..cap]) {
                 Lookup::Found {
-                    slot,
+                    hint,
                     version,
                     count,
                     len,
@@ -307,7 +308,7 @@ pub fn region_reader(patches: &[u8], probe: &str) {
                 } => {
                     assert!(len <= cap);
                     assert_eq!(decode_nodes(&buf[..len], count).len(), count as usize);
-                    let _ = f.region.is_current(slot, version);
+                    let _ = f.region.is_current(hint, version);
                 }
                 Lookup::TooSmall { need } => assert!(need > cap),
                 _ => {}

@@ -104,22 +104,6 @@ pub struct Instance {
     epoch: u32,
 }
 
-/// Result of a `nodes` lookup on an instance.
-pub enum NodesLookup {
-    Found {
-        hint: u64,
-        version: u64,
-        count: u32,
-        len: usize,
-    },
-    NotFound,
-    TooSmall {
-        need: usize,
-    },
-    Busy,
-    Corrupt,
-}
-
 impl Instance {
     /// Parses the config and returns the matching instance from the process-wide registry, creating regions as
     /// needed (the FFI entry point; see the module docs for reuse across reloads and subsystems).
@@ -204,37 +188,24 @@ impl Instance {
 
     /// Looks up `name` (`ns/name:port`, or `id/ns/name:port` in multi-cluster mode) and copies its nodes into
     /// `out`. The returned hint packs the cluster index and slot, for `is_current` on the next call.
-    pub fn nodes(&self, name: &str, out: &mut [u8]) -> NodesLookup {
+    pub fn nodes(&self, name: &str, out: &mut [u8]) -> Lookup {
         let Some((idx, key)) = self.route(name) else {
-            return NodesLookup::NotFound;
+            return Lookup::NotFound;
         };
-        match self.clusters[idx].region.lookup(key.as_bytes(), out) {
-            Lookup::Found {
-                slot,
-                version,
-                count,
-                len,
-                ..
-            } => NodesLookup::Found {
-                hint: ((idx as u64) << 32) | u64::from(slot),
-                version,
-                count,
-                len,
-            },
-            Lookup::NotFound => NodesLookup::NotFound,
-            Lookup::TooSmall { need } => NodesLookup::TooSmall { need },
-            Lookup::Busy => NodesLookup::Busy,
-            Lookup::Corrupt => NodesLookup::Corrupt,
+        let mut found = self.clusters[idx].region.lookup(key.as_bytes(), out);
+        if let Lookup::Found { hint, .. } = &mut found {
+            // The cluster goes in the high half, so that `is_current` needs nothing but the pair.
+            *hint |= (idx as u64) << 32;
         }
+        found
     }
 
     /// Whether a (hint, version) pair from an earlier lookup still names current content: the `nodes()` fast path,
     /// which needs neither the name nor a hash.
     pub fn is_current(&self, hint: u64, version: u64) -> bool {
-        let (idx, slot) = ((hint >> 32) as usize, hint as u32);
         self.clusters
-            .get(idx)
-            .is_some_and(|c| c.region.is_current(slot, version))
+            .get((hint >> 32) as usize)
+            .is_some_and(|c| c.region.is_current(hint, version))
     }
 
     /// True once every cluster has completed its first full list.

@@ -28,7 +28,7 @@ fn handle() -> Result<tokio::runtime::Handle, String> {
     std::thread::Builder::new()
         .name("k8s-disc".into())
         .spawn(move || {
-            crate::ffi::block_signals_in_this_thread();
+            block_signals_in_this_thread();
             runtime.block_on(std::future::pending::<()>())
         })
         .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
@@ -64,4 +64,17 @@ pub fn start(inst: &Arc<Instance>) -> Result<bool, String> {
         });
     }
     Ok(true)
+}
+
+/// Blocks every signal in the calling thread (and the threads it spawns later). nginx handles its signals
+/// (QUIT, HUP, USR1, TERM, ...) by setting flags that its main thread's event loop checks; delivered to the watcher
+/// thread instead, they would only be seen once the main thread happened to wake up.
+fn block_signals_in_this_thread() {
+    // SAFETY: `set` is a local sigset_t initialised by sigfillset before use; pthread_sigmask only changes the
+    // calling thread's mask and accepts a NULL old-set pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }

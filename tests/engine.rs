@@ -7,8 +7,9 @@ use std::time::Duration;
 mod common;
 
 use common::{eventually, nodes};
-use k8s_disc::instance::{Instance, NodesLookup};
+use k8s_disc::instance::Instance;
 use k8s_disc::model::Node;
+use k8s_disc::store::Lookup;
 use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
 use serde_json::{Value, json};
 
@@ -104,7 +105,7 @@ fn unchanged_lookup_keeps_version_and_change_bumps_it() {
     let inst = start(&s, json!({}));
     eventually("first list", || inst.ready());
     let mut buf = vec![0u8; 4096];
-    let NodesLookup::Found { hint, version, .. } = inst.nodes("ns/svc:p", &mut buf) else {
+    let Lookup::Found { hint, version, .. } = inst.nodes("ns/svc:p", &mut buf) else {
         panic!()
     };
     assert!(inst.is_current(hint, version));

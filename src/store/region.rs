@@ -14,9 +14,11 @@ use super::writer::make_token;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// A record was copied into the caller's buffer; `len` bytes of body, `count` items; its content last
-    /// changed at `changed_s` (seconds since the epoch).
+    /// changed at `changed_s` (seconds since the epoch). `hint` and `version` name the record for `is_current`:
+    /// the hint holds the slot in its low 32 bits, and the region leaves its high 32 bits to the caller (an
+    /// instance keeps the cluster there).
     Found {
-        slot: u32,
+        hint: u64,
         version: u64,
         count: u32,
         len: usize,
@@ -140,9 +142,11 @@ impl Region {
         }
     }
 
-    /// Whether `(slot, version)` from an earlier lookup still names the slot's current record. Versions are never
-    /// reused within a region, so equality proves the content is unchanged without reading the record.
-    pub fn is_current(&self, slot: u32, version: u64) -> bool {
+    /// Whether `(hint, version)` from an earlier lookup still names the slot's current record (only the hint's low
+    /// 32 bits, the slot, are read). Versions are never reused within a region, so equality proves the content is
+    /// unchanged without reading the record.
+    pub fn is_current(&self, hint: u64, version: u64) -> bool {
+        let slot = hint as u32;
         if version == 0 || slot as usize >= self.slot_count() {
             return false;
         }
@@ -282,7 +286,7 @@ impl Region {
             }
             out.copy_within(body_start..len, 0);
             return SlotRead::Hit(Lookup::Found {
-                slot: i as u32,
+                hint: i as u64,
                 version,
                 count,
                 len: len - body_start,

@@ -16,16 +16,16 @@ fn nodes(n: usize, port: u16) -> Vec<Node> {
         .collect()
 }
 
-fn get(r: &Region, key: &str) -> Option<(u32, u64, Vec<Node>)> {
+fn get(r: &Region, key: &str) -> Option<(u64, u64, Vec<Node>)> {
     let mut buf = vec![0u8; 1 << 16];
     match r.lookup(key.as_bytes(), &mut buf) {
         Lookup::Found {
-            slot,
+            hint,
             version,
             count,
             len,
             ..
-        } => Some((slot, version, decode_nodes(&buf[..len], count))),
+        } => Some((hint, version, decode_nodes(&buf[..len], count))),
         Lookup::NotFound => None,
         other => panic!("unexpected {other:?}"),
     }

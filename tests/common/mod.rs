@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_disc::instance::{Instance, NodesLookup};
+use k8s_disc::instance::Instance;
 use k8s_disc::model::Node;
+use k8s_disc::store::Lookup;
 use k8s_disc::store::decode_nodes;
 
 /// Initialises a standalone instance from `conf` (JSON) and starts its watchers in this process.
@@ -25,11 +26,11 @@ pub fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
 pub fn try_nodes(inst: &Instance, name: &str) -> Result<Option<Vec<Node>>, String> {
     let mut buf = vec![0u8; 1 << 20];
     match inst.nodes(name, &mut buf) {
-        NodesLookup::Found { count, len, .. } => Ok(Some(decode_nodes(&buf[..len], count))),
-        NodesLookup::NotFound => Ok(None),
-        NodesLookup::Busy => Err("busy".into()),
-        NodesLookup::Corrupt => Err("corrupt record".into()),
-        NodesLookup::TooSmall { need } => Err(format!("buffer too small, need {need}")),
+        Lookup::Found { count, len, .. } => Ok(Some(decode_nodes(&buf[..len], count))),
+        Lookup::NotFound => Ok(None),
+        Lookup::Busy => Err("busy".into()),
+        Lookup::Corrupt => Err("corrupt record".into()),
+        Lookup::TooSmall { need } => Err(format!("buffer too small, need {need}")),
     }
 }
 
