@@ -12,7 +12,6 @@ use super::{Put, SyncState, now_ms};
 /// A run of changes made while holding the region's writer lock.
 pub struct Batch<'w, 'r> {
     pub(super) w: &'w mut Writer<'r>,
-    pub(super) changed: bool,
 }
 
 impl Batch<'_, '_> {
@@ -39,15 +38,11 @@ impl Batch<'_, '_> {
     }
 
     pub(super) fn put(&mut self, key: &[u8], kind: u16, rec: Vec<u8>) -> Put {
-        let p = self.w.put_record(key, kind, rec);
-        self.changed |= p == Put::Written;
-        p
+        self.w.put_record(key, kind, rec)
     }
 
     pub fn remove(&mut self, key: &str) -> bool {
-        let removed = self.w.remove_key(key.as_bytes());
-        self.changed |= removed;
-        removed
+        self.w.remove_key(key.as_bytes())
     }
 
     /// Ends a batch of writes: keys that did not fit earlier are written now if space was freed since (a key
@@ -68,8 +63,7 @@ impl Batch<'_, '_> {
             .map(|(k, (kind, rec))| (k.clone(), *kind, rec.clone()))
             .collect();
         for (key, kind, rec) in pending {
-            let p = self.w.put_record(&key, kind, rec);
-            self.changed |= p == Put::Written;
+            self.w.put_record(&key, kind, rec);
         }
     }
 
@@ -142,13 +136,6 @@ impl Drop for Batch<'_, '_> {
             // Unwinding from a panic inside the batch: only give the lock back.
             self.w.unlock();
             return;
-        }
-        if self.changed {
-            self.w
-                .region
-                .header()
-                .change_count
-                .fetch_add(1, Ordering::Release);
         }
         self.w.publish_counts();
         self.w.unlock();

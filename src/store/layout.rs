@@ -6,7 +6,7 @@ use super::Metric;
 use super::record::RECORD_HEADER;
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"K8SDISC1");
-pub(super) const LAYOUT_VERSION: u64 = 3;
+pub(super) const LAYOUT_VERSION: u64 = 4;
 /// Bytes reserved at the start of the region for the header and status block.
 pub(super) const HEADER_BYTES: usize = 4096;
 pub(super) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
@@ -47,8 +47,6 @@ pub(super) struct Header {
     /// Token of the writer inside a batch, 0 when none.
     pub(super) lock: AtomicU64,
     pub(super) next_version: AtomicU64,
-    /// Bumped on every published change; lets readers and tests see that something happened.
-    pub(super) change_count: AtomicU64,
     /// The configuration generation of the last watcher that completed a full list (0: none yet). A
     /// configuration is ready once this reaches the generation it was built at (`Region::is_ready_for`), so a
     /// newer configuration waits for its own first list, and an older one never loses readiness to a newer one

@@ -48,7 +48,7 @@ pub use layout::{
 };
 pub use record::{decode_nodes, encode_nodes};
 pub use region::{Entry, Lookup, Region};
-pub use status::{Metric, Status, SyncState};
+pub use status::{Metric, RegionStatus, SyncState};
 pub use writer::Writer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

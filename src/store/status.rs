@@ -65,7 +65,7 @@ impl Metric {
 
 /// Health and statistics of one region, as the watcher last published them.
 #[derive(Debug, Clone)]
-pub struct Status {
+pub struct RegionStatus {
     /// See `Region::is_ready_for`.
     pub ready_generation: u64,
     pub state: SyncState,
@@ -77,14 +77,13 @@ pub struct Status {
     pub entries: u64,
     pub heap_used: u64,
     pub heap_bytes: u64,
-    pub changes: u64,
     pub writer_pid: u32,
     pub last_error_ms: u64,
     pub last_error: String,
 }
 
 impl Region {
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> RegionStatus {
         let h = self.header();
         let mut text = [0u8; ERROR_TEXT_BYTES];
         let mut last_error_ms = 0;
@@ -106,7 +105,7 @@ impl Region {
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
         let used = h.heap_used.load(Ordering::Relaxed);
         let heap = (self.size - self.heap_start) as u64;
-        Status {
+        RegionStatus {
             ready_generation: h.ready.load(Ordering::Acquire),
             state: SyncState::from_u32(h.state.load(Ordering::Relaxed) as u32),
             lists: h.lists.load(Ordering::Relaxed),
@@ -125,7 +124,6 @@ impl Region {
             entries: h.entries.load(Ordering::Relaxed),
             heap_used: used,
             heap_bytes: heap,
-            changes: h.change_count.load(Ordering::Acquire),
             writer_pid: token_pid(h.owner.load(Ordering::Relaxed)),
             last_error_ms,
             last_error: String::from_utf8_lossy(&text[..end]).into_owned(),

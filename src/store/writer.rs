@@ -324,7 +324,6 @@ impl<'r> Writer<'r> {
         }
         Ok(Batch {
             w: self,
-            changed: false,
         })
     }
 
