@@ -218,8 +218,7 @@ fn fallback_scenario() {
     assert_eq!(s.stats().lists, 2);
     let relist = requests(&s, "GET /api/v1/endpoints?")
         .into_iter()
-        .filter(|r| !r.contains("watch="))
-        .next_back()
+        .rfind(|r| !r.contains("watch="))
         .unwrap();
     // Not older than what was synced, unpaged (a limit would make it an exact, compactable read).
     assert!(!relist.contains("limit="), "{relist}");
