@@ -410,7 +410,8 @@ impl Watcher {
             }
             Err(Streamed::Unsupported(e)) => {
                 let msg = format!(
-                    "streaming list of {} refused: {e} (list_strategy watch_list never falls back to LIST)",
+                    "list {} failed: {e} (the server refused a streaming list; list_strategy watch_list never \
+                     falls back to LIST)",
                     self.resource.name()
                 );
                 self.list_failed(p, &msg).await?;
@@ -419,7 +420,8 @@ impl Watcher {
                 });
             }
             Err(Streamed::Failed(e)) => {
-                let msg = format!("streaming list of {} failed: {e}", self.resource.name());
+                // Worded as a paged list's failure, so that what watches the log for one sees both.
+                let msg = format!("list {} failed: {e}", self.resource.name());
                 self.list_failed(p, &msg).await?;
                 return Ok(Outcome::ListFailed {
                     retry_after: e.retry_after(),

@@ -237,9 +237,9 @@ fn the_watch_list_strategy_never_falls_back_and_says_why() {
     });
     let e = status(&inst).last_error;
     assert!(
-        e.contains("streaming list of Endpoints refused")
+        e.starts_with("list Endpoints failed: HTTP 422 Invalid")
             && e.contains("sendInitialEvents is forbidden for watch")
-            && e.contains("list_strategy watch_list never falls back to LIST"),
+            && e.contains("the server refused a streaming list; list_strategy watch_list never"),
         "{e}"
     );
     // It backs off and tries again (0.8-1.6 s), never listing.
