@@ -262,7 +262,7 @@ fn a_stream_cut_during_its_initial_events_changes_nothing_and_a_later_one_comple
     eventually("the cut reported", || {
         status(&inst)
             .last_error
-            .contains("streaming list of Endpoints failed")
+            .contains("list Endpoints failed: connection error")
     });
     assert!(!inst.ready());
     assert_eq!(served(&inst, 0), None);
@@ -282,7 +282,7 @@ fn a_stream_cut_during_its_initial_events_changes_nothing_and_a_later_one_comple
     eventually("the cut reported", || {
         status(&inst)
             .last_error
-            .contains("streaming list of Endpoints failed")
+            .contains("list Endpoints failed: connection error")
     });
     assert_eq!(served(&inst, 0), Some(node("10.0.0.1")), "not deleted");
     assert_eq!(served(&inst, 1), Some(node("10.0.1.1")), "not changed");
