@@ -63,6 +63,14 @@ impl ApiError {
         }
     }
 
+    /// The server cannot serve the resourceVersion asked for: 410 in any form, or 504 "Too large resource
+    /// version" (a server whose cache lags behind it). The next list asks for the latest state instead.
+    pub fn is_rv_unavailable(&self) -> bool {
+        self.is_gone()
+            || matches!(self, ApiError::Status { code: 504, message, .. }
+                if message.contains("Too large resource version"))
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Status { retry_after, .. } => *retry_after,

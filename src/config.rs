@@ -70,12 +70,46 @@ const CLUSTER_KEYS: &[&str] = &[
     "list_timeout",
     "max_staleness",
     "max_object_size",
+    "list_strategy",
 ];
 const SERVICE_KEYS: &[&str] = &["schema", "host", "port", "ssl_verify"];
 const CLIENT_KEYS: &[&str] = &["token", "token_file", "ca_file", "cert_file", "key_file"];
 /// Longest accepted certificate, key or kubeconfig path.
 const MAX_PATH_LEN: usize = 4096;
 const SELECTOR_KEYS: &[&str] = &["equal", "not_equal", "match", "not_match"];
+
+/// How a cluster's initial sync and relists fetch the complete state (`list_strategy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// A streaming list (a watch with `sendInitialEvents`), falling back to paged LISTs for good when the server
+    /// does not support it.
+    Auto,
+    /// Streaming lists only: a server without them is an error (logged, backed off, retried).
+    WatchList,
+    /// Paged LIST requests only.
+    List,
+}
+
+impl ListStrategy {
+    pub const NAMES: &[&str] = &["auto", "watch_list", "list"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::WatchList => "watch_list",
+            Self::List => "list",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "watch_list" => Some(Self::WatchList),
+            "list" => Some(Self::List),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -139,6 +173,7 @@ pub struct ClusterConfig {
     /// Bytes: an object (or watch event) larger than this is skipped and logged; its service keeps its
     /// previous nodes.
     pub max_object_size: usize,
+    pub list_strategy: ListStrategy,
 }
 
 /// How messages name the settings of a cluster: config fields, or kubeconfig fields when it comes from one.
@@ -222,6 +257,7 @@ impl fmt::Debug for ClusterConfig {
             .field("list_timeout", &self.list_timeout)
             .field("max_staleness", &self.max_staleness)
             .field("max_object_size", &self.max_object_size)
+            .field("list_strategy", &self.list_strategy)
             .finish()
     }
 }
@@ -641,6 +677,16 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         Some(v) => parse_mib(v, "max_object_size", MAX_OBJECT_MB, scope)?,
         None => (DEFAULT_MAX_OBJECT_MB << 20) as usize,
     };
+    let list_strategy = match get(obj, "list_strategy") {
+        Some(v) => v.as_str().and_then(ListStrategy::parse).ok_or_else(|| {
+            error(
+                scope.path("list_strategy"),
+                show(v),
+                format!("must be one of {}", ListStrategy::NAMES.join(", ")),
+            )
+        })?,
+        None => ListStrategy::Auto,
+    };
 
     let cluster = ClusterConfig {
         id,
@@ -666,6 +712,7 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         list_timeout,
         max_staleness,
         max_object_size,
+        list_strategy,
     };
     Ok((cluster, Value::Object(raw)))
 }
@@ -2069,6 +2116,35 @@ mod tests {
             "watch_endpoint_slices",
             "1",
             "must be a boolean",
+        );
+    }
+
+    #[test]
+    fn list_strategy_defaults_to_auto_and_names_the_field_when_wrong() {
+        assert_eq!(
+            one(json!({"client": {"token": "t"}})).list_strategy,
+            ListStrategy::Auto
+        );
+        for (name, want) in [
+            ("auto", ListStrategy::Auto),
+            ("watch_list", ListStrategy::WatchList),
+            ("list", ListStrategy::List),
+        ] {
+            let c = one(json!({"client": {"token": "t"}, "list_strategy": name}));
+            assert_eq!(c.list_strategy, want);
+            assert_eq!(want.as_str(), name);
+        }
+        rejects(
+            json!({"client": {"token": "t"}, "list_strategy": "stream"}),
+            "list_strategy",
+            "\"stream\"",
+            "must be one of auto, watch_list, list",
+        );
+        rejects(
+            json!([{"id": "a", "service": {"host": "h", "port": 1}, "client": {"token": "t"}, "list_strategy": true}]),
+            "[0].list_strategy",
+            "true",
+            "must be one of",
         );
     }
 

@@ -13,6 +13,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod instance;
 pub mod kubeconfig;
+pub(crate) mod lines;
 pub mod log;
 pub mod lookup;
 pub mod metrics;

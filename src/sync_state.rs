@@ -2,24 +2,38 @@
 //! no I/O and no clock reads, so every transition is tested directly; `watcher` performs the steps.
 //!
 //! ```text
-//!            Listed(rv)                        WatchEnded: clean, with progress
-//!   List ───────────────▶ Watch(rv) ◀────────────────────────────┐
-//!    ▲  │                  │  │                                   │
-//!    │  │ ListFailed        │  └────────────────────────────────────┘
-//!    │  ▼                  │ WatchEnded: 410 (the first one since a healthy watch: List at once;
-//!    │ BackOff(d, List)    │             repeated ones: BackOff(d, List))
-//!    │                     │ WatchEnded: failed, or clean at once with nothing delivered
-//!    │                     ▼
-//!    └──────────────── BackOff(d, Watch(rv))  ──Waited──▶ Watch(rv)
+//!                       StreamUnsupported (auto: once, for good)
+//!   StreamList ──────────────────────────────────────────▶ List
+//!    │  ▲  │ Listed(rv): the end bookmark; the same           │ Listed(rv)
+//!    │  │  │ connection goes on as the watch                   ▼
+//!    │  │  └─────────────────────────────────────────▶ Watch(rv) ◀───────────────────────┐
+//!    │  │                                                 │  │  WatchEnded: clean, with progress
+//!    │  │ Relist (StreamList, or List once fallen back)   │  └──────────────────────────┘
+//!    │  └─────────────────────────────────────────────────┤ WatchEnded: 410 (the first one since a healthy
+//!    │                                                    │   watch: at once; repeated ones: after a back-off)
+//!    │ ListFailed (ended, timed out or failed before the  │ WatchEnded: failed, or clean at once with nothing
+//!    │   end bookmark; 410 as above)                      ▼   delivered
+//!    └──▶ BackOff(d, Relist)              BackOff(d, Watch(rv)) ──Waited──▶ Watch(rv)
 //! ```
+//!
+//! `StreamList` is one watch request with `sendInitialEvents=true`: its initial events build a complete view that
+//! replaces the stored one on the `k8s.io/initial-events-end` bookmark, which is also where the watch begins.
+//! `List` pages through LIST requests; it is the only list of `list_strategy: list`, and what `auto` falls back to
+//! when the server refuses streaming lists. Either way nothing stored changes until a list is complete.
 //!
 //! The back-off grows on every failure and resets only when a watch proved healthy: it delivered changes or
 //! bookmarks, or stayed open for `HEALTHY_WATCH`. A watch that fails at once (an in-stream 410 for a list slower
 //! than the server's watch history) therefore backs off instead of relisting in a loop.
+//!
+//! Where a list starts from (`list_from`) follows the resourceVersion semantics of the API: a relist asks for
+//! data not older than the last resourceVersion synced (the server's watch cache can serve that, and the
+//! gateway never goes back in time); after the server answered that this resourceVersion is unavailable (410, or
+//! 504 "too large"), the latest state.
 
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::config::ListStrategy;
 use crate::store::SyncState;
 
 /// A watch that stayed open this long counts as healthy even if nothing happened on it.
@@ -31,7 +45,10 @@ const INSTANT_END: Duration = Duration::from_secs(1);
 /// What the watcher does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    /// List everything (at start, and after a 410): the complete view replaces the stored one.
+    /// A streaming list (a watch with `sendInitialEvents=true`): its initial events build the complete view, which
+    /// replaces the stored one on the end bookmark; the same connection then goes on as the watch.
+    StreamList,
+    /// List everything page by page (at start, and after a 410): the complete view replaces the stored one.
     List,
     /// Watch from this resourceVersion.
     Watch { rv: String },
@@ -50,16 +67,31 @@ pub enum WatchEnd {
     Failed { retry_after: Option<Duration> },
 }
 
+/// The resourceVersion a list (paged or streaming) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom {
+    /// `resourceVersion` unset: the most recent state, a consistent read.
+    Latest,
+    /// `resourceVersion=0`: whatever state the server's watch cache holds (the first paged list of `auto`).
+    Any,
+    /// `resourceVersion=N`: a state not older than N, the resourceVersion last synced.
+    NotOlderThan(String),
+}
+
 /// What the last step produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A complete list at this resourceVersion was published.
-    Listed {
-        rv: String,
-    },
+    /// A complete list at this resourceVersion was published (for a streaming list: its end bookmark arrived).
+    Listed { rv: String },
+    /// A list failed before it was complete. `gone`: the server answered that its resourceVersion (or continue
+    /// token) is unavailable (410, or 504 "too large resource version").
     ListFailed {
         retry_after: Option<Duration>,
+        gone: bool,
     },
+    /// The server does not support streaming lists (422, 400, 403 or 405 for the request, or a stream that
+    /// ignored `sendInitialEvents`).
+    StreamUnsupported { retry_after: Option<Duration> },
     /// A watch ended. `rv` is the last resourceVersion it reached; `progressed` whether it delivered changes
     /// or bookmarks; `lasted` how long it was open.
     WatchEnded {
@@ -78,14 +110,57 @@ pub struct Machine {
     backoff: Backoff,
     /// 410s since the last healthy watch: the first relists at once, later ones back off.
     gone_streak: u32,
+    strategy: ListStrategy,
+    /// `auto` met a server without streaming lists: paged lists from now on.
+    fell_back: bool,
+    /// The resourceVersion last synced (a list's, or the last one a watch reached).
+    synced_rv: Option<String>,
+    /// The server answered that `synced_rv` is unavailable: the next list asks for the latest state.
+    rv_unavailable: bool,
 }
 
 impl Machine {
-    pub fn new(backoff: Backoff) -> Machine {
-        Machine {
+    pub fn new(backoff: Backoff, strategy: ListStrategy) -> Machine {
+        let mut m = Machine {
             state: State::List,
             backoff,
             gone_streak: 0,
+            strategy,
+            fell_back: false,
+            synced_rv: None,
+            rv_unavailable: false,
+        };
+        m.state = m.relist();
+        m
+    }
+
+    /// Whether `auto` has fallen back to paged lists.
+    pub fn fell_back(&self) -> bool {
+        self.fell_back
+    }
+
+    /// The list this cluster does (at start and on every relist).
+    fn relist(&self) -> State {
+        match self.strategy {
+            ListStrategy::List => State::List,
+            ListStrategy::Auto if self.fell_back => State::List,
+            ListStrategy::Auto | ListStrategy::WatchList => State::StreamList,
+        }
+    }
+
+    /// The resourceVersion the next list asks for.
+    pub fn list_from(&self) -> ListFrom {
+        match (&self.synced_rv, self.strategy) {
+            // Paged lists as configured: always a consistent read, page by page.
+            (_, ListStrategy::List) => ListFrom::Latest,
+            (Some(rv), _) if !self.rv_unavailable => ListFrom::NotOlderThan(rv.clone()),
+            // The first paged list after a fallback is served from the watch cache, like the streaming list
+            // it replaces would have been.
+            (None, _) if self.fell_back && !self.rv_unavailable => ListFrom::Any,
+            // A streaming list at "" is a consistent snapshot that the watch cache still serves (it only
+            // confirms the current revision first), so a new or respawned watcher never starts from data
+            // older than what is stored.
+            _ => ListFrom::Latest,
         }
     }
 
@@ -96,7 +171,7 @@ impl Machine {
     /// The state shown in the dump.
     pub fn sync_state(&self) -> SyncState {
         match self.state {
-            State::List => SyncState::Listing,
+            State::List | State::StreamList => SyncState::Listing,
             State::Watch { .. } => SyncState::Watching,
             State::BackOff { .. } => SyncState::Backoff,
         }
@@ -111,9 +186,26 @@ impl Machine {
     pub fn step(&mut self, outcome: Outcome) -> &State {
         let state = std::mem::replace(&mut self.state, State::List);
         self.state = match (state, outcome) {
-            (State::List, Outcome::Listed { rv }) => State::Watch { rv },
-            (State::List, Outcome::ListFailed { retry_after }) => {
-                self.back_off(retry_after, State::List)
+            (State::List | State::StreamList, Outcome::Listed { rv }) => {
+                self.synced_rv = Some(rv.clone());
+                self.rv_unavailable = false;
+                State::Watch { rv }
+            }
+            (State::List | State::StreamList, Outcome::ListFailed { retry_after, gone }) => {
+                if gone {
+                    self.rv_unavailable = true;
+                    self.gone()
+                } else {
+                    self.back_off(retry_after, self.relist())
+                }
+            }
+            (State::StreamList, Outcome::StreamUnsupported { retry_after }) => {
+                if self.strategy == ListStrategy::Auto {
+                    self.fell_back = true;
+                    State::List
+                } else {
+                    self.back_off(retry_after, State::StreamList)
+                }
             }
             (
                 State::Watch { .. },
@@ -128,19 +220,13 @@ impl Machine {
                     self.backoff.reset();
                     self.gone_streak = 0;
                 }
+                self.synced_rv = Some(rv.clone());
                 match end {
                     WatchEnd::Clean if !progressed && lasted < INSTANT_END => {
                         self.back_off(None, State::Watch { rv })
                     }
                     WatchEnd::Clean => State::Watch { rv },
-                    WatchEnd::Gone => {
-                        self.gone_streak += 1;
-                        if self.gone_streak == 1 {
-                            State::List
-                        } else {
-                            self.back_off(None, State::List)
-                        }
-                    }
+                    WatchEnd::Gone => self.gone(),
                     WatchEnd::Failed { retry_after } => {
                         self.back_off(retry_after, State::Watch { rv })
                     }
@@ -148,9 +234,19 @@ impl Machine {
             }
             (State::BackOff { then, .. }, Outcome::Waited) => *then,
             // An outcome that does not belong to the state (a bug in the driver): start over cleanly.
-            (_, _) => State::List,
+            (_, _) => self.relist(),
         };
         &self.state
+    }
+
+    /// A 410: the first since a healthy watch relists at once, repeated ones after a back-off.
+    fn gone(&mut self) -> State {
+        self.gone_streak += 1;
+        if self.gone_streak == 1 {
+            self.relist()
+        } else {
+            self.back_off(None, self.relist())
+        }
     }
 
     fn back_off(&mut self, retry_after: Option<Duration>, then: State) -> State {
@@ -165,8 +261,20 @@ impl Machine {
 mod tests {
     use super::*;
 
+    /// The paged-list machine (`list_strategy: list`).
     fn machine() -> Machine {
-        Machine::new(Backoff::with_seed(7))
+        Machine::new(Backoff::with_seed(7), ListStrategy::List)
+    }
+
+    fn streaming(strategy: ListStrategy) -> Machine {
+        Machine::new(Backoff::with_seed(7), strategy)
+    }
+
+    fn list_failed() -> Outcome {
+        Outcome::ListFailed {
+            retry_after: None,
+            gone: false,
+        }
     }
 
     fn watch(rv: &str) -> State {
@@ -208,7 +316,7 @@ mod tests {
         let mut m = machine();
         let mut last = Duration::ZERO;
         for i in 0..4 {
-            let (delay, then) = backoff(m.step(Outcome::ListFailed { retry_after: None }));
+            let (delay, then) = backoff(m.step(list_failed()));
             assert_eq!(then, State::List);
             assert_eq!(m.sync_state(), SyncState::Backoff);
             let base = Duration::from_millis(800) * 2u32.pow(i);
@@ -219,6 +327,7 @@ mod tests {
         }
         let (delay, _) = backoff(m.step(Outcome::ListFailed {
             retry_after: Some(Duration::from_secs(60)),
+            gone: false,
         }));
         assert!(
             delay >= Duration::from_secs(60),
@@ -307,6 +416,127 @@ mod tests {
         m.step(Outcome::Waited);
         m.step(Outcome::Listed { rv: "4".into() });
         assert_eq!(m.step(ended(WatchEnd::Gone, "4", true, 0)), &State::List);
+    }
+
+    #[test]
+    fn a_streaming_list_becomes_the_watch_on_its_end_bookmark() {
+        for strategy in [ListStrategy::Auto, ListStrategy::WatchList] {
+            let mut m = streaming(strategy);
+            assert_eq!(m.state(), &State::StreamList);
+            assert_eq!(m.sync_state(), SyncState::Listing, "listing until the end");
+            assert_eq!(m.list_from(), ListFrom::Latest, "a consistent first sync");
+            assert_eq!(m.step(Outcome::Listed { rv: "10".into() }), &watch("10"));
+            assert_eq!(m.sync_state(), SyncState::Watching);
+            // A 410 on the watch relists with a streaming list, not older than what was synced.
+            assert_eq!(
+                m.step(ended(WatchEnd::Gone, "15", false, 0)),
+                &State::StreamList
+            );
+            assert_eq!(m.list_from(), ListFrom::NotOlderThan("15".into()));
+        }
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_its_end_bookmark_backs_off_and_lists_again() {
+        let mut m = streaming(ListStrategy::Auto);
+        let mut last = Duration::ZERO;
+        for _ in 0..3 {
+            let (delay, then) = backoff(m.step(list_failed()));
+            assert_eq!(then, State::StreamList);
+            assert!(delay > last, "{delay:?} after {last:?}");
+            last = delay;
+            assert_eq!(m.step(Outcome::Waited), &State::StreamList);
+        }
+        assert!(
+            !m.fell_back(),
+            "a failure is no reason to give up streaming lists"
+        );
+    }
+
+    #[test]
+    fn auto_falls_back_to_paged_lists_for_good_and_watch_list_backs_off() {
+        let mut m = streaming(ListStrategy::Auto);
+        assert_eq!(
+            m.step(Outcome::StreamUnsupported { retry_after: None }),
+            &State::List,
+            "at once"
+        );
+        assert!(m.fell_back());
+        assert_eq!(m.list_from(), ListFrom::Any, "served from the watch cache");
+        m.step(Outcome::Listed { rv: "10".into() });
+        // Every later relist is paged too.
+        assert_eq!(m.step(ended(WatchEnd::Gone, "12", false, 0)), &State::List);
+        assert_eq!(m.list_from(), ListFrom::NotOlderThan("12".into()));
+        let (_, then) = backoff(m.step(list_failed()));
+        assert_eq!(then, State::List);
+
+        let mut m = streaming(ListStrategy::WatchList);
+        for _ in 0..3 {
+            let (_, then) = backoff(m.step(Outcome::StreamUnsupported { retry_after: None }));
+            assert_eq!(then, State::StreamList);
+            assert_eq!(m.step(Outcome::Waited), &State::StreamList);
+        }
+        assert!(!m.fell_back());
+    }
+
+    #[test]
+    fn a_410_during_the_initial_events_relists_from_the_latest_state() {
+        let mut m = streaming(ListStrategy::Auto);
+        m.step(Outcome::Listed { rv: "10".into() });
+        assert_eq!(
+            m.step(ended(WatchEnd::Gone, "10", false, 0)),
+            &State::StreamList
+        );
+        assert_eq!(m.list_from(), ListFrom::NotOlderThan("10".into()));
+        // The relist itself is told that resourceVersion is gone: list at once (the first 410 since the
+        // last healthy watch went to the watch), from the latest state.
+        let gone = Outcome::ListFailed {
+            retry_after: None,
+            gone: true,
+        };
+        let (_, then) = backoff(m.step(gone.clone()));
+        assert_eq!(then, State::StreamList, "a repeated 410 backs off");
+        assert_eq!(m.list_from(), ListFrom::Latest);
+        m.step(Outcome::Waited);
+        m.step(Outcome::Listed { rv: "20".into() });
+        assert_eq!(m.list_from(), ListFrom::NotOlderThan("20".into()));
+        // After a healthy watch, the first 410 of a streaming list relists at once.
+        m.step(ended(WatchEnd::Clean, "25", true, 60));
+        m.step(ended(WatchEnd::Gone, "25", true, 0));
+        assert_eq!(m.state(), &State::StreamList);
+        assert!(matches!(m.step(gone), State::BackOff { .. }));
+        let mut fresh = streaming(ListStrategy::Auto);
+        assert_eq!(
+            fresh.step(Outcome::ListFailed {
+                retry_after: None,
+                gone: true
+            }),
+            &State::StreamList
+        );
+        assert_eq!(fresh.list_from(), ListFrom::Latest);
+        // A paged fallback told its resourceVersion is gone lists the latest state too, not the cache's.
+        let mut m = streaming(ListStrategy::Auto);
+        m.step(Outcome::StreamUnsupported { retry_after: None });
+        m.step(Outcome::ListFailed {
+            retry_after: None,
+            gone: true,
+        });
+        assert_eq!(m.list_from(), ListFrom::Latest);
+    }
+
+    #[test]
+    fn the_list_strategy_always_lists_the_latest_state_page_by_page() {
+        let mut m = machine();
+        assert_eq!(m.state(), &State::List);
+        assert_eq!(m.list_from(), ListFrom::Latest);
+        m.step(Outcome::Listed { rv: "10".into() });
+        assert_eq!(m.step(ended(WatchEnd::Gone, "12", false, 0)), &State::List);
+        assert_eq!(m.list_from(), ListFrom::Latest);
+        // A stray outcome never leads it to streaming lists.
+        assert_eq!(
+            m.step(Outcome::StreamUnsupported { retry_after: None }),
+            &State::List
+        );
     }
 
     #[test]

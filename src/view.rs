@@ -42,6 +42,23 @@ impl Resource {
         (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
     }
 
+    /// Like `service_of`, from the first bytes of an object too large to hold whole: the API server writes
+    /// `metadata` before the addresses, so its first `"metadata":` key is the object's.
+    pub fn service_of_prefix(self, prefix: &[u8]) -> Option<(String, String)> {
+        const KEY: &[u8] = b"\"metadata\":";
+        let at = prefix.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+        let meta = serde_json::Deserializer::from_slice(&prefix[at..])
+            .into_iter::<model::ObjectMeta>()
+            .next()?
+            .ok()?;
+        let ns = meta.namespace?;
+        let name = match self {
+            Resource::Endpoints => meta.name?,
+            Resource::EndpointSlices => meta.labels?.remove(model::SERVICE_NAME_LABEL)?,
+        };
+        (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Resource::Endpoints => "Endpoints",
@@ -257,6 +274,28 @@ mod tests {
             v["metadata"]["labels"]["kubernetes.io/service-name"] = l.into();
         }
         Object::parse(Resource::EndpointSlices, &v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_service_of_a_truncated_object_comes_from_its_metadata() {
+        let line = br#"{"type":"ADDED","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"web-x","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0"#;
+        assert_eq!(
+            Resource::EndpointSlices.service_of_prefix(line),
+            Some(("shop".into(), "web".into()))
+        );
+        assert_eq!(
+            Resource::Endpoints.service_of_prefix(line),
+            Some(("shop".into(), "web-x".into()))
+        );
+        // Cut inside the metadata: unknown.
+        assert_eq!(
+            Resource::EndpointSlices.service_of_prefix(&line[..110]),
+            None
+        );
+        assert_eq!(
+            Resource::Endpoints.service_of_prefix(b"{\"type\":\"ADDED\""),
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Runs one cluster's list/watch: the I/O of each step the state machine in `sync_state` decides (list every
-//! page into a view and publish it, watch and apply events, wait out a back-off), and the supervision around it
-//! (claiming the region, stopping when a newer watcher takes over).
+//! Runs one cluster's list/watch: the I/O of each step the state machine in `sync_state` decides (a streaming
+//! list that turns into the watch, or every page of a LIST, into a view that is then published; watch and apply
+//! events; wait out a back-off), and the supervision around it (claiming the region, stopping when a newer
+//! watcher takes over).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,13 +11,14 @@ use http_body_util::BodyExt;
 
 use crate::backoff::Backoff;
 use crate::client::{ApiClient, ApiError, MAX_BODY_BYTES, read_body};
-use crate::config::{ClusterConfig, Scheme};
+use crate::config::{ClusterConfig, ListStrategy, Scheme};
+use crate::lines::Lines;
 use crate::log::{escape_server_text, log_at};
 use crate::model::{Bookmark, List, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
 use crate::store::{Metric, Region, StoreError, SyncState, Writer};
-use crate::sync_state::{Machine, Outcome, State, WatchEnd};
+use crate::sync_state::{ListFrom, Machine, Outcome, State, WatchEnd};
 use crate::view::{Object, Resource, View};
 use serde_json::value::RawValue;
 
@@ -69,6 +71,7 @@ struct Watcher {
     selector: Option<NamespaceSelector>,
     label: String,
     machine: Machine,
+    strategy: ListStrategy,
     /// Silence after which a watch is presumed dead (`watch_idle_timeout`).
     idle_timeout: Duration,
     /// Deadline for one whole list (`list_timeout`).
@@ -80,6 +83,17 @@ struct Watcher {
     /// The latest resourceVersion the running watch reached.
     rv: String,
     view: View,
+}
+
+/// A streaming list through its end bookmark: the complete view, its resourceVersion, and the connection (with
+/// what was read beyond the bookmark) that goes on as the watch.
+type StreamListed = (View, String, hyper::body::Incoming, Lines);
+
+/// Why a streaming list did not complete.
+enum Streamed {
+    /// The server does not serve streaming lists.
+    Unsupported(ApiError),
+    Failed(ApiError),
 }
 
 /// What one watch event line contributed.
@@ -163,7 +177,8 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             view: View::new(selector.clone()),
             selector: selector.clone(),
             label: label.clone(),
-            machine: Machine::new(Backoff::new()),
+            machine: Machine::new(Backoff::new(), cfg.list_strategy),
+            strategy: cfg.list_strategy,
             idle_timeout: cfg.watch_idle_timeout,
             list_timeout: cfg.list_timeout,
             max_object_size: cfg.max_object_size,
@@ -245,12 +260,9 @@ impl Watcher {
     /// is lost to another watcher.
     async fn run(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {
         loop {
-            let shown = self.machine.sync_state();
-            if self.shown != Some(shown) {
-                p.set_state(shown).await?;
-                self.shown = Some(shown);
-            }
+            self.show_state(p).await?;
             let outcome = match self.machine.state().clone() {
+                State::StreamList => self.stream_list_and_watch(p).await?,
                 State::List => self.list_and_publish(p).await?,
                 State::Watch { rv } => self.watch_and_apply(p, rv).await?,
                 State::BackOff { delay, .. } => {
@@ -262,11 +274,22 @@ impl Watcher {
         }
     }
 
+    /// Shows the machine's state in the region's status when it changed.
+    async fn show_state(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {
+        let shown = self.machine.sync_state();
+        if self.shown != Some(shown) {
+            p.set_state(shown).await?;
+            self.shown = Some(shown);
+        }
+        Ok(())
+    }
+
     /// Lists everything and, when the list is complete, replaces the stored view with it.
     async fn list_and_publish(&mut self, p: &mut Publisher<'_>) -> Result<Outcome, StoreError> {
         let deadline = self.list_timeout;
+        let from = self.machine.list_from();
         let listed = tokio::select! {
-            r = tokio::time::timeout(deadline, self.list()) => r.unwrap_or_else(|_| {
+            r = tokio::time::timeout(deadline, self.list(&from)) => r.unwrap_or_else(|_| {
                 Err(ApiError::Transport(format!(
                     "the list did not finish within {}s (list_timeout)",
                     deadline.as_secs()
@@ -295,6 +318,7 @@ impl Watcher {
                 p.set_error(&msg).await?;
                 Ok(Outcome::ListFailed {
                     retry_after: e.retry_after(),
+                    gone: e.is_rv_unavailable(),
                 })
             }
         }
@@ -309,6 +333,17 @@ impl Watcher {
         self.rv = rv;
         let started = Instant::now();
         let (ended, progress) = self.watch(p).await?;
+        self.watch_outcome(p, ended, progress, started).await
+    }
+
+    /// Logs and counts how a watch ended, for the state machine.
+    async fn watch_outcome(
+        &mut self,
+        p: &mut Publisher<'_>,
+        ended: Ended,
+        progress: u64,
+        started: Instant,
+    ) -> Result<Outcome, StoreError> {
         let end = match ended {
             Ended::Clean => WatchEnd::Clean,
             Ended::Gone(msg) => {
@@ -338,6 +373,290 @@ impl Watcher {
         })
     }
 
+    /// The server-side lifetime of one watch: spread over [idle/2, idle*4/5) so that many gateways do not
+    /// re-watch in step, and always below the dead-connection timeout (a quiet healthy watch ends cleanly first).
+    fn watch_lifetime(&mut self) -> Duration {
+        let idle = self.idle_timeout.as_secs();
+        Duration::from_secs(idle / 2 + self.machine.random_below((idle * 3 / 10).max(1)))
+    }
+
+    /// The streaming list: one watch request with `sendInitialEvents=true`. Its initial events build a complete
+    /// view, parsed line by line as they arrive; the `k8s.io/initial-events-end` bookmark completes it, and only
+    /// then does it replace the stored one. The same connection then goes on as the watch.
+    async fn stream_list_and_watch(
+        &mut self,
+        p: &mut Publisher<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let started = Instant::now();
+        let lifetime = self.watch_lifetime();
+        let listed = tokio::select! {
+            r = tokio::time::timeout(self.list_timeout, self.stream_list(lifetime)) => {
+                r.unwrap_or_else(|_| Err(Streamed::Failed(self.list_deadline_passed())))
+            }
+            _ = owner_lost(p) => return Err(StoreError::Superseded),
+        };
+        let (view, rv, body, lines) = match listed {
+            Ok(done) => done,
+            Err(Streamed::Unsupported(e)) if self.strategy == ListStrategy::Auto => {
+                log_at!(
+                    Warn,
+                    "{}: the API server does not serve streaming lists ({e}); using paged LIST requests for this \
+                     cluster from now on",
+                    self.label
+                );
+                return Ok(Outcome::StreamUnsupported {
+                    retry_after: e.retry_after(),
+                });
+            }
+            Err(Streamed::Unsupported(e)) => {
+                let msg = format!(
+                    "list {} failed: {e} (the server refused a streaming list; list_strategy watch_list never \
+                     falls back to LIST)",
+                    self.resource.name()
+                );
+                self.list_failed(p, &msg).await?;
+                return Ok(Outcome::StreamUnsupported {
+                    retry_after: e.retry_after(),
+                });
+            }
+            Err(Streamed::Failed(e)) => {
+                // Worded as a paged list's failure, so that what watches the log for one sees both.
+                let msg = format!("list {} failed: {e}", self.resource.name());
+                self.list_failed(p, &msg).await?;
+                return Ok(Outcome::ListFailed {
+                    retry_after: e.retry_after(),
+                    gone: e.is_rv_unavailable(),
+                });
+            }
+        };
+        p.replace_all(&view).await?;
+        log_at!(
+            Info,
+            "{}: listed {} service(s) from {} at resourceVersion {rv} (streaming list, {} ms)",
+            self.label,
+            view.len(),
+            self.resource.name(),
+            started.elapsed().as_millis()
+        );
+        self.view = view;
+        p.clear_error().await?;
+        // From here on the connection is the watch.
+        p.count(Metric::WatchStarts, 1);
+        self.machine.step(Outcome::Listed { rv: rv.clone() });
+        self.show_state(p).await?;
+        self.rv = rv;
+        let watching = Instant::now();
+        // The server's timeout also covered the initial events; end the watch after a normal watch's lifetime.
+        let (ended, progress) = self
+            .follow(p, body, lines, Some(watching + lifetime))
+            .await?;
+        self.watch_outcome(p, ended, progress, watching).await
+    }
+
+    fn list_deadline_passed(&self) -> ApiError {
+        ApiError::Transport(format!(
+            "the list did not finish within {}s (list_timeout)",
+            self.list_timeout.as_secs()
+        ))
+    }
+
+    async fn list_failed(&mut self, p: &mut Publisher<'_>, msg: &str) -> Result<(), StoreError> {
+        log_at!(Error, "{}: {msg}", self.label);
+        p.count(Metric::ListErrors, 1);
+        p.set_error(msg).await
+    }
+
+    /// Sends the streaming list and reads its initial events up to the end bookmark: the complete view, its
+    /// resourceVersion, and the connection with what was read beyond the bookmark.
+    async fn stream_list(&self, lifetime: Duration) -> Result<StreamListed, Streamed> {
+        let rv = match self.machine.list_from() {
+            ListFrom::Latest => String::new(),
+            ListFrom::Any => "0".to_string(),
+            ListFrom::NotOlderThan(rv) => rv,
+        };
+        // The server must not end the stream before the initial events are through (`list_timeout`) and the
+        // watch that follows them has had its lifetime (the watcher ends that one itself).
+        let timeout_s = (self.list_timeout + lifetime).as_secs().to_string();
+        let path = self.query(&[
+            ("watch", "1"),
+            ("sendInitialEvents", "true"),
+            ("resourceVersionMatch", "NotOlderThan"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", &rv),
+            ("timeoutSeconds", &timeout_s),
+        ]);
+        let resp = self.client.get(&path).await.map_err(|e| {
+            // A server without the WatchList feature refuses the parameters (422 Invalid); proxies and old
+            // servers may answer 400, 403 or 405.
+            if matches!(
+                e,
+                ApiError::Status {
+                    code: 400 | 403 | 405 | 422,
+                    ..
+                }
+            ) {
+                Streamed::Unsupported(e)
+            } else {
+                Streamed::Failed(e)
+            }
+        })?;
+        let mut body = resp.into_body();
+        let mut lines = Lines::new(self.max_object_size + EVENT_ENVELOPE_BYTES);
+        let mut view = View::new(self.selector.clone());
+        let idle = self.idle_timeout;
+        loop {
+            while let Some(line) = lines.next_line() {
+                if let Some(rv) = self.initial_event(line, &mut view)? {
+                    return Ok((view, rv, body, lines));
+                }
+            }
+            if let Some(prefix) = lines.overflow() {
+                self.skipped_initial_object(&prefix, &mut view);
+            }
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    return Err(Streamed::Failed(ApiError::Transport(format!(
+                        "no data for {}s before the end of the initial events",
+                        idle.as_secs()
+                    ))));
+                }
+                Ok(None) => {
+                    return Err(Streamed::Failed(ApiError::Transport(
+                        "the stream ended before the end of the initial events".into(),
+                    )));
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(Streamed::Failed(ApiError::Transport(
+                        crate::client::error_chain(&e),
+                    )));
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Some(data) = frame.data_ref() {
+                lines.push(data);
+            }
+        }
+    }
+
+    /// Applies one line of a streaming list's initial events to the view being built. Returns the resourceVersion
+    /// of the end bookmark.
+    fn initial_event(&self, line: &[u8], view: &mut View) -> Result<Option<String>, Streamed> {
+        let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| {
+            Streamed::Failed(ApiError::Decode(format!("malformed watch event ({e})")))
+        })?;
+        match ev.type_.as_str() {
+            // Only ADDED is expected before the end bookmark; a MODIFIED or DELETED still says where the
+            // object stands.
+            "ADDED" | "MODIFIED" | "DELETED" => {
+                let text = ev.object_text();
+                let parsed = if text.len() > self.max_object_size {
+                    Err(self.oversized(text.len()))
+                } else {
+                    Object::parse(self.resource, text).map_err(|e| e.to_string())
+                };
+                match parsed {
+                    Ok(obj) if ev.type_ == "DELETED" => {
+                        view.delete(obj);
+                    }
+                    Ok(obj) => {
+                        view.apply(obj);
+                    }
+                    Err(e) => match self.resource.service_of(text) {
+                        Some((ns, name)) => self.keep_previous(view, &ns, &name, &e),
+                        None => {
+                            return Err(Streamed::Failed(ApiError::Decode(format!(
+                                "malformed {} without a readable name: {e}",
+                                self.resource.name()
+                            ))));
+                        }
+                    },
+                }
+                Ok(None)
+            }
+            "BOOKMARK" => {
+                let b: Bookmark = serde_json::from_str(ev.object_text()).map_err(|e| {
+                    Streamed::Failed(ApiError::Decode(format!("malformed bookmark ({e})")))
+                })?;
+                if !b.is_initial_events_end() {
+                    // A server that ignores `sendInitialEvents` sends a plain watch: its bookmarks never carry
+                    // the annotation.
+                    return Err(Streamed::Unsupported(ApiError::Decode(
+                        "the server sent a bookmark before the end of the initial events: it ignored \
+                         sendInitialEvents"
+                            .into(),
+                    )));
+                }
+                let rv = b.resource_version().ok_or_else(|| {
+                    Streamed::Failed(ApiError::Decode(
+                        "initial-events-end bookmark without resourceVersion".into(),
+                    ))
+                })?;
+                Ok(Some(rv.to_string()))
+            }
+            "ERROR" => {
+                let st: Status = serde_json::from_str(ev.object_text()).unwrap_or_default();
+                Err(Streamed::Failed(ApiError::from_status(&st, 500)))
+            }
+            other => {
+                log_at!(
+                    Warn,
+                    "{}: ignoring watch event of unknown type \"{}\"",
+                    self.label,
+                    escape_server_text(other, 64)
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn log_skipped_event(&self) {
+        log_at!(
+            Error,
+            "{}: skipped a watch event over max_object_size ({} bytes); its object keeps its previous state \
+             until the next list",
+            self.label,
+            self.max_object_size
+        );
+    }
+
+    fn oversized(&self, len: usize) -> String {
+        format!(
+            "{len} bytes, over max_object_size ({} bytes)",
+            self.max_object_size
+        )
+    }
+
+    /// An initial event too large to hold was skipped: its service keeps what was stored for it.
+    fn skipped_initial_object(&self, prefix: &[u8], view: &mut View) {
+        let why = format!(
+            "an event over {} bytes, max_object_size",
+            self.max_object_size
+        );
+        match self.resource.service_of_prefix(prefix) {
+            Some((ns, name)) => self.keep_previous(view, &ns, &name, &why),
+            None => log_at!(
+                Error,
+                "{}: skipped {why}, of an object whose name comes too late to read",
+                self.label
+            ),
+        }
+    }
+
+    /// Keeps serving what was stored for a service whose object cannot be used, rather than dropping it with
+    /// the list.
+    fn keep_previous(&self, view: &mut View, ns: &str, name: &str, why: &str) {
+        log_at!(
+            Warn,
+            "{}: unusable {} in {}/{} ({}); keeping its previous nodes",
+            self.label,
+            self.resource.name(),
+            escape_server_text(ns, 253),
+            escape_server_text(name, 253),
+            escape_server_text(why, 256)
+        );
+        view.keep_previous(ns, name);
+    }
+
     fn query(&self, extra: &[(&str, &str)]) -> String {
         let mut q: Vec<(String, String)> = extra
             .iter()
@@ -362,8 +681,17 @@ impl Watcher {
 
     /// Lists every page into a fresh view. A continue token that expired restarts the list from the beginning,
     /// unpaged: a paged list that cannot finish within the token lifetime would otherwise never finish.
-    async fn list(&self) -> Result<(View, String), ApiError> {
-        let mut paged = true;
+    ///
+    /// `from` sets the first request's resourceVersion: unset (the latest state, paged), "0" (the server's
+    /// watch cache, which ignores `limit` and answers everything at once) or N (not older than N; unpaged, since
+    /// with a limit it would mean exactly N and fail once N is compacted). Later pages carry only the continue
+    /// token, which holds the list's resourceVersion.
+    async fn list(&self, from: &ListFrom) -> Result<(View, String), ApiError> {
+        let (first_rv, mut paged) = match from {
+            ListFrom::Latest => (None, true),
+            ListFrom::Any => (Some("0"), true),
+            ListFrom::NotOlderThan(rv) => (Some(rv.as_str()), false),
+        };
         'restart: loop {
             let mut view = View::new(self.selector.clone());
             let mut cont: Option<String> = None;
@@ -374,8 +702,13 @@ impl Watcher {
                 if paged {
                     params.push(("limit", limit.as_str()));
                 }
-                if let Some(c) = &cont {
-                    params.push(("continue", c));
+                match &cont {
+                    Some(c) => params.push(("continue", c)),
+                    None => {
+                        if let Some(r) = first_rv {
+                            params.push(("resourceVersion", r));
+                        }
+                    }
                 }
                 let resp = match self.client.get(&self.query(&params)).await {
                     Err(e) if e.is_gone() && cont.is_some() && paged => {
@@ -406,11 +739,7 @@ impl Watcher {
                 for item in page.items.unwrap_or_default() {
                     let text = item.get();
                     let parsed = if text.len() > self.max_object_size {
-                        Err(format!(
-                            "{} bytes, over max_object_size ({} bytes)",
-                            text.len(),
-                            self.max_object_size
-                        ))
+                        Err(self.oversized(text.len()))
                     } else {
                         Object::parse(self.resource, text).map_err(|e| e.to_string())
                     };
@@ -418,20 +747,8 @@ impl Watcher {
                         Ok(obj) => {
                             view.apply(obj);
                         }
-                        // Keep serving what was stored for that service rather than dropping it with the list.
                         Err(e) => match self.resource.service_of(text) {
-                            Some((ns, name)) => {
-                                log_at!(
-                                    Warn,
-                                    "{}: unusable {} in {}/{} ({}); keeping its previous nodes",
-                                    self.label,
-                                    self.resource.name(),
-                                    escape_server_text(&ns, 253),
-                                    escape_server_text(&name, 253),
-                                    escape_server_text(&e, 256)
-                                );
-                                view.keep_previous(&ns, &name);
-                            }
+                            Some((ns, name)) => self.keep_previous(&mut view, &ns, &name, &e),
                             None => {
                                 return Err(ApiError::Decode(format!(
                                     "malformed {} without a readable name: {e}",
@@ -461,12 +778,8 @@ impl Watcher {
     /// changes and bookmarks it delivered.
     async fn watch(&mut self, p: &mut Publisher<'_>) -> Result<(Ended, u64), StoreError> {
         let rv = self.rv.clone();
-        // The server ends a quiet watch cleanly after `timeoutSeconds`, spread over [idle/2, idle*4/5) so that
-        // many gateways do not re-watch in step, and always before the dead-connection timeout below.
-        let idle = self.idle_timeout;
-        let timeout =
-            idle.as_secs() / 2 + self.machine.random_below((idle.as_secs() * 3 / 10).max(1));
-        let timeout_s = timeout.to_string();
+        // The server ends a quiet watch cleanly after `timeoutSeconds`, before the dead-connection timeout.
+        let timeout_s = self.watch_lifetime().as_secs().to_string();
         let path = self.query(&[
             ("watch", "1"),
             ("resourceVersion", &rv),
@@ -488,50 +801,30 @@ impl Watcher {
         p.count(Metric::WatchStarts, 1);
         // An established watch delivers every change after our resourceVersion: the data is current now.
         p.note_sync().await?;
-        let mut body = resp.into_body();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut discarding = false;
+        let lines = Lines::new(self.max_object_size + EVENT_ENVELOPE_BYTES);
+        self.follow(p, resp.into_body(), lines, None).await
+    }
+
+    /// Applies the events of an established watch (`lines` may already hold some) until the stream ends, or
+    /// until `until`, when the watcher ends it itself (cleanly).
+    async fn follow(
+        &mut self,
+        p: &mut Publisher<'_>,
+        mut body: hyper::body::Incoming,
+        mut lines: Lines,
+        until: Option<Instant>,
+    ) -> Result<(Ended, u64), StoreError> {
+        let idle = self.idle_timeout;
+        let far = Instant::now() + Duration::from_secs(365 * 86_400);
+        let until = tokio::time::Instant::from_std(until.unwrap_or(far));
         let mut total = 0u64;
+        let mut arrived = Instant::now();
         loop {
-            let frame = tokio::select! {
-                f = tokio::time::timeout(idle, body.frame()) => f,
-                _ = owner_lost(p) => return Err(StoreError::Superseded),
-            };
-            let frame = match frame {
-                Err(_) => {
-                    let e = ApiError::Transport(format!(
-                        "no data for {}s; presuming the connection dead",
-                        idle.as_secs()
-                    ));
-                    return Ok((Ended::Failed(e), total));
-                }
-                Ok(None) => return Ok((Ended::Clean, total)),
-                Ok(Some(Err(e))) => {
-                    let e = ApiError::Transport(crate::client::error_chain(&e));
-                    return Ok((Ended::Failed(e), total));
-                }
-                Ok(Some(Ok(f))) => f,
-            };
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
-            let arrived = Instant::now();
-            // Only the new bytes can hold a line end: earlier ones were scanned already.
-            let mut scan_from = buf.len();
-            buf.extend_from_slice(data);
             let mut affected = BTreeSet::new();
-            let mut consumed = 0;
             let mut events = 0u64;
             let mut bookmarked = false;
             let mut end = None;
-            while let Some(nl) = buf[scan_from..].iter().position(|&b| b == b'\n') {
-                let line_end = scan_from + nl;
-                let line = &buf[consumed..line_end];
-                consumed = line_end + 1;
-                scan_from = consumed;
-                if std::mem::take(&mut discarding) || line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+            while let Some(line) = lines.next_line() {
                 match self.event(line, &mut affected) {
                     // Only changes and bookmarks are progress: an ERROR line (a 410 for a too-old
                     // resourceVersion arrives as one) must not count as a healthy watch.
@@ -551,18 +844,8 @@ impl Watcher {
                     }
                 }
             }
-            buf.drain(..consumed);
-            let max_line = self.max_object_size + EVENT_ENVELOPE_BYTES;
-            if buf.len() > max_line {
-                // Buffering it whole could exhaust memory: drop it up to its line end and keep watching.
-                log_at!(
-                    Error,
-                    "{}: skipped a watch event larger than {max_line} bytes (max_object_size); its object keeps \
-                     its previous state until the next list",
-                    self.label
-                );
-                buf.clear();
-                discarding = true;
+            if end.is_none() && lines.overflow().is_some() {
+                self.log_skipped_event();
             }
             if !affected.is_empty() {
                 let keys: Vec<String> = affected.into_iter().collect();
@@ -576,6 +859,30 @@ impl Watcher {
             if let Some(e) = end {
                 return Ok((e, total));
             }
+            let frame = tokio::select! {
+                f = tokio::time::timeout(idle, body.frame()) => f,
+                _ = tokio::time::sleep_until(until) => return Ok((Ended::Clean, total)),
+                _ = owner_lost(p) => return Err(StoreError::Superseded),
+            };
+            let frame = match frame {
+                Err(_) => {
+                    let e = ApiError::Transport(format!(
+                        "no data for {}s; presuming the connection dead",
+                        idle.as_secs()
+                    ));
+                    return Ok((Ended::Failed(e), total));
+                }
+                Ok(None) => return Ok((Ended::Clean, total)),
+                Ok(Some(Err(e))) => {
+                    let e = ApiError::Transport(crate::client::error_chain(&e));
+                    return Ok((Ended::Failed(e), total));
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Some(data) = frame.data_ref() {
+                arrived = Instant::now();
+                lines.push(data);
+            }
         }
     }
 
@@ -585,6 +892,11 @@ impl Watcher {
         let ev: WatchEvent = serde_json::from_slice(line)
             .map_err(|e| Ended::Gone(format!("malformed watch event ({e})")))?;
         match ev.type_.as_str() {
+            // A line that arrived whole in one frame escaped the line buffer's limit: skip it the same way.
+            "ADDED" | "MODIFIED" | "DELETED" if ev.object_text().len() > self.max_object_size => {
+                self.log_skipped_event();
+                Ok(Progress::None)
+            }
             "ADDED" | "MODIFIED" | "DELETED" => {
                 let obj = Object::parse(self.resource, ev.object_text()).map_err(|e| {
                     Ended::Gone(format!(

@@ -118,11 +118,15 @@ namespace_selector = { equal = "ns-a" }
             local a = require("apisix_t")
             a.say_counts("first", a.EP_NAMES, "2 2 0 0 0 0")
             a.say_counts("second", a.EP_NAMES, "2 2 2 2 2 2")
-            -- Unlike APISIX, "equal" lists and watches the namespaced URL (a namespaced Role is enough).
+            -- Unlike APISIX, "equal" lists and watches the namespaced URL (a namespaced Role is enough). The
+            -- list is a streaming one: a watch request whose initial events are the list.
             local list, watch = false, false
             for _, r in ipairs(require("fake_api").stats($TEST_NGINX_FAKE_API_PORT).requests) do
                 if r:find("^GET /api/v1/namespaces/ns%-a/endpoints%?") then
-                    if r:find("watch=", 1, true) then watch = true else list = true end
+                    if r:find("watch=", 1, true) then watch = true end
+                    if r:find("sendInitialEvents=true", 1, true) or not r:find("watch=", 1, true) then
+                        list = true
+                    end
                 end
             end
             ngx.say("namespaced list: ", list, ", namespaced watch: ", watch)

@@ -114,6 +114,9 @@ removed stale service ns-a/stale: not in the latest full list
 
 
 === TEST 2: failed lists (on the first page, then on a later page) delete nothing; the next complete list wins
+--- discovery_conf
+{ service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },
+  client = { token = "t" }, shared_size = "4m", list_strategy = "list" }
 --- init
 main::reset_and_seed();
 # 1200 more services, so that a list needs more than one page (pages hold 500 items).

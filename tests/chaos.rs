@@ -272,7 +272,8 @@ fn endpoints() {
     chaos(&Variant {
         name: "endpoints",
         kind: Kind::Endpoints,
-        config: json!({}),
+        // Paged lists (the slice variants use streaming lists).
+        config: json!({"list_strategy": "list"}),
         scope: everything,
         // Short pages: every list spans several requests, each a chance for a fault or an expired token.
         tune: |o| o.max_page_size = Some(7),
@@ -322,7 +323,7 @@ fn endpoints_namespace_equal() {
     chaos(&Variant {
         name: "endpoints-namespace-equal",
         kind: Kind::Endpoints,
-        config: json!({"namespace_selector": {"equal": "ns-1"}}),
+        config: json!({"namespace_selector": {"equal": "ns-1"}, "list_strategy": "list"}),
         scope: || Scope {
             namespace: Box::new(|ns| ns == "ns-1"),
             labels: Box::new(|_| true),

@@ -36,6 +36,11 @@ fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
     common::start_instance(&conf.to_string())
 }
 
+/// Complete lists the watcher published (streaming or paged).
+fn lists(inst: &Instance) -> u64 {
+    inst.clusters[0].region.status().lists
+}
+
 fn node(host: &str, port: u16) -> Node {
     Node {
         host: host.to_string(),
@@ -147,7 +152,7 @@ fn watch_410_relists_and_keeps_serving_meanwhile() {
     assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
     // Break the watch, make the history unusable, and change state while the watcher is away: it must
     // relist, pick up the change and drop the deleted service, without ever serving nothing for "a".
-    let lists_before = s.stats().lists;
+    let lists_before = lists(&inst);
     // The watcher loses its connection and backs off (>= 0.8 s); meanwhile the state changes and the history
     // it would resume from is compacted away, so resuming gives 410 and it must relist.
     s.reset_watches();
@@ -168,7 +173,7 @@ fn watch_410_relists_and_keeps_serving_meanwhile() {
         nodes(&inst, "ns/a:http") == Some(vec![node("10.2.0.9", 80)])
     });
     eventually("stale key removed", || nodes(&inst, "ns/b:http").is_none());
-    assert!(s.stats().lists > lists_before, "a relist happened");
+    assert!(lists(&inst) > lists_before, "a relist happened");
 }
 
 #[test]
@@ -187,7 +192,7 @@ fn paged_list_with_expired_continue_token_falls_back_to_a_full_list() {
             json!([{"name": "http", "port": 80}]),
         ));
     }
-    let inst = start(&s, json!({}));
+    let inst = start(&s, json!({"list_strategy": "list"}));
     eventually("first list", || inst.ready());
     for i in [0, 499, 500, 1199] {
         assert!(
@@ -213,7 +218,7 @@ fn a_failed_later_page_fails_the_whole_list_and_deletes_nothing() {
             json!([{"name": "http", "port": 80}]),
         ));
     }
-    let inst = start(&s, json!({}));
+    let inst = start(&s, json!({"list_strategy": "list"}));
     eventually("first list", || inst.ready());
     // The next relist fails on its second page (first page served, then a 500).
     s.inject_fault(Fault {
@@ -472,13 +477,13 @@ fn a_malformed_object_keeps_its_previous_nodes_and_does_not_stop_the_others() {
     ));
     let inst = start(&s, json!({}));
     eventually("first list", || inst.ready());
-    let lists = s.stats().lists;
+    let listed = lists(&inst);
     // "subsets" must be a list; a watch event carrying this cannot be applied, so the watcher relists, and
     // the relist keeps what was stored for ns/a instead of dropping it.
     s.apply(json!({"kind": "Endpoints", "apiVersion": "v1",
                    "metadata": {"namespace": "ns", "name": "a"}, "subsets": "bogus"}));
     eventually("relisted after the malformed event", || {
-        s.stats().lists > lists
+        lists(&inst) > listed
     });
     assert_eq!(nodes(&inst, "ns/a:p"), Some(vec![node("10.9.0.1", 1)]));
     s.apply(endpoints(
@@ -545,7 +550,7 @@ fn events_split_and_merged_across_chunks_are_all_applied() {
             nodes(&inst, &format!("ns/svc{}:http", i % 20)).map(|n| n.len()) == Some(want)
         });
     }
-    assert_eq!(s.stats().lists, 1, "no relist was needed");
+    assert_eq!(lists(&inst), 1, "no relist was needed");
 }
 
 #[test]
@@ -573,7 +578,7 @@ fn bookmarks_keep_the_resume_point_fresh() {
         ));
     }
     std::thread::sleep(Duration::from_millis(600));
-    let lists = s.stats().lists;
+    let listed = lists(&inst);
     s.compact();
     s.reset_watches();
     s.apply(endpoints(
@@ -586,8 +591,8 @@ fn bookmarks_keep_the_resume_point_fresh() {
         nodes(&inst, "watched/a:p") == Some(vec![node("10.11.0.2", 1)])
     });
     assert_eq!(
-        s.stats().lists,
-        lists,
+        lists(&inst),
+        listed,
         "resumed from the bookmark's resourceVersion without a relist"
     );
 }
@@ -627,7 +632,8 @@ fn a_watch_that_keeps_answering_410_backs_off_instead_of_relisting_in_a_loop() {
             }
         })
     };
-    let inst = start(&s, json!({}));
+    // A streaming list goes on as the watch on the same connection, so this needs paged lists.
+    let inst = start(&s, json!({"list_strategy": "list"}));
     eventually("first list", || inst.ready());
     let lists_at_start = s.stats().lists;
     std::thread::sleep(Duration::from_secs(9));
@@ -677,7 +683,7 @@ fn a_list_that_does_not_finish_within_list_timeout_fails_and_is_retried() {
         json!([{"name": "http", "port": 80}]),
     ));
     s.inject_fault(Fault::delay_ms("/api/v1/endpoints", 15_000).only_watch(false));
-    let inst = start(&s, json!({"list_timeout": 10}));
+    let inst = start(&s, json!({"list_timeout": 10, "list_strategy": "list"}));
     eventually("the list deadline reported", || {
         inst.clusters[0]
             .region
@@ -691,25 +697,84 @@ fn a_list_that_does_not_finish_within_list_timeout_fails_and_is_retried() {
 }
 
 #[test]
+fn the_initial_events_of_a_streaming_list_have_the_list_timeout_deadline() {
+    let s = server();
+    s.apply(endpoints(
+        "ns",
+        "a",
+        &["10.10.0.1"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    s.apply(endpoints(
+        "ns",
+        "b",
+        &["10.10.0.2"],
+        json!([{"name": "http", "port": 80}]),
+    ));
+    // The stream sends its first bytes, then falls silent for longer than list_timeout (but well within
+    // watch_idle_timeout, so only the list deadline can end it).
+    s.inject_fault(Fault::stall("/api/v1/endpoints", 100, Some(15_000)).only_watch(true));
+    let inst = start(&s, json!({"list_timeout": 10}));
+    eventually("the list deadline reported", || {
+        inst.clusters[0]
+            .region
+            .status()
+            .last_error
+            .contains("the list did not finish within 10s (list_timeout)")
+    });
+    assert!(!inst.ready());
+    assert_eq!(
+        nodes(&inst, "ns/a:http"),
+        None,
+        "nothing published before the end"
+    );
+    eventually("the next list succeeds", || inst.ready());
+    assert_eq!(nodes(&inst, "ns/b:http"), Some(vec![node("10.10.0.2", 80)]));
+    assert_eq!(s.stats().lists, 0);
+}
+
+#[test]
 fn the_server_side_watch_timeout_stays_below_watch_idle_timeout() {
     let s = server();
-    let inst = start(&s, json!({"watch_idle_timeout": 20}));
+    let inst = start(&s, json!({"watch_idle_timeout": 20, "list_timeout": 10}));
     eventually("first list", || inst.ready());
-    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
-    let timeouts: Vec<u64> = s
-        .stats()
-        .requests
-        .iter()
-        .filter_map(|r| r.split("timeoutSeconds=").nth(1))
-        .map(|t| t.split('&').next().unwrap().parse().unwrap())
-        .collect();
-    assert!(!timeouts.is_empty());
-    for t in timeouts {
+    // The streaming list's own timeout covers its initial events (list_timeout) plus a watch's lifetime, which
+    // the watcher ends itself; then it watches on with plain watches.
+    eventually("a plain watch after the streaming list's watch", || {
+        s.stats()
+            .requests
+            .iter()
+            .any(|r| r.contains("watch=1") && !r.contains("sendInitialEvents"))
+    });
+    let timeouts = |streaming: bool| -> Vec<u64> {
+        s.stats()
+            .requests
+            .iter()
+            .filter(|r| r.contains("sendInitialEvents") == streaming)
+            .filter_map(|r| r.split("timeoutSeconds=").nth(1))
+            .map(|t| t.split('&').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (stream, plain) = (timeouts(true), timeouts(false));
+    assert_eq!(stream.len(), 1, "{stream:?}");
+    assert!(
+        (20..26).contains(&stream[0]),
+        "timeoutSeconds={}",
+        stream[0]
+    );
+    assert!(!plain.is_empty());
+    for t in plain {
         assert!(
             (10..16).contains(&t),
             "timeoutSeconds={t} for an idle timeout of 20 s"
         );
     }
+    assert_eq!(
+        inst.clusters[0].region.status().last_error,
+        "",
+        "the watcher ended the stream cleanly"
+    );
+    assert_eq!(lists(&inst), 1, "and resumed it without a relist");
 }
 
 #[test]
@@ -763,14 +828,14 @@ fn objects_over_max_object_size_are_skipped_and_the_stream_goes_on() {
         "skipped, never listed before"
     );
     assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
-    let lists = s.stats().lists;
+    let listed = lists(&inst);
     // A watch event carrying the big object is skipped; the watch goes on and delivers the next change.
     s.apply(endpoints("ns", "big", &big[1..], http()));
     s.apply(endpoints("ns", "small", &["10.12.0.2"], http()));
     eventually("the change after the big event", || {
         nodes(&inst, "ns/small:http") == Some(vec![node("10.12.0.2", 80)])
     });
-    assert_eq!(s.stats().lists, lists, "no relist for a skipped event");
+    assert_eq!(lists(&inst), listed, "no relist for a skipped event");
     // Once the object fits, it is served.
     s.apply(endpoints("ns", "big", &big[..2], http()));
     eventually("the big service, shrunk", || {

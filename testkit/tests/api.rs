@@ -717,6 +717,53 @@ fn watch_list_initial_events_end_bookmark() {
     assert_eq!(w.next(), Next::Timeout);
 }
 
+#[test]
+fn watch_list_from_a_compacted_rv_serves_the_state_not_older_than_it() {
+    // sendInitialEvents with resourceVersionMatch=NotOlderThan needs no history: the server sends its current
+    // state (at least as new as the RV asked for), unlike a plain watch from that RV, which gets ERROR 410.
+    let s = server(|_| {});
+    let a = s.addr();
+    s.apply(slice("ns", "s1", "web", &["10.0.0.1"]));
+    let old = s.resource_version();
+    s.apply(slice("ns", "s2", "web", &["10.0.0.2"]));
+    s.compact();
+    let now = s.resource_version();
+    let mut w = watch(
+        a,
+        &format!(
+            "{SLICES}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={old}"
+        ),
+        &[],
+    );
+    for n in ["s1", "s2"] {
+        let ev = w.event();
+        assert_eq!(
+            (ev["type"].as_str().unwrap(), summary(&ev).1.as_str()),
+            ("ADDED", n)
+        );
+    }
+    let end = w.event();
+    assert_eq!(end["type"], "BOOKMARK");
+    assert_eq!(
+        end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert_eq!(
+        end["object"]["metadata"]["resourceVersion"],
+        now.to_string()
+    );
+    let mut plain = watch(
+        a,
+        &format!("{SLICES}?watch=1&allowWatchBookmarks=true&resourceVersion={old}"),
+        &[],
+    );
+    let ev = plain.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410))
+    );
+}
+
 const UNAUTHORIZED: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
 
 #[test]

@@ -75,6 +75,8 @@ local common = {
     max_staleness = { type = "integer", minimum = 1, maximum = 86400 },
     -- A Kubernetes object (or watch event) larger than this is skipped and logged.
     max_object_size = { type = "string", pattern = [[^[1-9][0-9]*m$]] },
+    -- How the initial sync and relists fetch everything: a streaming list falling back to paged LISTs.
+    list_strategy = { type = "string", enum = { "auto", "watch_list", "list" }, default = "auto" },
     -- Server, CA and credentials from a kubeconfig file instead of service/client.
     kubeconfig = file_path,
     context = { type = "string", minLength = 1 },

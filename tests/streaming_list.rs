@@ -1,0 +1,359 @@
+//! The streaming list against the fake API server, in process: the initial sync and relists as one watch with
+//! `sendInitialEvents`, the fallback to paged LISTs where the server lacks it, the `list_strategy` setting, and
+//! the no-data-loss rule when a stream ends early.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{eventually, nodes};
+use k8s_disc::instance::Instance;
+use k8s_disc::model::Node;
+use k8s_disc::store::{Metric, SyncState};
+use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
+use serde_json::{Value, json};
+
+const PATH: &str = "/api/v1/endpoints";
+/// What every streaming-list request carries.
+const STREAM_QUERY: &str = "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=";
+
+fn server(watch_list: bool) -> FakeApiServer {
+    FakeApiServer::start(Options {
+        watch_list,
+        ..Options::default()
+    })
+    .expect("fake API server starts")
+}
+
+fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
+    let mut conf = json!({
+        "service": {"schema": "http", "host": "127.0.0.1", "port": server.addr().port().to_string()},
+        "client": {"token": "test-token"},
+        "shared_size": "8m",
+    });
+    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    common::start_instance(&conf.to_string())
+}
+
+fn endpoints(ns: &str, name: &str, ip: &str) -> Value {
+    json!({"kind": "Endpoints", "apiVersion": "v1", "metadata": {"namespace": ns, "name": name},
+           "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": 80}]}]})
+}
+
+/// `n` services `ns/svcNNNN`, each with one address.
+fn seed(s: &FakeApiServer, n: usize) {
+    for i in 0..n {
+        s.apply(endpoints(
+            "ns",
+            &format!("svc{i:04}"),
+            &format!("10.{}.{}.1", i / 250, i % 250),
+        ));
+    }
+}
+
+fn served(inst: &Instance, i: usize) -> Option<Vec<Node>> {
+    nodes(inst, &format!("ns/svc{i:04}:http"))
+}
+
+fn node(ip: &str) -> Vec<Node> {
+    vec![Node {
+        host: ip.into(),
+        port: 80,
+    }]
+}
+
+fn status(inst: &Instance) -> k8s_disc::store::Status {
+    inst.clusters[0].region.status()
+}
+
+fn requests(s: &FakeApiServer, needle: &str) -> Vec<String> {
+    s.stats()
+        .requests
+        .into_iter()
+        .filter(|r| r.contains(needle))
+        .collect()
+}
+
+/// The resourceVersion a request asked for.
+fn rv_of(request: &str) -> String {
+    request
+        .split("resourceVersion=")
+        .nth(1)
+        .and_then(|r| r.split(['&', ' ']).next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn the_initial_sync_is_one_watch_request_and_no_list() {
+    let s = server(true);
+    seed(&s, 600);
+    // The stream pauses in the middle of its initial events: nothing may be published or ready before the end.
+    s.inject_fault(Fault::stall(PATH, 6000, Some(1500)).only_watch(true));
+    let started = Instant::now();
+    let inst = start(&s, json!({}));
+    eventually("the streaming list started", || {
+        s.stats().watches_started == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!inst.ready(), "not ready before the end bookmark");
+    assert_eq!(status(&inst).state, SyncState::Listing);
+    assert_eq!(served(&inst, 0), None, "nothing published before the end");
+    let dump = k8s_disc::dump::dump(&inst);
+    assert_eq!(dump["status"][0]["state"], "listing", "{dump}");
+    eventually("ready", || inst.ready());
+    let ready_after = started.elapsed();
+    for i in 0..600 {
+        assert_eq!(
+            served(&inst, i),
+            Some(node(&format!("10.{}.{}.1", i / 250, i % 250)))
+        );
+    }
+    let st = s.stats();
+    assert_eq!(st.lists, 0, "no LIST request");
+    assert_eq!(st.watches_started, 1, "one watch request");
+    let stream = requests(&s, "sendInitialEvents");
+    assert_eq!(stream.len(), 1, "{stream:?}");
+    assert!(stream[0].contains(STREAM_QUERY), "{}", stream[0]);
+    assert_eq!(rv_of(&stream[0]), "", "the first sync is a consistent read");
+    // It counts as a list, and its connection is now the watch.
+    let region = &inst.clusters[0].region;
+    assert_eq!(status(&inst).lists, 1);
+    assert_eq!(region.metric(Metric::WatchStarts), 1);
+    eventually("watching", || status(&inst).state == SyncState::Watching);
+    s.apply(endpoints("ns", "svc0000", "10.99.0.1"));
+    s.delete(Kind::Endpoints, "ns", "svc0001");
+    eventually("changes on the same connection", || {
+        served(&inst, 0) == Some(node("10.99.0.1")) && served(&inst, 1).is_none()
+    });
+    let st = s.stats();
+    assert_eq!((st.lists, st.watches_started), (0, 1));
+    assert_eq!(region.metric(Metric::EventsModified), 1);
+    assert_eq!(
+        region.metric(Metric::EventsAdded),
+        0,
+        "initial events are a list, not watch events"
+    );
+    assert!(
+        ready_after >= Duration::from_millis(1500),
+        "{ready_after:?}"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_paged_lists_for_good_and_logs_it_once() {
+    // Run in a child process to read what the watcher logs.
+    if std::env::var_os("K8S_DISC_FALLBACK_CHILD").is_some() {
+        fallback_scenario();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "auto_falls_back_to_paged_lists_for_good_and_logs_it_once",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("K8S_DISC_FALLBACK_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("does not serve streaming lists"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{stderr}");
+    assert!(notices[0].contains("[warn]"), "{}", notices[0]);
+    assert!(
+        notices[0].contains("127.0.0.1:"),
+        "names the cluster: {}",
+        notices[0]
+    );
+    assert!(
+        notices[0].contains(
+            "HTTP 422 Invalid: ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: \
+             sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"
+        ),
+        "gives the server's reason: {}",
+        notices[0]
+    );
+}
+
+fn fallback_scenario() {
+    let s = server(false);
+    seed(&s, 1200);
+    let inst = start(&s, json!({}));
+    eventually("ready", || inst.ready());
+    for i in [0, 499, 500, 1199] {
+        assert!(served(&inst, i).is_some(), "svc{i:04}");
+    }
+    assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
+    let listed = requests(&s, "GET /api/v1/endpoints?");
+    let lists: Vec<&String> = listed.iter().filter(|r| !r.contains("watch=")).collect();
+    // resourceVersion=0 is served from the watch cache, which ignores the limit: one whole list.
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert!(
+        lists[0].contains("limit=500&resourceVersion=0"),
+        "{}",
+        lists[0]
+    );
+    assert_eq!(s.stats().lists, 1);
+    // A 410 makes it relist: paged, not a streaming list again.
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    s.reset_watches();
+    s.delete(Kind::Endpoints, "ns", "svc0000");
+    s.compact();
+    eventually("relisted", || served(&inst, 0).is_none());
+    assert_eq!(
+        requests(&s, "sendInitialEvents").len(),
+        1,
+        "the fallback is remembered"
+    );
+    assert_eq!(s.stats().lists, 2);
+    let relist = requests(&s, "GET /api/v1/endpoints?")
+        .into_iter()
+        .rfind(|r| !r.contains("watch="))
+        .unwrap();
+    // Not older than what was synced, unpaged (a limit would make it an exact, compactable read).
+    assert!(!relist.contains("limit="), "{relist}");
+    assert!(rv_of(&relist).parse::<u64>().unwrap() > 0, "{relist}");
+    // (The count follows the list's writes in the same batch.)
+    eventually("counted", || status(&inst).lists == 2);
+}
+
+#[test]
+fn the_watch_list_strategy_never_falls_back_and_says_why() {
+    let s = server(false);
+    seed(&s, 3);
+    let inst = start(&s, json!({"list_strategy": "watch_list"}));
+    eventually("the refusal reported", || {
+        status(&inst).last_error.contains("HTTP 422")
+    });
+    let e = status(&inst).last_error;
+    assert!(
+        e.starts_with("list Endpoints failed: HTTP 422 Invalid")
+            && e.contains("sendInitialEvents is forbidden for watch")
+            && e.contains("the server refused a streaming list; list_strategy watch_list never"),
+        "{e}"
+    );
+    // It backs off and tries again (0.8-1.6 s), never listing.
+    eventually("a second attempt", || {
+        requests(&s, "sendInitialEvents").len() >= 2
+    });
+    assert!(!inst.ready());
+    assert_eq!(served(&inst, 0), None);
+    assert_eq!(s.stats().lists, 0);
+    assert!(inst.clusters[0].region.metric(Metric::ListErrors) >= 2);
+}
+
+#[test]
+fn a_stream_cut_during_its_initial_events_changes_nothing_and_a_later_one_completes() {
+    let s = server(true);
+    seed(&s, 400);
+    // The very first sync is cut: the cluster stays not ready until a later stream completes.
+    s.inject_fault(Fault::reset_after_bytes(PATH, 5000).query_contains("sendInitialEvents"));
+    let inst = start(&s, json!({}));
+    eventually("the cut reported", || {
+        status(&inst)
+            .last_error
+            .contains("list Endpoints failed: connection error")
+    });
+    assert!(!inst.ready());
+    assert_eq!(served(&inst, 0), None);
+    eventually("a later stream completes", || inst.ready());
+    assert_eq!(served(&inst, 399), Some(node("10.1.149.1")));
+    // Now a relist is cut half way, and the one after it is held back a while: meanwhile everything stored
+    // stays as it was, stale services included.
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    let listed = status(&inst).lists;
+    s.inject_fault(Fault::reset_after_bytes(PATH, 20_000).query_contains("sendInitialEvents"));
+    s.inject_fault(Fault::delay_ms(PATH, 2000).query_contains("sendInitialEvents"));
+    s.reset_watches();
+    s.delete(Kind::Endpoints, "ns", "svc0000");
+    s.apply(endpoints("ns", "svc0001", "10.99.0.1"));
+    s.compact();
+    eventually("the relist was cut", || s.stats().faults_pending == 1);
+    eventually("the cut reported", || {
+        status(&inst)
+            .last_error
+            .contains("list Endpoints failed: connection error")
+    });
+    assert_eq!(served(&inst, 0), Some(node("10.0.0.1")), "not deleted");
+    assert_eq!(served(&inst, 1), Some(node("10.0.1.1")), "not changed");
+    assert_eq!(served(&inst, 399), Some(node("10.1.149.1")));
+    assert_eq!(status(&inst).lists, listed);
+    assert!(inst.ready(), "the stored data stays ready");
+    eventually("the next relist completes", || served(&inst, 0).is_none());
+    assert_eq!(served(&inst, 1), Some(node("10.99.0.1")));
+    eventually("counted", || status(&inst).lists == listed + 1);
+    assert_eq!(s.stats().lists, 0);
+}
+
+#[test]
+fn a_410_relists_with_a_stream_not_older_than_the_synced_version_or_the_latest_after_a_410() {
+    let s = server(true);
+    seed(&s, 5);
+    let inst = start(&s, json!({}));
+    eventually("ready", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    // The watch breaks, the state moves on and the history is compacted: resuming gets ERROR 410.
+    s.reset_watches();
+    s.apply(endpoints("ns", "svc0002", "10.98.0.1"));
+    s.compact();
+    eventually("relisted", || served(&inst, 2) == Some(node("10.98.0.1")));
+    let stream = requests(&s, "sendInitialEvents");
+    assert_eq!(stream.len(), 2, "{stream:?}");
+    let synced: u64 = rv_of(&stream[1]).parse().expect("a resourceVersion");
+    assert!(synced > 0);
+    assert_eq!(inst.clusters[0].region.metric(Metric::Relists), 1);
+    // A change on the stream's watch proves it healthy (the next 410 relists at once again).
+    s.apply(endpoints("ns", "svc0004", "10.98.0.4"));
+    eventually("watching", || served(&inst, 4) == Some(node("10.98.0.4")));
+    // The server now answers the streaming list that its resourceVersion is gone: the next one asks for the
+    // latest state.
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    s.inject_fault(
+        Fault::response(PATH, 410)
+            .query_contains("sendInitialEvents")
+            .body(
+                "application/json",
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 5 (9)","reason":"Expired","code":410}"#,
+            ),
+    );
+    s.reset_watches();
+    s.apply(endpoints("ns", "svc0003", "10.98.0.2"));
+    s.compact();
+    eventually("relisted again", || {
+        served(&inst, 3) == Some(node("10.98.0.2"))
+    });
+    let stream = requests(&s, "sendInitialEvents");
+    assert_eq!(stream.len(), 4, "{stream:?}");
+    assert!(!rv_of(&stream[2]).is_empty(), "{}", stream[2]);
+    assert_eq!(rv_of(&stream[3]), "", "after a 410: the latest state");
+    assert_eq!(s.stats().lists, 0);
+}
+
+#[test]
+fn the_list_strategy_pages_through_list_requests() {
+    let s = server(true);
+    seed(&s, 1200);
+    let inst = start(&s, json!({"list_strategy": "list"}));
+    eventually("ready", || inst.ready());
+    for i in [0, 500, 1199] {
+        assert!(served(&inst, i).is_some());
+    }
+    assert_eq!(s.stats().lists, 3, "pages of 500");
+    assert!(requests(&s, "sendInitialEvents").is_empty());
+    let first = &requests(&s, "limit=500")[0];
+    assert!(
+        !first.contains("resourceVersion"),
+        "a consistent read: {first}"
+    );
+    assert_eq!(requests(&s, "continue=").len(), 2);
+}
