@@ -67,7 +67,7 @@ fn node(ip: &str) -> Vec<Node> {
     }]
 }
 
-fn status(inst: &Instance) -> k8s_disc::store::Status {
+fn status(inst: &Instance) -> k8s_disc::store::RegionStatus {
     inst.clusters[0].region.status()
 }
 

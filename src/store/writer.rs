@@ -322,9 +322,7 @@ impl<'r> Writer<'r> {
             self.unlock();
             return Err(StoreError::Superseded);
         }
-        Ok(Batch {
-            w: self,
-        })
+        Ok(Batch { w: self })
     }
 
     /// Every key the region holds, with its kind.
