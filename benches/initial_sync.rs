@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_disc::instance::Instance;
+use k8s_disc::testing::Instance;
 use k8s_fake_apiserver::{FakeApiServer, Options};
 use serde_json::{Value, json};
 
@@ -47,7 +47,7 @@ fn run(label: &'static str, s: &FakeApiServer, strategy: &str) -> (Run, Arc<Inst
     let before = s.stats();
     let started = Instant::now();
     let inst = Instance::standalone(&conf.to_string()).expect("valid config");
-    k8s_disc::runtime::start(&inst).expect("watchers start");
+    k8s_disc::testing::start(&inst).expect("watchers start");
     while !inst.ready() {
         assert!(
             started.elapsed() < Duration::from_secs(600),
@@ -82,7 +82,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
-    k8s_disc::log::set_max_level(k8s_disc::log::Level::Warn);
+    k8s_disc::testing::set_max_level(k8s_disc::testing::Level::Warn);
     let with = FakeApiServer::start(Options::default()).expect("fake starts");
     let without = FakeApiServer::start(Options {
         watch_list: false,

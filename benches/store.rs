@@ -4,8 +4,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use k8s_disc::model::Node;
-use k8s_disc::store::{Lookup, Region, Writer};
+use k8s_disc::testing::Node;
+use k8s_disc::testing::{Lookup, Region, Writer};
 
 fn nodes(n: usize, seed: usize) -> Vec<Node> {
     (0..n)

@@ -38,6 +38,7 @@ impl Backoff {
     }
 
     /// A back-off with a fixed random sequence (tests).
+    #[cfg(test)]
     pub fn with_seed(seed: u64) -> Backoff {
         Backoff {
             next: INITIAL,

@@ -2,28 +2,42 @@
 //!
 //! The nginx master parses the config and maps one shared-memory region per cluster (`instance`); one watcher
 //! process runs the list/watch engine (`runtime`, `watcher`, `client`) and publishes node lists into the regions
-//! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`).
+//! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`), the library's only
+//! interface.
 
-pub mod backoff;
-pub mod client;
-pub mod config;
-pub mod dump;
+mod backoff;
+mod client;
+mod config;
+mod dump;
 pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod instance;
-pub mod kubeconfig;
-pub(crate) mod lines;
-pub mod log;
-pub mod lookup;
-pub mod metrics;
-pub mod model;
-pub mod publish;
-pub mod runtime;
-pub mod secret;
-pub mod selector;
-pub mod store;
-pub mod sync_state;
-pub mod tls;
-pub mod view;
-pub mod watcher;
+mod instance;
+mod kubeconfig;
+mod lines;
+mod log;
+mod lookup;
+mod metrics;
+mod model;
+mod publish;
+mod runtime;
+mod secret;
+mod selector;
+mod store;
+mod sync_state;
+mod tls;
+mod view;
+mod watcher;
+
+/// The internals the project's own integration tests and benchmarks drive directly. Not an API: it changes with
+/// the code.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::dump::dump;
+    pub use crate::instance::{InitScope, Instance};
+    pub use crate::log::{Level, set_max_level};
+    pub use crate::model::Node;
+    pub use crate::runtime::start;
+    pub use crate::store::{Lookup, Metric, Region, RegionStatus, SyncState, Writer, decode_nodes};
+    pub use crate::watcher::{Cluster, run};
+}

@@ -135,6 +135,7 @@ impl Machine {
     }
 
     /// Whether `auto` has fallen back to paged lists.
+    #[cfg(test)]
     pub fn fell_back(&self) -> bool {
         self.fell_back
     }

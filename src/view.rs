@@ -253,10 +253,6 @@ impl View {
     pub fn len(&self) -> usize {
         self.services.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-    }
 }
 
 #[cfg(test)]

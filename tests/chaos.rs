@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_disc::instance::Instance;
+use k8s_disc::testing::Instance;
 use k8s_fake_apiserver::{FakeApiServer, Kind, Options};
 use serde_json::{Value, json};
 

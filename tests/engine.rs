@@ -7,9 +7,9 @@ use std::time::Duration;
 mod common;
 
 use common::{eventually, nodes};
-use k8s_disc::instance::Instance;
-use k8s_disc::model::Node;
-use k8s_disc::store::Lookup;
+use k8s_disc::testing::Instance;
+use k8s_disc::testing::Lookup;
+use k8s_disc::testing::Node;
 use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
 use serde_json::{Value, json};
 
@@ -292,7 +292,7 @@ fn endpoint_slices_merge_and_last_slice_deletion() {
     s.delete(Kind::EndpointSlice, "ns", "svc-b");
     eventually("last slice gone", || nodes(&inst, "ns/svc:p1").is_none());
     // Still a known service (empty), as the dump shows.
-    let dump = k8s_disc::dump::dump(&inst);
+    let dump = k8s_disc::testing::dump(&inst);
     let names: Vec<&str> = dump["endpoints"][0]["endpoints"]
         .as_array()
         .unwrap()
@@ -352,7 +352,7 @@ fn a_newer_watcher_takes_over_and_the_old_one_stops() {
         .enable_all()
         .build()
         .unwrap();
-    std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster, old_generation + 1)));
+    std::thread::spawn(move || rt.block_on(k8s_disc::testing::run(cluster, old_generation + 1)));
     std::thread::sleep(Duration::from_millis(300));
     // The old watcher notices within its ownership check interval and closes its watch.
     eventually("exactly one watch left", || {
@@ -365,7 +365,7 @@ fn a_newer_watcher_takes_over_and_the_old_one_stops() {
         .build()
         .unwrap();
     let stale =
-        std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster, old_generation)));
+        std::thread::spawn(move || rt.block_on(k8s_disc::testing::run(cluster, old_generation)));
     stale.join().expect("the stale watcher returns at once");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.stats().active_watches, 1);
@@ -416,7 +416,7 @@ fn multi_cluster_routes_by_id_and_fails_independently() {
         2 << 20,
         "each cluster sized by its own shared_size"
     );
-    k8s_disc::runtime::start(&inst).unwrap();
+    k8s_disc::testing::start(&inst).unwrap();
     eventually("first cluster listed", || {
         nodes(&inst, "first/ns/svc:p").is_some()
     });
@@ -441,7 +441,7 @@ fn multi_cluster_routes_by_id_and_fails_independently() {
         !inst.ready(),
         "not ready while one cluster has never listed"
     );
-    let dump = k8s_disc::dump::dump(&inst);
+    let dump = k8s_disc::testing::dump(&inst);
     assert_eq!(dump["endpoints"][1]["id"], "second");
     assert_eq!(
         dump["endpoints"][1]["endpoints"][0]["value"],
@@ -516,7 +516,7 @@ fn ipv6_api_server_host_is_bracketed_in_urls() {
         "client": {"token": "t"}, "shared_size": "1m",
     });
     let inst = Instance::standalone(&conf.to_string()).unwrap();
-    k8s_disc::runtime::start(&inst).unwrap();
+    k8s_disc::testing::start(&inst).unwrap();
     eventually("listed over IPv6", || inst.ready());
     assert_eq!(nodes(&inst, "ns/v6:p"), Some(vec![node("fd00::1", 80)]));
 }

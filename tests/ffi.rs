@@ -4,7 +4,7 @@ use std::os::raw::c_char;
 use std::ptr;
 
 use k8s_disc::ffi::*;
-use k8s_disc::instance::Instance;
+use k8s_disc::testing::Instance;
 
 const HTTP: &str = r#"{"subsystem":"http","watcher":"auto"}"#;
 

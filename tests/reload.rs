@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_disc::instance::{InitScope, Instance};
+use k8s_disc::testing::{InitScope, Instance};
 
 fn conf(weight: u32, size: &str) -> String {
     format!(

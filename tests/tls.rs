@@ -11,8 +11,8 @@ use base64::Engine;
 mod common;
 
 use common::{eventually, nodes};
-use k8s_disc::instance::Instance;
-use k8s_disc::watcher::Cluster;
+use k8s_disc::testing::Cluster;
+use k8s_disc::testing::Instance;
 use k8s_fake_apiserver::tls::{CLIENT_USER, CLIENT2_USER};
 use k8s_fake_apiserver::{FakeApiServer, Options, Rbac, TlsOptions};
 use serde_json::{Value, json};
@@ -141,7 +141,7 @@ fn the_in_cluster_ca_is_the_trust_anchor_when_no_ca_file_is_set() {
         .enable_all()
         .build()
         .unwrap();
-    std::thread::spawn(move || rt.block_on(k8s_disc::watcher::run(cluster, generation)));
+    std::thread::spawn(move || rt.block_on(k8s_disc::testing::run(cluster, generation)));
     eventually("listed trusting the in-cluster CA", || inst.ready());
     assert_eq!(hosts(&inst, "ns/web:http"), Some(vec!["10.1.0.1".into()]));
 }
@@ -187,7 +187,7 @@ users:
     eventually("listed through the kubeconfig", || inst.ready());
     assert_eq!(hosts(&inst, "ns/web:http"), Some(vec!["10.1.0.1".into()]));
     assert!(s.stats().requests_by_user.get(CLIENT_USER).copied() > Some(0));
-    let dump = k8s_disc::dump::dump(&inst).to_string();
+    let dump = k8s_disc::testing::dump(&inst).to_string();
     let key_b64 = b64("client.key");
     assert!(
         !dump.contains(&key_b64[..40]),

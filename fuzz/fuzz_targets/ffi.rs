@@ -11,7 +11,7 @@ use k8s_disc::ffi::{
     K8S_DISC_E_BUFFER, K8S_DISC_UNCHANGED, k8s_disc_dump, k8s_disc_info, k8s_disc_init,
     k8s_disc_nodes, k8s_disc_ready, k8s_disc_release,
 };
-use k8s_disc::instance::Instance;
+use k8s_disc::testing::Instance;
 use libfuzzer_sys::fuzz_target;
 
 fn ptr_or_null(bytes: &[u8], null: bool) -> *const c_char {

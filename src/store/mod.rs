@@ -43,10 +43,8 @@ mod writer;
 use std::fmt;
 
 pub use batch::Batch;
-pub use layout::{
-    ERROR_TEXT_BYTES, KIND_PORT, KIND_SERVICE, LOCK_WAIT, MIN_REGION_BYTES, key_hash,
-};
-pub use record::{decode_nodes, encode_nodes};
+pub use layout::{KIND_SERVICE, LOCK_WAIT, MIN_REGION_BYTES};
+pub use record::decode_nodes;
 pub use region::{Entry, Lookup, Region};
 pub use status::{Metric, RegionStatus, SyncState};
 pub use writer::Writer;

@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_disc::instance::Instance;
-use k8s_disc::model::Node;
-use k8s_disc::store::Lookup;
-use k8s_disc::store::decode_nodes;
+use k8s_disc::testing::Instance;
+use k8s_disc::testing::Lookup;
+use k8s_disc::testing::Node;
+use k8s_disc::testing::decode_nodes;
 
 /// Initialises a standalone instance from `conf` (JSON) and starts its watchers in this process.
 pub fn start_instance(conf: &str) -> Arc<Instance> {
     let inst = Instance::standalone(conf).expect("config is valid");
-    assert!(k8s_disc::runtime::start(&inst).expect("watchers start"));
+    assert!(k8s_disc::testing::start(&inst).expect("watchers start"));
     inst
 }
 
