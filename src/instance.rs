@@ -19,9 +19,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::config::{self, Config};
+use crate::config::{self, ClusterConfig, Config};
 use crate::store::{Lookup, Region};
-use crate::watcher::Cluster;
 
 /// Live instances of this process, for reuse across reloads and between subsystems.
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
@@ -83,6 +82,28 @@ impl InitScope {
         InitScope {
             subsystem: "http".into(),
             watcher: WatcherMode::Auto,
+        }
+    }
+}
+
+/// One configured cluster: its settings and its shared-memory region.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub region: Arc<Region>,
+}
+
+impl Cluster {
+    /// How log lines name this cluster.
+    pub fn label(&self) -> String {
+        if self.config.id.is_empty() {
+            let host = &self.config.host;
+            if host.contains(':') {
+                format!("[{host}]:{}", self.config.port)
+            } else {
+                format!("{host}:{}", self.config.port)
+            }
+        } else {
+            format!("cluster {}", self.config.id)
         }
     }
 }

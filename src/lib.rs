@@ -34,10 +34,10 @@ mod watcher;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::dump::dump;
-    pub use crate::instance::{InitScope, Instance};
+    pub use crate::instance::{Cluster, InitScope, Instance};
     pub use crate::log::{Level, set_max_level};
     pub use crate::model::Node;
     pub use crate::runtime::start;
     pub use crate::store::{Lookup, Metric, Region, RegionStatus, SyncState, Writer, decode_nodes};
-    pub use crate::watcher::{Cluster, run};
+    pub use crate::watcher::run;
 }
