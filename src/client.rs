@@ -57,7 +57,7 @@ impl ApiError {
     pub fn is_gone(&self) -> bool {
         match self {
             ApiError::Status { code, reason, .. } => {
-                *code == 410 || reason == "Expired" || reason == "Gone"
+                crate::model::is_gone(Some(i64::from(*code)), reason)
             }
             _ => false,
         }
@@ -87,12 +87,7 @@ impl ApiError {
                 .unwrap_or(http_code),
             reason: escape_server_text(s.reason.as_deref().unwrap_or(""), 64),
             message: escape_server_text(s.message.as_deref().unwrap_or(""), MAX_SERVER_TEXT),
-            retry_after: s
-                .details
-                .as_ref()
-                .and_then(|d| d.retry_after_seconds)
-                .and_then(|s| u64::try_from(s).ok())
-                .map(Duration::from_secs),
+            retry_after: s.retry_after(),
         }
     }
 }
@@ -351,8 +346,8 @@ impl ApiClient {
             .headers()
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(crate::model::retry_hint);
         let body = read_body(resp.into_body(), 64 << 10, Duration::from_secs(10))
             .await
             .unwrap_or_default();

@@ -97,7 +97,7 @@ fn watch_line(resource: Resource, view: &mut View, line: &[u8]) -> Result<(), ()
             let st: Status = serde_json::from_str(ev.object_text()).unwrap_or_default();
             let err = ApiError::from_status(&st, 500);
             let _ = (err.to_string(), err.is_gone(), err.retry_after());
-            let _ = (st.is_expired(), st.retry_after_seconds());
+            let _ = (st.is_expired(), st.retry_after());
             Err(())
         }
         _ => Ok(()),

@@ -218,20 +218,33 @@ pub struct StatusDetails {
     pub retry_after_seconds: Option<i64>,
 }
 
+/// Whether a status code and reason mean 410 Gone: the resourceVersion or continue token is too old, the signal
+/// to relist. Old servers said `Gone` where new ones say `Expired`, sometimes with the reason alone.
+pub fn is_gone(code: Option<i64>, reason: &str) -> bool {
+    code == Some(410) || matches!(reason, "Expired" | "Gone")
+}
+
+/// A server's retry hint in seconds (a `Retry-After` header or `details.retryAfterSeconds`): only a positive
+/// number is a hint.
+pub fn retry_hint(seconds: i64) -> Option<std::time::Duration> {
+    u64::try_from(seconds)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(std::time::Duration::from_secs)
+}
+
 impl Status {
-    /// Whether the resourceVersion or continue token is too old: the signal to
-    /// relist. Old servers said `Gone` where new ones say `Expired`.
+    /// Whether this Status says 410 Gone (see `is_gone`).
     pub fn is_expired(&self) -> bool {
-        self.code == Some(410) || matches!(self.reason.as_deref(), Some("Expired" | "Gone"))
+        is_gone(self.code, self.reason.as_deref().unwrap_or(""))
     }
 
-    /// The server's retry hint, if positive.
-    pub fn retry_after_seconds(&self) -> Option<u64> {
+    /// The server's retry hint (see `retry_hint`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
         self.details
             .as_ref()
             .and_then(|d| d.retry_after_seconds)
-            .and_then(|s| u64::try_from(s).ok())
-            .filter(|s| *s > 0)
+            .and_then(retry_hint)
     }
 }
 
@@ -1141,7 +1154,7 @@ mod tests {
         );
         assert_eq!(st.metadata, Some(ListMeta::default()));
         assert!(st.is_expired());
-        assert_eq!(st.retry_after_seconds(), None);
+        assert_eq!(st.retry_after(), None);
     }
 
     #[test]
@@ -1163,12 +1176,12 @@ mod tests {
         let st: Status = serde_json::from_str(body).expect("parses");
         assert_eq!(st.code, Some(504));
         assert!(!st.is_expired());
-        assert_eq!(st.retry_after_seconds(), Some(1));
+        assert_eq!(st.retry_after(), Some(std::time::Duration::from_secs(1)));
         let gone: Status = serde_json::from_str(r#"{"reason":"Gone"}"#).expect("parses");
         assert!(gone.is_expired());
         let neg: Status =
             serde_json::from_str(r#"{"details":{"retryAfterSeconds":-3}}"#).expect("parses");
-        assert_eq!(neg.retry_after_seconds(), None);
+        assert_eq!(neg.retry_after(), None);
         let unauthorized: Status = serde_json::from_str(
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#,
         )
@@ -1217,5 +1230,16 @@ mod tests {
         ] {
             assert!(!is_ip_like(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn one_rule_for_gone_and_for_retry_hints() {
+        assert!(is_gone(Some(410), ""));
+        assert!(is_gone(None, "Expired") && is_gone(Some(500), "Gone"));
+        assert!(!is_gone(Some(504), "Timeout"));
+        // A hint of zero (or less) is no hint, whether from a header or a Status body.
+        assert_eq!(retry_hint(0), None);
+        assert_eq!(retry_hint(-3), None);
+        assert_eq!(retry_hint(3), Some(std::time::Duration::from_secs(3)));
     }
 }
