@@ -109,8 +109,9 @@ impl Cluster {
 }
 
 pub struct Instance {
+    /// Two configs are the same (one instance across subsystems and reloads) when they are equal: every field as
+    /// given, every value taken from the environment, and inline kubeconfig data by content.
     pub config: Config,
-    fingerprint: String,
     /// The watcher placement every subsystem sharing this instance asked for.
     pub watcher: WatcherMode,
     pub clusters: Vec<Arc<Cluster>>,
@@ -151,7 +152,6 @@ impl Instance {
         watcher: WatcherMode,
         reuse: impl Fn(&crate::config::ClusterConfig) -> Option<Arc<Region>>,
     ) -> Result<Instance, String> {
-        let fingerprint = fingerprint(&config);
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for c in &config.clusters {
             let region = match reuse(c) {
@@ -173,7 +173,6 @@ impl Instance {
         let epoch = next_generation();
         Ok(Instance {
             config,
-            fingerprint,
             watcher,
             clusters,
             started_in: AtomicU32::new(0),
@@ -293,13 +292,9 @@ impl Registry {
             .iter()
             .filter_map(|(s, w)| Some((s.clone(), w.upgrade()?)))
             .collect();
-        let fingerprint = fingerprint(&config);
 
         // The same config as another subsystem of this cycle: share its instance, so one watcher serves both.
-        if let Some((other, inst)) = this_cycle
-            .iter()
-            .find(|(_, i)| i.fingerprint == fingerprint)
-        {
+        if let Some((other, inst)) = this_cycle.iter().find(|(_, i)| i.config == config) {
             if inst.watcher != scope.watcher {
                 return Err(format!(
                     "the {} subsystem initialises the same discovery config as the {other} subsystem, but with \
@@ -323,7 +318,7 @@ impl Registry {
 
         // The same config as a previous cycle (a reload that left it unchanged): keep the instance.
         if let Some(inst) = live.iter().find(|i| {
-            i.fingerprint == fingerprint
+            i.config == config
                 && i.watcher == scope.watcher
                 && !i.clusters.iter().any(|c| in_use(&c.region))
         }) {
@@ -361,41 +356,6 @@ impl Registry {
 
 fn parse_config(json: &str) -> Result<Config, String> {
     config::parse(json, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())
-}
-
-/// Identity of a config for reuse across reloads: the input as given plus every value taken from the environment.
-fn fingerprint(c: &Config) -> String {
-    let mut s = c.raw.to_string();
-    for cl in &c.clusters {
-        s.push_str(&format!(
-            "|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            cl.id,
-            cl.host,
-            cl.port,
-            cl.token.as_ref().map(|t| t.expose()),
-            cl.token_file,
-            pem_identity(&cl.ca),
-            pem_identity(&cl.client_cert),
-            pem_identity(&cl.client_key),
-            cl.kubeconfig,
-            cl.context,
-        ));
-    }
-    s
-}
-
-/// A file by its path; inline data (from a kubeconfig) by a digest of its content, so a changed kubeconfig
-/// makes a new instance.
-fn pem_identity(p: &Option<crate::tls::Pem>) -> String {
-    use std::hash::{Hash, Hasher};
-    match p {
-        Some(crate::tls::Pem::Inline(b)) => {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            b.expose().hash(&mut h);
-            format!("inline:{:x}", h.finish())
-        }
-        other => format!("{other:?}"),
-    }
 }
 
 #[cfg(test)]
