@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 
 use crate::client::ApiError;
 use crate::model::{self, Bookmark, EndpointSlice, Endpoints, List, PortNodes, Status, WatchEvent};
+use crate::model::{Object, Resource};
 use crate::selector::{NamespacePattern, NamespaceSelector, validate_label_selector};
 use crate::store::{Lookup, MIN_REGION_BYTES, Region, Writer, decode_nodes};
-use crate::view::{Object, Resource, View};
+use crate::view::View;
 
 /// The invariants of converted nodes: known ports have a key, nodes are sorted, distinct and usable.
 fn check_ports(ports: &PortNodes) {

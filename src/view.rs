@@ -3,93 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::model::{self, EndpointSlice, Endpoints, PortNodes};
+use crate::model::{self, EndpointSlice, Object, PortNodes};
 use crate::selector::NamespaceSelector;
-
-/// Which API resource a cluster watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resource {
-    Endpoints,
-    EndpointSlices,
-}
-
-impl Resource {
-    /// The collection path, namespaced when the selector pins one namespace (then a namespaced Role suffices).
-    pub fn path(self, namespace: Option<&str>) -> String {
-        let (prefix, plural) = match self {
-            Resource::Endpoints => ("/api/v1", "endpoints"),
-            Resource::EndpointSlices => ("/apis/discovery.k8s.io/v1", "endpointslices"),
-        };
-        match namespace {
-            Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}"),
-            None => format!("{prefix}/{plural}"),
-        }
-    }
-
-    /// The (namespace, service name) an object belongs to, read from its raw JSON text with only the metadata
-    /// parsed: names objects that do not parse, or are too large to.
-    pub fn service_of(self, json: &str) -> Option<(String, String)> {
-        #[derive(serde::Deserialize)]
-        struct MetadataOnly {
-            metadata: model::ObjectMeta,
-        }
-        let meta = serde_json::from_str::<MetadataOnly>(json).ok()?.metadata;
-        let ns = meta.namespace?;
-        let name = match self {
-            Resource::Endpoints => meta.name?,
-            Resource::EndpointSlices => meta.labels?.remove(model::SERVICE_NAME_LABEL)?,
-        };
-        (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
-    }
-
-    /// Like `service_of`, from the first bytes of an object too large to hold whole: the API server writes
-    /// `metadata` before the addresses, so its first `"metadata":` key is the object's.
-    pub fn service_of_prefix(self, prefix: &[u8]) -> Option<(String, String)> {
-        const KEY: &[u8] = b"\"metadata\":";
-        let at = prefix.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-        let meta = serde_json::Deserializer::from_slice(&prefix[at..])
-            .into_iter::<model::ObjectMeta>()
-            .next()?
-            .ok()?;
-        let ns = meta.namespace?;
-        let name = match self {
-            Resource::Endpoints => meta.name?,
-            Resource::EndpointSlices => meta.labels?.remove(model::SERVICE_NAME_LABEL)?,
-        };
-        (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Resource::Endpoints => "Endpoints",
-            Resource::EndpointSlices => "EndpointSlice",
-        }
-    }
-}
-
-/// One watched object.
-pub enum Object {
-    Endpoints(Endpoints),
-    Slice(EndpointSlice),
-}
-
-impl Object {
-    /// Parses an object of `resource` from its JSON text straight into the typed model.
-    pub fn parse(resource: Resource, json: &str) -> Result<Object, serde_json::Error> {
-        Ok(match resource {
-            Resource::Endpoints => Object::Endpoints(serde_json::from_str(json)?),
-            Resource::EndpointSlices => Object::Slice(serde_json::from_str(json)?),
-        })
-    }
-
-    pub fn resource_version(&self) -> Option<&str> {
-        let meta = match self {
-            Object::Endpoints(e) => &e.metadata,
-            Object::Slice(s) => &s.metadata,
-        };
-        meta.resource_version.as_deref()
-    }
-}
 
 enum Source {
     Endpoints(PortNodes),
@@ -258,6 +173,7 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Resource;
 
     fn slice(name: &str, label: Option<&str>, ip: &str) -> Object {
         let mut v = serde_json::json!({
@@ -270,28 +186,6 @@ mod tests {
             v["metadata"]["labels"]["kubernetes.io/service-name"] = l.into();
         }
         Object::parse(Resource::EndpointSlices, &v.to_string()).unwrap()
-    }
-
-    #[test]
-    fn the_service_of_a_truncated_object_comes_from_its_metadata() {
-        let line = br#"{"type":"ADDED","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"web-x","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0"#;
-        assert_eq!(
-            Resource::EndpointSlices.service_of_prefix(line),
-            Some(("shop".into(), "web".into()))
-        );
-        assert_eq!(
-            Resource::Endpoints.service_of_prefix(line),
-            Some(("shop".into(), "web-x".into()))
-        );
-        // Cut inside the metadata: unknown.
-        assert_eq!(
-            Resource::EndpointSlices.service_of_prefix(&line[..110]),
-            None
-        );
-        assert_eq!(
-            Resource::Endpoints.service_of_prefix(b"{\"type\":\"ADDED\""),
-            None
-        );
     }
 
     #[test]

@@ -3,10 +3,11 @@
 use crate::client::{ApiError, MAX_BODY_BYTES, read_body};
 use crate::log::{escape_server_text, log_at};
 use crate::model::List;
+use crate::model::Object;
 use crate::publish::Publisher;
 use crate::store::{Metric, StoreError};
 use crate::sync_state::{ListFrom, Outcome};
-use crate::view::{Object, View};
+use crate::view::View;
 use serde_json::value::RawValue;
 use std::time::Duration;
 

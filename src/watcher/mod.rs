@@ -16,11 +16,12 @@ use crate::client::{ApiClient, ApiError};
 use crate::config::{ClusterConfig, ListStrategy, Scheme};
 use crate::instance::Cluster;
 use crate::log::log_at;
+use crate::model::Resource;
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
 use crate::store::{Metric, StoreError, SyncState, Writer};
 use crate::sync_state::{Machine, Outcome, State};
-use crate::view::{Resource, View};
+use crate::view::View;
 
 /// Room for a watch event's envelope (`{"type":...,"object":...}`) beyond its object's `max_object_size`.
 const EVENT_ENVELOPE_BYTES: usize = 64 << 10;

@@ -9,11 +9,12 @@ use crate::client::ApiError;
 use crate::config::ListStrategy;
 use crate::lines::Lines;
 use crate::log::{escape_server_text, log_at};
+use crate::model::Object;
 use crate::model::{Bookmark, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::store::{Metric, StoreError};
 use crate::sync_state::{ListFrom, Outcome};
-use crate::view::{Object, View};
+use crate::view::View;
 
 use super::{EVENT_ENVELOPE_BYTES, Watcher, owner_lost};
 

@@ -8,11 +8,11 @@ use http_body_util::BodyExt;
 use crate::client::ApiError;
 use crate::lines::Lines;
 use crate::log::{escape_server_text, log_at};
+use crate::model::Object;
 use crate::model::{Bookmark, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::store::{Metric, StoreError};
 use crate::sync_state::{Outcome, WatchEnd};
-use crate::view::Object;
 
 use super::{EVENT_ENVELOPE_BYTES, Ended, Watcher, owner_lost};
 
