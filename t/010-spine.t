@@ -190,6 +190,23 @@ old table untouched: 3 10.0.0.1
             ngx.say("caller's own tables taken: ", extra_fields)
             ngx.say("gone: ", tostring(by_host["10.4.0.7"] ~= nil), " ",
                     tostring((function() for _, n in ipairs(second) do if n.host == "10.4.0.7" then return true end end return false end)()))
+            -- A third version (its private list is the first one's, refilled): still right, still reusing.
+            local third_ips = {}
+            for i = 1, 40 do if i ~= 7 and i ~= 20 then third_ips[#third_ips + 1] = "10.4.0." .. i end end
+            third_ips[#third_ips + 1] = "10.4.0.99"
+            t.apply(port, t.endpoints("ns-b", "big", third_ips, {{name = "http", port = 8080}}))
+            local third = t.wait_until(function()
+                local n = k8s_disc.nodes("ns-b/big:http")
+                return n and n ~= second and n
+            end, 5)
+            local same, hosts = 0, {}
+            for i, n in ipairs(third) do
+                hosts[i] = n.host
+                for _, m in ipairs(second) do if m == n then same = same + 1 end end
+            end
+            table.sort(hosts)
+            ngx.say("third: ", #third, " nodes, ", same, " from the second, has 10.4.0.20: ",
+                    tostring(table.concat(hosts, " "):find("10.4.0.20 ", 1, true) ~= nil))
         }
     }
 --- request
@@ -199,6 +216,7 @@ count: 40, sorted by host: true
 reused: 39, built: 10.4.0.99
 caller's own tables taken: 0
 gone: true false
+third: 39 nodes, 39 from the second, has 10.4.0.20: false
 --- no_error_log
 [error]
 

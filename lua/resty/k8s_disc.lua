@@ -36,7 +36,8 @@ local S = {
     watcher_mode = "auto",
     agent_enabled = false,  -- the privileged agent was enabled at init
     explicit_log_level = false,
-    -- Per worker, for nodes(): service name -> { ver, hint, nodes, own = private list or nil }, and the buffer
+    -- Per worker, for nodes(): service name -> { ver, hint, nodes, own = private list or nil, spare = the one
+    -- before }, and the buffer
     -- lookups are copied into (grown when an entry does not fit).
     cache = {},
     buf_size = 64 * 1024,
@@ -206,10 +207,15 @@ function _M.nodes(name)
             return entry.nodes
         end
         if rc >= 0 then
-            local nodes, own = decode.nodes(S.buf, rc, weight_of(name), entry and entry.own)
+            -- The private list before the previous one is free again: it is refilled rather than a new one made.
+            local prev, spare = entry and entry.own, entry and entry.spare
+            local nodes, own = decode.nodes(S.buf, rc, weight_of(name), prev, spare)
             -- Plain numbers, not boxed uint64 cdata: versions and hints stay far below 2^53, and numbers cost no
             -- allocation.
-            cache[name] = { ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes, own = own }
+            cache[name] = {
+                ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes, own = own,
+                spare = own and prev or nil,
+            }
             return nodes
         end
         if rc == NOT_FOUND then

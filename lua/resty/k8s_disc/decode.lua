@@ -11,6 +11,14 @@ local ok_new_tab, new_tab = pcall(require, "table.new")
 if not ok_new_tab then
     new_tab = function() return {} end
 end
+local ok_clear, clear_tab = pcall(require, "table.clear")
+if not ok_clear then
+    clear_tab = function(t)
+        for k in pairs(t) do
+            t[k] = nil
+        end
+    end
+end
 
 local _M = {}
 
@@ -19,8 +27,9 @@ local _M = {}
 local REUSE_MIN_NODES = 32
 
 -- Returns the answer (a new array of {host, port, weight}) and, for large services, its private list. `prev` is
--- the previous answer's private list (or nil): nodes equal to one of its tables reuse that table.
-function _M.nodes(buf, count, weight, prev)
+-- the previous answer's private list (or nil): nodes equal to one of its tables reuse that table. `spare` (or nil)
+-- is a private list no longer in use, refilled as the new one instead of allocating another.
+function _M.nodes(buf, count, weight, prev, spare)
     local nodes = new_tab(count, 0)
     local p = 0
     if not prev then
@@ -66,7 +75,12 @@ function _M.nodes(buf, count, weight, prev)
         return nodes, nil
     end
     -- Private: callers may sort the answer in place or replace its elements (APISIX does both).
-    local own = new_tab(count, 0)
+    local own = spare
+    if own then
+        clear_tab(own)
+    else
+        own = new_tab(count, 0)
+    end
     for i = 1, count do
         own[i] = nodes[i]
     end
