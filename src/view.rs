@@ -36,9 +36,7 @@ impl View {
     pub fn apply(&mut self, obj: Object) -> Vec<String> {
         match obj {
             Object::Endpoints(e) => {
-                let Some(key) =
-                    self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref())
-                else {
+                let Some(key) = self.endpoints_key(&e) else {
                     return Vec::new();
                 };
                 self.services
@@ -90,9 +88,7 @@ impl View {
     pub fn delete(&mut self, obj: Object) -> Vec<String> {
         match obj {
             Object::Endpoints(e) => {
-                let Some(key) =
-                    self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref())
-                else {
+                let Some(key) = self.endpoints_key(&e) else {
                     return Vec::new();
                 };
                 self.services.remove(&key);
@@ -119,6 +115,11 @@ impl View {
         if let Some(Source::Slices(m)) = self.services.get_mut(key) {
             m.remove(name);
         }
+    }
+
+    /// The service key of an Endpoints object (it is named after its service), if admitted.
+    fn endpoints_key(&self, e: &model::Endpoints) -> Option<String> {
+        self.admitted_key(e.metadata.namespace.as_deref(), e.metadata.name.as_deref())
     }
 
     fn admitted_key(&self, ns: Option<&str>, name: Option<&str>) -> Option<String> {

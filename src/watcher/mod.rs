@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::client::{ApiClient, ApiError};
 use crate::config::{ClusterConfig, ListStrategy, Scheme};
 use crate::instance::Cluster;
-use crate::log::log_at;
+use crate::log::{escape_server_text, log_at};
 use crate::model::Resource;
 use crate::publish::Publisher;
 use crate::selector::NamespaceSelector;
@@ -210,6 +210,16 @@ fn is_loopback(host: &str) -> bool {
 }
 
 impl Watcher {
+    /// Events of a type this client does not know are skipped (a newer server may send new kinds of event).
+    fn log_unknown_event_type(&self, kind: &str) {
+        log_at!(
+            Warn,
+            "{}: ignoring watch event of unknown type \"{}\"",
+            self.label,
+            escape_server_text(kind, 64)
+        );
+    }
+
     /// Performs the step the state machine asks for, feeds back what it produced, and repeats until the region
     /// is lost to another watcher.
     async fn run(&mut self, p: &mut Publisher<'_>) -> Result<(), StoreError> {

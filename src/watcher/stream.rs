@@ -239,12 +239,7 @@ impl Watcher {
                 Err(Streamed::Failed(ApiError::from_status(&st, 500)))
             }
             other => {
-                log_at!(
-                    Warn,
-                    "{}: ignoring watch event of unknown type \"{}\"",
-                    self.label,
-                    escape_server_text(other, 64)
-                );
+                self.log_unknown_event_type(other);
                 Ok(None)
             }
         }

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 
 use crate::client::ApiError;
 use crate::lines::Lines;
-use crate::log::{escape_server_text, log_at};
+use crate::log::log_at;
 use crate::model::Object;
 use crate::model::{Bookmark, Status, WatchEvent};
 use crate::publish::Publisher;
@@ -252,12 +252,7 @@ impl Watcher {
                 })
             }
             other => {
-                log_at!(
-                    Warn,
-                    "{}: ignoring watch event of unknown type \"{}\"",
-                    self.label,
-                    escape_server_text(other, 64)
-                );
+                self.log_unknown_event_type(other);
                 Ok(Progress::None)
             }
         }
