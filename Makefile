@@ -23,7 +23,8 @@ DESTDIR ?=
 
 PROFILE ?= release
 LIB     := target/$(PROFILE)/libk8s_disc.so
-LUA_FILES := resty/k8s_disc.lua apisix/discovery/kubernetes/init.lua apisix/discovery/kubernetes/schema.lua
+LUA_FILES := resty/k8s_disc.lua apisix/discovery/kubernetes/init.lua apisix/discovery/kubernetes/schema.lua \
+             apisix/plugins/k8s-disc-metrics.lua
 DIST    := target/dist/k8s-disc-$(VERSION)-linux-$(ARCH)
 
 .PHONY: all install uninstall dist test clean
