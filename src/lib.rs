@@ -2,13 +2,14 @@
 //!
 //! The nginx master parses the config and maps one shared-memory region per cluster (`instance`); one watcher
 //! process runs the list/watch engine (`runtime`, `watcher`, `client`) and publishes node lists into the regions
-//! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`).
+//! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`). The configuration's keys, defaults and reference docs come from one table (`fields`).
 
 pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod dump;
 pub mod ffi;
+pub mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod instance;

@@ -41,6 +41,7 @@ int64_t k8s_disc_dump(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int64_t k8s_disc_info(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int64_t k8s_disc_lookup(const k8s_disc_t *h, const char *name, size_t name_len, uint8_t *buf, size_t cap);
 int64_t k8s_disc_metrics(const k8s_disc_t *h, uint8_t *buf, size_t cap);
+int64_t k8s_disc_config_fields(uint8_t *buf, size_t cap);
 int32_t k8s_disc_set_log_level(int32_t level);
 ]]
 
@@ -367,6 +368,18 @@ function _M.metrics()
         return nil, "k8s-disc: not initialised"
     end
     return read_document(function(out, cap) return lib.k8s_disc_metrics(handle, out, cap) end)
+end
+
+-- The configuration reference of the library: every key of the discovery config with its default (a JSON value,
+-- or cjson.null), as {name, default, default_note, doc, apisix} rows. Loads the library if init() has not (from
+-- `library`, else package.cpath).
+function _M.config_fields(library)
+    load_library(library)
+    local text, err = read_document(function(out, cap) return lib.k8s_disc_config_fields(out, cap) end)
+    if not text then
+        return nil, err
+    end
+    return cjson.decode(text)
 end
 
 -- True once every cluster has completed its first full list.
