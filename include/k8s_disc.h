@@ -172,6 +172,17 @@ int64_t k8s_disc_info(const k8s_disc_t *h,
                       size_t cap);
 
 /**
+ * The configuration reference (`crate::fields`) as JSON: `[{"name": "service.host", "default": <JSON value or
+ * null>, "default_note", "doc", "apisix"}, ...]`, every accepted key with its default. Needs no handle, so it can be
+ * called before `k8s_disc_init`; buffer protocol as for the dump.
+ *
+ * # Safety
+ * `buf` valid for `cap` bytes (or NULL with cap 0).
+ */
+int64_t k8s_disc_config_fields(uint8_t *buf,
+                               size_t cap);
+
+/**
  * Sets how much the watcher logs: 1 error, 2 warn, 3 notice, 4 info (default), 5 debug.
  */
 int32_t k8s_disc_set_log_level(int32_t level);

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what k8s-disc needs to build and test on Debian (bookworm or later): nginx with the Lua module, the
-# LuaJIT build OpenResty uses, lua-resty-core, cjson, and the Perl modules the Test::Nginx-format suite runs on.
+# LuaJIT build OpenResty uses, lua-resty-core, cjson, the Perl modules the Test::Nginx-format suite runs on, and
+# luarocks (the rockspec is installed into a temporary tree by t/026-packaging.t).
 # Idempotent: installs only what is missing. Rust (cargo) must already be installed.
 set -euo pipefail
 
 packages=(nginx libnginx-mod-http-lua libluajit2-5.1-2 lua-resty-core lua-resty-lrucache lua-cjson
           libtest-base-perl libtext-diff-perl liblist-moreutils-perl libtest-longstring-perl liburi-perl
-          libwww-perl libipc-run-perl curl make gcc g++)
+          libwww-perl libipc-run-perl curl make gcc g++ luarocks)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -21,7 +21,8 @@ cc -fsyntax-only -Wall -Werror -x c include/k8s_disc.h
 c++ -fsyntax-only -Wall -Werror -x c++ include/k8s_disc.h
 
 echo "== exports"
-for sym in k8s_disc_init k8s_disc_nodes k8s_disc_dump k8s_disc_start k8s_disc_lookup k8s_disc_metrics; do
+for sym in k8s_disc_init k8s_disc_nodes k8s_disc_dump k8s_disc_start k8s_disc_lookup k8s_disc_metrics \
+           k8s_disc_config_fields; do
     nm -D --defined-only target/debug/libk8s_disc.so | grep -qw "$sym" || { echo "missing export $sym" >&2; exit 1; }
 done
 

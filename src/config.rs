@@ -23,26 +23,16 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
+use crate::fields::{default_json, keys_under};
 use crate::secret::Secret;
 use crate::selector::{NamespacePattern, NamespaceSelector, validate_label_selector};
 use crate::tls::Pem;
 
-pub const DEFAULT_HOST: &str = "${KUBERNETES_SERVICE_HOST}";
-pub const DEFAULT_PORT: &str = "${KUBERNETES_SERVICE_PORT}";
-pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-pub const DEFAULT_WEIGHT: u32 = 50;
-pub const DEFAULT_SHARED_SIZE: &str = "64m";
+// Defaults and the accepted keys come from the configuration table, `crate::fields`.
+
 /// Upper bound for `shared_size`, in MiB: far above any real need (150k
 /// endpoints fit in well under 64m) but low enough to catch a stray digit.
 pub const MAX_SHARED_SIZE_MB: u64 = 16384;
-/// Default `watch_idle_timeout`: a watch silent this long is presumed dead. Well under the idle timeouts of
-/// common load balancers (4 to 10 minutes), and above the API server's bookmark interval (about a minute).
-pub(crate) const DEFAULT_WATCH_IDLE_TIMEOUT_S: u64 = 120;
-/// Default `list_timeout`: the whole of one list, all pages, must finish within this.
-pub(crate) const DEFAULT_LIST_TIMEOUT_S: u64 = 300;
-/// Default `max_object_size`: one Kubernetes object (an Endpoints of a few thousand addresses is about a MiB;
-/// etcd's own request limit is 1.5 MiB), with ample room.
-pub(crate) const DEFAULT_MAX_OBJECT_MB: u64 = 16;
 /// Upper bound of `max_object_size`, in MiB.
 const MAX_OBJECT_MB: u64 = 1024;
 /// Upper bound of the time settings, in seconds (a day).
@@ -56,27 +46,8 @@ const MAX_ENV_TOKEN_LEN: usize = 16384;
 const MAX_TOKEN_FILE_LEN: usize = 500;
 const MAX_SHOWN_VALUE_CHARS: usize = 120;
 
-const CLUSTER_KEYS: &[&str] = &[
-    "service",
-    "client",
-    "namespace_selector",
-    "label_selector",
-    "default_weight",
-    "shared_size",
-    "watch_endpoint_slices",
-    "kubeconfig",
-    "context",
-    "watch_idle_timeout",
-    "list_timeout",
-    "max_staleness",
-    "max_object_size",
-    "list_strategy",
-];
-const SERVICE_KEYS: &[&str] = &["schema", "host", "port", "ssl_verify"];
-const CLIENT_KEYS: &[&str] = &["token", "token_file", "ca_file", "cert_file", "key_file"];
 /// Longest accepted certificate, key or kubeconfig path.
 const MAX_PATH_LEN: usize = 4096;
-const SELECTOR_KEYS: &[&str] = &["equal", "not_equal", "match", "not_match"];
 
 /// How a cluster's initial sync and relists fetch the complete state (`list_strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,6 +478,29 @@ fn check_keys(
     Ok(())
 }
 
+/// The value of the key at the end of `path` in `obj`, or the configuration table's default for `path` (`null`
+/// when it has none). A default used is also written into `raw` when given, so the dump shows it.
+fn value_or_default(
+    obj: &Map<String, Value>,
+    path: &str,
+    raw: Option<&mut Map<String, Value>>,
+) -> Value {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    if let Some(v) = get(obj, key) {
+        return v.clone();
+    }
+    let default = crate::fields::field(path)
+        .default
+        .json()
+        .unwrap_or(Value::Null);
+    if let Some(raw) = raw
+        && !default.is_null()
+    {
+        raw.insert(key.to_owned(), default.clone());
+    }
+    default
+}
+
 /// An integer, accepting integral floats (`50.0`) as JSON Schema does.
 fn as_integer(v: &Value) -> Option<i64> {
     if let Some(i) = v.as_i64() {
@@ -526,13 +520,7 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         ));
     };
     let mut raw = obj.clone();
-    if scope.multi() {
-        let mut keys = CLUSTER_KEYS.to_vec();
-        keys.insert(0, "id");
-        check_keys(obj, &keys, scope, "")?;
-    } else {
-        check_keys(obj, CLUSTER_KEYS, scope, "")?;
-    }
+    check_keys(obj, &keys_under("", scope.multi()), scope, "")?;
 
     let id = if scope.multi() {
         parse_id(get(obj, "id"), scope)?
@@ -628,65 +616,58 @@ fn parse_cluster(v: &Value, scope: &Scope<'_>) -> Result<(ClusterConfig, Value),
         None => None,
     };
 
-    let default_weight = match get(obj, "default_weight") {
-        Some(v) => as_integer(v)
-            .and_then(|i| u32::try_from(i).ok())
-            .ok_or_else(|| {
-                error(
-                    scope.path("default_weight"),
-                    show(v),
-                    format!("must be an integer in 0..={}", u32::MAX),
-                )
-            })?,
-        None => {
-            raw.insert("default_weight".into(), DEFAULT_WEIGHT.into());
-            DEFAULT_WEIGHT
-        }
-    };
-
-    let shared_size = match get(obj, "shared_size") {
-        Some(v) => parse_shared_size(v, scope)?,
-        None => {
-            raw.insert("shared_size".into(), DEFAULT_SHARED_SIZE.into());
-            64 << 20
-        }
-    };
-
-    let watch_endpoint_slices = match get(obj, "watch_endpoint_slices") {
-        Some(v) => v.as_bool().ok_or_else(|| {
+    // These three defaults are written into the dump's config, as APISIX's schema writes them into its own.
+    let default_weight_v = value_or_default(obj, "default_weight", Some(&mut raw));
+    let default_weight = as_integer(&default_weight_v)
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(|| {
             error(
-                scope.path("watch_endpoint_slices"),
-                show(v),
-                "must be a boolean",
+                scope.path("default_weight"),
+                show(&default_weight_v),
+                format!("must be an integer in 0..={}", u32::MAX),
             )
-        })?,
-        None => {
-            raw.insert("watch_endpoint_slices".into(), false.into());
-            false
-        }
-    };
+        })?;
+    let shared_size =
+        parse_shared_size(&value_or_default(obj, "shared_size", Some(&mut raw)), scope)?;
+    let slices_v = value_or_default(obj, "watch_endpoint_slices", Some(&mut raw));
+    let watch_endpoint_slices = slices_v.as_bool().ok_or_else(|| {
+        error(
+            scope.path("watch_endpoint_slices"),
+            show(&slices_v),
+            "must be a boolean",
+        )
+    })?;
 
-    let seconds = |key: &str, min: u64| parse_seconds(get(obj, key), key, min, scope);
-    // A dead-connection timeout or a list deadline of a few seconds would only cause churn.
-    let watch_idle_timeout = seconds("watch_idle_timeout", 10)?
-        .unwrap_or(std::time::Duration::from_secs(DEFAULT_WATCH_IDLE_TIMEOUT_S));
-    let list_timeout = seconds("list_timeout", 10)?
-        .unwrap_or(std::time::Duration::from_secs(DEFAULT_LIST_TIMEOUT_S));
-    let max_staleness = seconds("max_staleness", 1)?;
-    let max_object_size = match get(obj, "max_object_size") {
-        Some(v) => parse_mib(v, "max_object_size", MAX_OBJECT_MB, scope)?,
-        None => (DEFAULT_MAX_OBJECT_MB << 20) as usize,
+    // A dead-connection timeout or a list deadline of a few seconds would only cause churn. The watch idle
+    // timeout's default stays well under the idle timeouts of common load balancers (4 to 10 minutes) and above
+    // the API server's bookmark interval (about a minute).
+    let seconds = |key: &str, min: u64| {
+        let v = value_or_default(obj, key, None);
+        parse_seconds((!v.is_null()).then_some(&v), key, min, scope)
     };
-    let list_strategy = match get(obj, "list_strategy") {
-        Some(v) => v.as_str().and_then(ListStrategy::parse).ok_or_else(|| {
+    let required = |d: Option<std::time::Duration>, key: &str| {
+        d.unwrap_or_else(|| panic!("{key} has a default in the configuration table"))
+    };
+    let watch_idle_timeout = required(seconds("watch_idle_timeout", 10)?, "watch_idle_timeout");
+    let list_timeout = required(seconds("list_timeout", 10)?, "list_timeout");
+    let max_staleness = seconds("max_staleness", 1)?;
+    let max_object_size = parse_mib(
+        &value_or_default(obj, "max_object_size", None),
+        "max_object_size",
+        MAX_OBJECT_MB,
+        scope,
+    )?;
+    let strategy_v = value_or_default(obj, "list_strategy", None);
+    let list_strategy = strategy_v
+        .as_str()
+        .and_then(ListStrategy::parse)
+        .ok_or_else(|| {
             error(
                 scope.path("list_strategy"),
-                show(v),
+                show(&strategy_v),
                 format!("must be one of {}", ListStrategy::NAMES.join(", ")),
             )
-        })?,
-        None => ListStrategy::Auto,
-    };
+        })?;
 
     let cluster = ClusterConfig {
         id,
@@ -747,73 +728,53 @@ fn parse_service(v: Option<&Value>, scope: &Scope<'_>) -> Result<Service, Config
         }
         None => &empty,
     };
-    check_keys(obj, SERVICE_KEYS, scope, "service.")?;
+    check_keys(obj, &keys_under("service", false), scope, "service.")?;
     let mut raw = obj.clone();
 
-    let scheme = match get(obj, "schema") {
-        Some(v) => match v.as_str() {
-            Some("http") => Scheme::Http,
-            Some("https") => Scheme::Https,
-            _ => {
-                return Err(error(
-                    scope.path("service.schema"),
-                    show(v),
-                    "must be \"http\" or \"https\"",
-                ));
-            }
-        },
-        None => {
-            raw.insert("schema".into(), "https".into());
-            Scheme::Https
+    let schema_v = value_or_default(obj, "service.schema", Some(&mut raw));
+    let scheme = match schema_v.as_str() {
+        Some("http") => Scheme::Http,
+        Some("https") => Scheme::Https,
+        _ => {
+            return Err(error(
+                scope.path("service.schema"),
+                show(&schema_v),
+                "must be \"http\" or \"https\"",
+            ));
         }
     };
 
     // Single mode defaults to the in-cluster variables; multi mode has no
     // default host/port, as in APISIX.
-    let default_of = |key: &str, default: &str| -> Result<Value, ConfigError> {
-        if scope.multi() {
-            Err(error(
-                scope.path(&format!("service.{key}")),
-                "(missing)",
-                "required in multi-cluster mode",
-            ))
-        } else {
-            Ok(Value::String(default.to_owned()))
+    if scope.multi() {
+        for key in ["host", "port"] {
+            if get(obj, key).is_none() {
+                return Err(error(
+                    scope.path(&format!("service.{key}")),
+                    "(missing)",
+                    "required in multi-cluster mode",
+                ));
+            }
         }
-    };
-    let host_v = match get(obj, "host") {
-        Some(v) => v.clone(),
-        None => {
-            let d = default_of("host", DEFAULT_HOST)?;
-            raw.insert("host".into(), d.clone());
-            d
-        }
-    };
-    let host = parse_host(&host_v, scope)?;
-    let port_v = match get(obj, "port") {
-        Some(v) => v.clone(),
-        None => {
-            let d = default_of("port", DEFAULT_PORT)?;
-            raw.insert("port".into(), d.clone());
-            d
-        }
-    };
-    let port = parse_port(&port_v, scope)?;
+    }
+    let host = parse_host(
+        &value_or_default(obj, "service.host", Some(&mut raw)),
+        scope,
+    )?;
+    let port = parse_port(
+        &value_or_default(obj, "service.port", Some(&mut raw)),
+        scope,
+    )?;
 
-    let ssl_verify = match get(obj, "ssl_verify") {
-        Some(v) => v.as_bool().ok_or_else(|| {
-            error(
-                scope.path("service.ssl_verify"),
-                show(v),
-                "must be a boolean",
-            )
-        })?,
-        None => {
-            // Shown in the dump, since it differs from APISIX's default.
-            raw.insert("ssl_verify".into(), true.into());
-            true
-        }
-    };
+    // Shown in the dump, since it differs from APISIX's default.
+    let verify_v = value_or_default(obj, "service.ssl_verify", Some(&mut raw));
+    let ssl_verify = verify_v.as_bool().ok_or_else(|| {
+        error(
+            scope.path("service.ssl_verify"),
+            show(&verify_v),
+            "must be a boolean",
+        )
+    })?;
     Ok((scheme, host, port, ssl_verify, Value::Object(raw)))
 }
 
@@ -964,10 +925,12 @@ fn from_kubeconfig(
 /// Whether `service` / `client` holds exactly what APISIX's schema injects as defaults.
 fn is_schema_default(key: &str, v: &Value) -> bool {
     let default = match key {
-        "service" => {
-            serde_json::json!({"schema": "https", "host": DEFAULT_HOST, "port": DEFAULT_PORT})
-        }
-        "client" => serde_json::json!({"token_file": DEFAULT_TOKEN_FILE}),
+        "service" => serde_json::json!({
+            "schema": default_json("service.schema"),
+            "host": default_json("service.host"),
+            "port": default_json("service.port"),
+        }),
+        "client" => serde_json::json!({"token_file": default_json("client.token_file")}),
         _ => return false,
     };
     *v == default
@@ -1051,7 +1014,7 @@ fn parse_client(
         }
         None => &empty,
     };
-    check_keys(obj, CLIENT_KEYS, scope, "client.")?;
+    check_keys(obj, &keys_under("client", false), scope, "client.")?;
     let mut raw = obj.clone();
     let token_v = get(obj, "token");
     let file_v = get(obj, "token_file");
@@ -1133,8 +1096,8 @@ fn parse_client(
     if token_v.is_none() && file_v.is_none() && cert.is_none() {
         // Single mode only (multi mode was rejected above): APISIX's default. A client certificate alone needs
         // no token.
-        raw.insert("token_file".into(), DEFAULT_TOKEN_FILE.into());
-        token_file = Some(DEFAULT_TOKEN_FILE.to_owned());
+        let default = value_or_default(&Map::new(), "client.token_file", Some(&mut raw));
+        token_file = Some(parse_token_file(&default, scope)?);
     }
 
     // A non-empty token wins over token_file (as in APISIX); an empty one
@@ -1240,7 +1203,12 @@ fn parse_namespace_selector(
             "must be an object with at most one of equal, not_equal, match, not_match",
         )
     })?;
-    check_keys(obj, SELECTOR_KEYS, scope, "namespace_selector.")?;
+    check_keys(
+        obj,
+        &keys_under("namespace_selector", false),
+        scope,
+        "namespace_selector.",
+    )?;
     let set: Vec<(&String, &Value)> = obj.iter().filter(|(_, v)| !v.is_null()).collect();
     let (key, value) = match set.as_slice() {
         [] => return Ok(None),
@@ -1379,6 +1347,8 @@ fn parse_mib(v: &Value, key: &str, max_mb: u64, scope: &Scope<'_>) -> Result<usi
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
     fn env(name: &str) -> Option<String> {
         match name {

@@ -402,6 +402,20 @@ pub unsafe extern "C" fn k8s_disc_info(h: *const Instance, buf: *mut u8, cap: us
     })
 }
 
+/// The configuration reference (`crate::fields`) as JSON: `[{"name": "service.host", "default": <JSON value or
+/// null>, "default_note", "doc", "apisix"}, ...]`, every accepted key with its default. Needs no handle, so it can be
+/// called before `k8s_disc_init`; buffer protocol as for the dump.
+///
+/// # Safety
+/// `buf` valid for `cap` bytes (or NULL with cap 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn k8s_disc_config_fields(buf: *mut u8, cap: usize) -> i64 {
+    guard(i64::from(K8S_DISC_E_INTERNAL), || {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { write_json(&crate::fields::to_json(), buf, cap) }
+    })
+}
+
 /// Sets how much the watcher logs: 1 error, 2 warn, 3 notice, 4 info (default), 5 debug.
 #[unsafe(no_mangle)]
 pub extern "C" fn k8s_disc_set_log_level(level: i32) -> i32 {

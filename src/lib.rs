@@ -3,13 +3,14 @@
 //! The nginx master parses the config and maps one shared-memory region per cluster (`instance`); one watcher
 //! process runs the list/watch engine (`runtime`, `watcher`, `client`) and publishes node lists into the regions
 //! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`), the library's only
-//! interface.
+//! interface. The configuration's keys, defaults and reference docs come from one table (`fields`).
 
 mod backoff;
 mod client;
 mod config;
 mod dump;
 pub mod ffi;
+mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
 mod instance;

@@ -1,5 +1,7 @@
 # lua/apisix/discovery/kubernetes/schema.lua, the schema APISIX's CLI checks config.yaml against: it must accept
-# every config the library accepts (or APISIX would refuse to start) and reject what is plainly invalid.
+# every config the library accepts (or APISIX would refuse to start) and reject what is plainly invalid; and it
+# must declare exactly the library's keys with the library's defaults (APISIX's CLI applies the schema's defaults
+# itself, so a default that drifted there would silently override the library's).
 
 use lib 't/lib';
 use K8sDiscTest fake_api => 0;
@@ -7,7 +9,7 @@ use K8sDiscTest fake_api => 0;
 repeat_each(1);
 no_shuffle();
 
-plan tests => 3;
+plan tests => 6;
 
 run_tests();
 
@@ -84,5 +86,74 @@ GET /t
 --- response_body
 schema disagreements: 0
 single-cluster defaults: https /var/run/secrets/kubernetes.io/serviceaccount/token
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: every key of the library's configuration table is a property, with the same default, and no other
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cjson = require("cjson")
+            local schema = require("apisix.discovery.kubernetes.schema")
+            local fields = assert(require("resty.k8s_disc").config_fields())
+            local roots = { single = schema.anyOf[1], multi = schema.anyOf[2].items }
+            local problems, compared, known = {}, 0, {}
+            local function problem(...) problems[#problems + 1] = table.concat({ ... }) end
+            local function prop(root, name)
+                local p = root
+                for part in name:gmatch("[^.]+") do
+                    p = p and p.properties and p.properties[part]
+                end
+                return p
+            end
+            local function same(mode, where, have, want)
+                compared = compared + 1
+                if want == cjson.null or have ~= want then
+                    problem(mode, ": ", where, " defaults to ", tostring(have), ", the library to ", tostring(want))
+                end
+            end
+            for _, f in ipairs(fields) do
+                known[f.name] = true
+                local outer, inner = f.name:match("^([^.]+)%.(.+)$")
+                for _, mode in ipairs({ "single", "multi" }) do
+                    local root = roots[mode]
+                    local p = prop(root, f.name)
+                    if f.name == "id" and mode == "single" then
+                        if p then problem("single: id is a property") end
+                    elseif not p then
+                        problem(mode, ": no property ", f.name)
+                    elseif p.default ~= nil then
+                        same(mode, f.name, p.default, f.default)
+                    end
+                    -- Object defaults, e.g. single-cluster `service = {schema, host, port}`.
+                    if outer then
+                        local objects = { root.default and root.default[outer], prop(root, outer) and prop(root, outer).default }
+                        for _, d in pairs(objects) do
+                            if d[inner] ~= nil then same(mode, outer .. " default's " .. inner, d[inner], f.default) end
+                        end
+                    end
+                end
+            end
+            local function walk(mode, props, prefix)
+                for name, p in pairs(props) do
+                    local full = prefix .. name
+                    if not known[full] and not (p.properties and next(p.properties)) then
+                        problem(mode, ": property ", full, " is not a key the library accepts")
+                    end
+                    if p.properties then walk(mode, p.properties, full .. ".") end
+                end
+            end
+            for mode, root in pairs(roots) do walk(mode, root.properties, "") end
+            table.sort(problems)
+            for _, p in ipairs(problems) do ngx.say(p) end
+            ngx.say("keys: ", #fields, ", defaults compared: ", compared >= 10, ", disagreements: ", #problems)
+        }
+    }
+--- request
+GET /t
+--- response_body
+keys: 24, defaults compared: true, disagreements: 0
 --- no_error_log
 [error]

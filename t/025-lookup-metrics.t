@@ -1,5 +1,6 @@
 # The operator's views: Prometheus metrics and the per-service lookup, through the OpenResty module on locations
-# of one's own and through the APISIX adapter's control API routes.
+# of one's own, through the APISIX adapter's control API routes, and through the k8s-disc-metrics plugin's public
+# API.
 
 use lib 't/lib';
 use K8sDiscTest;
@@ -24,7 +25,7 @@ add_block_preprocessor(sub {
 _EOC_
 });
 
-plan tests => 12;
+plan tests => 18;
 
 run_tests();
 
@@ -155,3 +156,53 @@ false service ns-a/nope not found
 "\"service ns-a\\/web has no port \\\"80\\\" (ports are named by the Service port's name, or its number when it is unnamed)\"\n"]
 --- error_code eval
 [200, 200, 404]
+
+
+
+=== TEST 4: the k8s-disc-metrics plugin's public API, called as APISIX's API router calls it, on its configured URI
+--- config
+    location /apisix/ {
+        content_by_lua_block {
+            for _, route in ipairs(require("apisix.plugins.k8s-disc-metrics").api()) do
+                if route.uri == ngx.var.uri and route.methods[1] == ngx.req.get_method() then
+                    local code, body = route.handler({})
+                    ngx.status = code
+                    ngx.print(body)
+                    return
+                end
+            end
+            ngx.exit(404)
+        }
+    }
+    location = /t {
+        content_by_lua_block {
+            local plugin = require("apisix.plugins.k8s-disc-metrics")
+            local config_local = require("apisix.core.config_local")
+            assert(require("k8s_test").wait_ready(5))
+            local routes = plugin.api()
+            local code, body = routes[1].handler({})
+            local content_type = ngx.header["Content-Type"]
+            ngx.say(plugin.name, " ", plugin.version, " ", plugin.schema.type, " ", type(plugin.priority))
+            ngx.say(#routes, " ", routes[1].methods[1], " ", routes[1].uri)
+            ngx.say(code, " ", content_type, " ", body:find('\nk8s_disc_ready{cluster=""} 1\n', 1, true) ~= nil)
+            config_local.set_plugin_attr("k8s-disc-metrics", { export_uri = "/apisix/metrics/k8s" })
+            ngx.say(plugin.api()[1].uri)
+            config_local.set_plugin_attr("k8s-disc-metrics", { export_uri = "metrics" })
+            ngx.say(select(2, pcall(plugin.api)))
+            config_local.set_plugin_attr("k8s-disc-metrics", nil)
+        }
+    }
+--- request eval
+["GET /t", "GET /apisix/k8s-disc/metrics"]
+--- response_body_like eval
+["^k8s-disc-metrics 0.1 object number
+1 GET /apisix/k8s-disc/metrics
+200 text/plain; version=0.0.4 true
+/apisix/metrics/k8s
+k8s-disc: plugin_attr.k8s-disc-metrics.export_uri must be a path starting with /, got metrics
+\$",
+qr/^# HELP k8s_disc_ready .*\nk8s_disc_ready\{cluster=""\} 1\n/s]
+--- error_code eval
+[200, 200]
+--- no_error_log
+[error]

@@ -1,6 +1,8 @@
 # Packaging: the Lua module refuses a library of another version and names what it tried when there is none;
 # the tree `make install` lays out works on its own (scripts/test.sh installs one and points
-# K8S_DISC_INSTALLED_PREFIX at it; without it, that block is skipped).
+# K8S_DISC_INSTALLED_PREFIX at it; without it, that block is skipped); and the rockspec, installed with
+# `luarocks make` into a temporary tree (with the library already built, through K8S_DISC_LIB), serves from that
+# tree alone (skipped, saying so, where luarocks is not installed).
 
 use lib 't/lib';
 use K8sDiscTest;
@@ -36,7 +38,20 @@ $ENV{TEST_NGINX_OTHER_VERSION} = $other;
 $ENV{TEST_NGINX_VERSION} = $version;
 $ENV{TEST_NGINX_INSTALLED_PREFIX} = $ENV{K8S_DISC_INSTALLED_PREFIX} // '';
 
-plan tests => 7;
+# The rock, installed into a temporary tree from this checkout.
+$ENV{TEST_NGINX_ROCK_TREE} = '';
+if (system('sh', '-c', 'command -v luarocks >/dev/null') != 0) {
+    print STDERR "# SKIP rockspec: luarocks is not installed (scripts/setup.sh installs it); the rock is NOT tested\n";
+} else {
+    my ($rockspec) = glob "$K8sDiscTest::Root/rockspec/*.rockspec" or die "no rockspec in $K8sDiscTest::Root/rockspec";
+    my $tree = "$tmp/rock-tree";
+    local $ENV{K8S_DISC_LIB} = $lib;
+    my $out = qx{cd '$K8sDiscTest::Root' && luarocks make --tree '$tree' '$rockspec' 2>&1};
+    die "luarocks make --tree $tree $rockspec failed:\n$out" if $? != 0;
+    $ENV{TEST_NGINX_ROCK_TREE} = $tree;
+}
+
+plan tests => 10;
 
 run_tests();
 
@@ -97,5 +112,42 @@ k8s-disc: libk8s_disc.so not found; tried: /nonexistent/k8s-disc/libk8s_disc.so,
 GET /t
 --- response_body eval
 "library: $ENV{TEST_NGINX_INSTALLED_PREFIX}/lib/libk8s_disc.so\nnodes: 1\n"
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: the rock installed by luarocks serves from its tree alone (library as lib/lua/5.1/k8s_disc.so)
+--- skip_eval: 3: $ENV{TEST_NGINX_ROCK_TREE} eq ''
+--- http_config
+    lua_package_path "$TEST_NGINX_ROCK_TREE/share/lua/5.1/?.lua;$TEST_NGINX_ROCK_TREE/share/lua/5.1/?/init.lua;$TEST_NGINX_K8S_DISC_ROOT/t/lua/?.lua;;";
+    lua_package_cpath "$TEST_NGINX_ROCK_TREE/lib/lua/5.1/?.so;;";
+    init_by_lua_block {
+        require("resty.k8s_disc").init({ service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },
+                                         client = { token = "t" }, shared_size = "1m" })
+    }
+    init_worker_by_lua_block {
+        require("resty.k8s_disc").init_worker()
+    }
+--- config
+    location = /t {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            assert(require("k8s_test").wait_ready(5))
+            ngx.say("module: ", package.searchpath("resty.k8s_disc", package.path))
+            ngx.say("library: ", k8s_disc.library_path())
+            local found = k8s_disc.lookup("ns-a/web:http")
+            ngx.say("lookup: ", found.found, " ", found.nodes[1].host, ":", found.nodes[1].port)
+            ngx.say("plugin: ", require("apisix.plugins.k8s-disc-metrics").api()[1].uri)
+        }
+    }
+--- request
+GET /t
+--- response_body eval
+"module: $ENV{TEST_NGINX_ROCK_TREE}/share/lua/5.1/resty/k8s_disc.lua
+library: $ENV{TEST_NGINX_ROCK_TREE}/lib/lua/5.1/k8s_disc.so
+lookup: true 10.0.0.1:8080
+plugin: /apisix/k8s-disc/metrics
+"
 --- no_error_log
 [error]

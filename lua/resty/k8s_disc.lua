@@ -37,8 +37,7 @@ local S = {
     agent_enabled = false,  -- the privileged agent was enabled at init
     explicit_log_level = false,
     -- Per worker, for nodes(): service name -> { ver, hint, nodes, own = private list or nil, spare = the one
-    -- before }, and the buffer
-    -- lookups are copied into (grown when an entry does not fit).
+    -- before }, and the buffer lookups are copied into (grown when an entry does not fit).
     cache = {},
     buf_size = 64 * 1024,
     buf = nil,
@@ -270,6 +269,20 @@ function _M.metrics()
         return nil, "k8s-disc: not initialised"
     end
     return native.read_document(function(out, cap) return S.lib.k8s_disc_metrics(S.handle, out, cap) end)
+end
+
+-- The configuration reference of the library: every key of the discovery config with its default (a JSON value,
+-- or cjson.null), as {name, default, default_note, doc, apisix} rows. Loads the library if init() has not (from
+-- `library`, else package.cpath).
+function _M.config_fields(library)
+    if not S.lib then
+        S.lib, S.lib_path = native.load(library, _M._VERSION)
+    end
+    local text, err = native.read_document(function(out, cap) return S.lib.k8s_disc_config_fields(out, cap) end)
+    if not text then
+        return nil, err
+    end
+    return cjson.decode(text)
 end
 
 -- True once every cluster has completed its first full list.

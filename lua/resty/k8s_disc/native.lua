@@ -21,6 +21,7 @@ int64_t k8s_disc_dump(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int64_t k8s_disc_info(const k8s_disc_t *h, uint8_t *buf, size_t cap);
 int64_t k8s_disc_lookup(const k8s_disc_t *h, const char *name, size_t name_len, uint8_t *buf, size_t cap);
 int64_t k8s_disc_metrics(const k8s_disc_t *h, uint8_t *buf, size_t cap);
+int64_t k8s_disc_config_fields(uint8_t *buf, size_t cap);
 int32_t k8s_disc_set_log_level(int32_t level);
 ]]
 
