@@ -49,6 +49,10 @@
  */
 #define K8S_DISC_E_CORRUPT -8
 
+/**
+ * One initialised discovery config: its clusters and their regions, shared by the subsystems and reloads that
+ * initialise the same config.
+ */
 typedef struct k8s_disc_t k8s_disc_t;
 
 #ifdef __cplusplus

@@ -14,6 +14,7 @@ use crate::instance::Instance;
 use crate::model::Node;
 use crate::store::Entry;
 
+/// Everything an instance serves, in the APISIX dump's shape: `{config, endpoints, status}` (tokens masked).
 pub fn dump(inst: &Instance) -> Value {
     let mut endpoints = Vec::new();
     let mut status = Vec::new();

@@ -6,7 +6,7 @@
 //! `k8s_disc_config_fields()` hands it to the Lua side, where a test checks that `schema.lua` (which APISIX's CLI
 //! evaluates on its own, without this library) declares every key with the same defaults.
 //!
-//! Adding a key: a row here, its parsing in `config.rs`, a property in `schema.lua`; then
+//! Adding a key: a row here, its parsing in `config/cluster.rs`, a property in `schema.lua`; then
 //! `K8S_DISC_UPDATE_DOCS=1 cargo test --lib fields` rewrites the README table.
 
 use serde_json::{Value, json};

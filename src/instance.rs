@@ -59,7 +59,9 @@ impl WatcherMode {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InitScope {
+    /// `http` or `stream`.
     pub subsystem: String,
+    /// Where the watchers run.
     pub watcher: WatcherMode,
 }
 
@@ -88,7 +90,9 @@ impl InitScope {
 
 /// One configured cluster: its settings and its shared-memory region.
 pub struct Cluster {
+    /// Its settings, defaults applied.
     pub config: ClusterConfig,
+    /// The shared memory its nodes are served from.
     pub region: Arc<Region>,
 }
 
@@ -108,12 +112,15 @@ impl Cluster {
     }
 }
 
+/// One initialised discovery config: its clusters and their regions, shared by the subsystems and reloads that
+/// initialise the same config.
 pub struct Instance {
     /// Two configs are the same (one instance across subsystems and reloads) when they are equal: every field as
     /// given, every value taken from the environment, and inline kubeconfig data by content.
     pub config: Config,
     /// The watcher placement every subsystem sharing this instance asked for.
     pub watcher: WatcherMode,
+    /// The configured clusters, in config order.
     pub clusters: Vec<Arc<Cluster>>,
     /// The process that started this instance's watchers (0 = none). A forked child sees its parent's pid here,
     /// which is not its own, so it correctly considers the watchers not running in itself.
@@ -188,10 +195,12 @@ impl Instance {
         prev != me
     }
 
+    /// The configuration generation this instance was last handed out at (see the module docs).
     pub fn generation(&self) -> u32 {
         self.generation.load(Ordering::Relaxed)
     }
 
+    /// Whether service names carry a cluster id (multi-cluster mode).
     pub fn multi(&self) -> bool {
         self.config.multi
     }

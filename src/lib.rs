@@ -5,6 +5,8 @@
 //! (`view`, `publish`, `store`); every worker reads them lock-free through the C ABI (`ffi`), the library's only
 //! interface. The configuration's keys, defaults and reference docs come from one table (`fields`).
 
+// Every item reachable from outside (the C ABI, and the hidden surface the project's own tests use) says what it is.
+#![warn(missing_docs)]
 mod backoff;
 mod client;
 mod config;

@@ -4,13 +4,19 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// Log levels, as nginx names them (`k8s_disc_set_log_level` takes their numbers).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[repr(u8)]
 pub enum Level {
+    /// Failures that stop discovery of a cluster or lose an update.
     Error = 1,
+    /// Failures that are retried, and risky settings.
     Warn = 2,
+    /// Rare, significant events (a fallback taken, a takeover).
     Notice = 3,
+    /// Progress: lists, watches, rotations (the default).
     Info = 4,
+    /// Everything else.
     Debug = 5,
 }
 
@@ -28,6 +34,7 @@ impl Level {
 
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
+/// Logs messages of level `l` and above; drops the rest.
 pub fn set_max_level(l: Level) {
     MAX_LEVEL.store(l as u8, Ordering::Relaxed);
 }

@@ -371,7 +371,9 @@ impl Bookmark {
 /// order APISIX produces (so "10.0.0.10" < "10.0.0.2").
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Node {
+    /// The endpoint's address (an IP address as text).
     pub host: String,
+    /// The port number.
     pub port: u16,
 }
 

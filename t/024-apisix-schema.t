@@ -154,6 +154,6 @@ single-cluster defaults: https /var/run/secrets/kubernetes.io/serviceaccount/tok
 --- request
 GET /t
 --- response_body
-keys: 24, defaults compared: true, disagreements: 0
+keys: 25, defaults compared: true, disagreements: 0
 --- no_error_log
 [error]

@@ -40,9 +40,8 @@ local S = {
     -- before }, and the buffer lookups are copied into (grown when an entry does not fit).
     cache = {},
     buf_size = 64 * 1024,
-    buf = nil,
+    buf = ffi_new("uint8_t[?]", 64 * 1024),
 }
-S.buf = ffi_new("uint8_t[?]", S.buf_size)
 -- In/out arguments of k8s_disc_nodes(), reused by every call.
 local version_box = ffi_new("uint64_t[1]")
 local hint_box = ffi_new("uint64_t[1]")
@@ -290,9 +289,7 @@ function _M.ready()
     return S.handle ~= nil and tonumber(S.lib.k8s_disc_ready(S.handle)) == 1
 end
 
-function _M.initialised()
-    return S.handle ~= nil
-end
+function _M.initialised() return S.handle ~= nil end
 
 -- Logged once at load so operators can see which library a worker uses.
 function _M.library_path()

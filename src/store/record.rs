@@ -101,6 +101,7 @@ pub(super) fn body_is_valid(kind: u16, body: &[u8], count: u32) -> bool {
     p == body.len()
 }
 
+/// The nodes of a port entry's body (`count` items); stops early, without error, at a short body.
 pub fn decode_nodes(body: &[u8], count: u32) -> Vec<Node> {
     // Each node takes at least 3 bytes: a corrupt count cannot make this allocate more than the body's size.
     let mut nodes = Vec::with_capacity((count as usize).min(body.len() / 3));

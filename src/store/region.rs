@@ -18,15 +18,22 @@ pub enum Lookup {
     /// the hint holds the slot in its low 32 bits, and the region leaves its high 32 bits to the caller (an
     /// instance keeps the cluster there).
     Found {
+        /// The slot (low half) and the caller's bits (high half).
         hint: u64,
+        /// The record's version, never reused within the region.
         version: u64,
+        /// Items in the body: nodes, or port names.
         count: u32,
+        /// Bytes of body copied to the start of the buffer.
         len: usize,
+        /// When the content last changed, in seconds since the epoch.
         changed_s: u32,
     },
+    /// No such key.
     NotFound,
     /// The caller's buffer is too small; `need` bytes are required.
     TooSmall {
+        /// Bytes the buffer needs.
         need: usize,
     },
     /// The writer kept changing the slot; try again later.
@@ -110,6 +117,7 @@ impl Region {
         Ok(region)
     }
 
+    /// The mapping's size in bytes.
     pub fn size(&self) -> usize {
         self.size
     }

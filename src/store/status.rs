@@ -11,9 +11,13 @@ use super::writer::token_pid;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum SyncState {
+    /// No watcher has started on the region yet.
     Starting = 0,
+    /// A list (streaming or paged) is in progress.
     Listing = 1,
+    /// A watch is open and current.
     Watching = 2,
+    /// Waiting before the next attempt, after a failure.
     Backoff = 3,
 }
 
@@ -26,6 +30,7 @@ impl SyncState {
             _ => SyncState::Starting,
         }
     }
+    /// The name the dump and the metrics use.
     pub fn as_str(self) -> &'static str {
         match self {
             SyncState::Starting => "starting",
@@ -40,22 +45,31 @@ impl SyncState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Metric {
+    /// ADDED watch events.
     EventsAdded,
+    /// MODIFIED watch events.
     EventsModified,
+    /// DELETED watch events.
     EventsDeleted,
+    /// BOOKMARK watch events.
     Bookmarks,
     /// Lists after a 410 (the first list is not a relist).
     Relists,
+    /// Lists that failed.
     ListErrors,
+    /// Watches that failed (not the ones the server ended normally).
     WatchErrors,
     /// Watches the server accepted.
     WatchStarts,
     /// Time from an event's arrival to its region write: sum (microseconds), count, maximum.
     PropagationMicrosSum,
+    /// See `PropagationMicrosSum`.
     PropagationCount,
+    /// See `PropagationMicrosSum`.
     PropagationMicrosMax,
-    /// Gauges: services and nodes (endpoint x port) held.
+    /// Gauge: services held.
     Services,
+    /// Gauge: nodes (endpoint x port) held.
     Endpoints,
 }
 
@@ -68,21 +82,34 @@ impl Metric {
 pub struct RegionStatus {
     /// See `Region::is_ready_for`.
     pub ready_generation: u64,
+    /// What the watcher is doing.
     pub state: SyncState,
+    /// Complete lists published.
     pub lists: u64,
+    /// Watch events applied (changes and bookmarks).
     pub watch_events: u64,
+    /// Writes that did not fit.
     pub full_rejections: u64,
+    /// Keys currently held back because the region is full.
     pub pending_full: u64,
+    /// When the data was last confirmed current, in ms since the epoch.
     pub last_sync_ms: u64,
+    /// Keys stored.
     pub entries: u64,
+    /// Heap bytes in use.
     pub heap_used: u64,
+    /// Heap bytes in all.
     pub heap_bytes: u64,
+    /// The process of the watcher that owns the region.
     pub writer_pid: u32,
+    /// When the last error was recorded, in ms since the epoch (0: none).
     pub last_error_ms: u64,
+    /// The last error, cut to the status block's size.
     pub last_error: String,
 }
 
 impl Region {
+    /// The status as last published (the error text read consistently under its sequence number).
     pub fn status(&self) -> RegionStatus {
         let h = self.header();
         let mut text = [0u8; ERROR_TEXT_BYTES];

@@ -330,6 +330,7 @@ impl<'r> Writer<'r> {
         self.keys.iter().map(|(k, v)| (k.as_slice(), v.kind))
     }
 
+    /// Keys whose latest content did not fit and waits for space.
     pub fn held_back(&self) -> usize {
         self.held_back.len()
     }
