@@ -100,12 +100,7 @@ impl Cluster {
     /// How log lines name this cluster.
     pub fn label(&self) -> String {
         if self.config.id.is_empty() {
-            let host = &self.config.host;
-            if host.contains(':') {
-                format!("[{host}]:{}", self.config.port)
-            } else {
-                format!("{host}:{}", self.config.port)
-            }
+            self.config.authority()
         } else {
             format!("cluster {}", self.config.id)
         }

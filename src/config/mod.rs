@@ -164,25 +164,23 @@ pub struct Fields {
 }
 
 impl ClusterConfig {
-    /// `scheme://host:port[prefix]`, with IPv6 hosts bracketed.
-    pub fn base_url(&self) -> String {
+    /// `host:port`, with an IPv6 host bracketed.
+    pub fn authority(&self) -> String {
         if self.host.contains(':') {
-            format!(
-                "{}://[{}]:{}{}",
-                self.scheme.as_str(),
-                self.host,
-                self.port,
-                self.path_prefix
-            )
+            format!("[{}]:{}", self.host, self.port)
         } else {
-            format!(
-                "{}://{}:{}{}",
-                self.scheme.as_str(),
-                self.host,
-                self.port,
-                self.path_prefix
-            )
+            format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// `scheme://host:port[prefix]`.
+    pub fn base_url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.path_prefix
+        )
     }
 
     pub fn source(&self) -> Fields {
