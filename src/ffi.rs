@@ -135,9 +135,9 @@ pub unsafe extern "C" fn k8s_disc_init(
         };
         let scope = match InitScope::parse(opts) {
             Ok(s) => s,
-            Err(msg) => {
+            Err(e) => {
                 // SAFETY: as above.
-                unsafe { write_error(err, err_cap, &msg) };
+                unsafe { write_error(err, err_cap, &e.to_string()) };
                 return K8S_DISC_E_INVALID;
             }
         };
@@ -148,9 +148,9 @@ pub unsafe extern "C" fn k8s_disc_init(
                 unsafe { *out = Arc::into_raw(inst) };
                 0
             }
-            Err(msg) => {
+            Err(e) => {
                 // SAFETY: as above.
-                unsafe { write_error(err, err_cap, &msg) };
+                unsafe { write_error(err, err_cap, &e.to_string()) };
                 K8S_DISC_E_CONFIG
             }
         }

@@ -65,16 +65,68 @@ pub struct InitScope {
     pub watcher: WatcherMode,
 }
 
+/// Why discovery could not be initialised (`k8s_disc_init` writes its text into the caller's error buffer).
+#[derive(Debug)]
+pub enum InitError {
+    /// The Lua layer's options document is not valid.
+    Options(String),
+    /// The discovery config is not valid.
+    Config(crate::config::ConfigError),
+    /// A cluster's shared-memory region could not be created (`field` names its `shared_size`).
+    Region {
+        /// `shared_size`, or `<id>.shared_size` in multi-cluster mode.
+        field: String,
+        /// What the store reported.
+        error: crate::store::StoreError,
+    },
+    /// Two subsystems initialise the same config with different watcher placements.
+    WatcherConflict {
+        /// The subsystem initialising now.
+        subsystem: String,
+        /// The subsystem that initialised the config first.
+        other: String,
+        /// The placement asked for now.
+        mode: &'static str,
+        /// The placement the other subsystem asked for.
+        other_mode: &'static str,
+    },
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Options(m) => f.write_str(m),
+            InitError::Config(e) => write!(f, "{e}"),
+            InitError::Region { field, error } => {
+                write!(f, "invalid discovery config: {field}: {error}")
+            }
+            InitError::WatcherConflict {
+                subsystem,
+                other,
+                mode,
+                other_mode,
+            } => write!(
+                f,
+                "the {subsystem} subsystem initialises the same discovery config as the {other} subsystem, but \
+                 with watcher = {mode} where {other} has watcher = {other_mode}; one config has one watcher: give \
+                 both the same watcher option"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InitError {}
+
 impl InitScope {
     /// Parses the Lua layer's options document, e.g. `{"subsystem":"stream","watcher":"auto"}`.
-    pub fn parse(json: &str) -> Result<InitScope, String> {
-        let scope: InitScope =
-            serde_json::from_str(json).map_err(|e| format!("invalid init options {json}: {e}"))?;
+    pub fn parse(json: &str) -> Result<InitScope, InitError> {
+        let scope: InitScope = serde_json::from_str(json)
+            .map_err(|e| InitError::Options(format!("invalid init options {json}: {e}")))?;
         let s = &scope.subsystem;
         if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(format!(
+            return Err(InitError::Options(format!(
                 "invalid init options: subsystem = {s:?}: expected a subsystem name such as \"http\" or \"stream\""
-            ));
+            )));
         }
         Ok(scope)
     }
@@ -131,7 +183,7 @@ pub struct Instance {
 impl Instance {
     /// Parses the config and returns the matching instance from the process-wide registry, creating regions as
     /// needed (the FFI entry point; see the module docs for reuse across reloads and subsystems).
-    pub fn init(json: &str, scope: &InitScope) -> Result<Arc<Instance>, String> {
+    pub fn init(json: &str, scope: &InitScope) -> Result<Arc<Instance>, InitError> {
         let config = parse_config(json)?;
         REGISTRY
             .lock()
@@ -140,7 +192,7 @@ impl Instance {
     }
 
     /// An instance with fresh regions of its own, outside the registry (tests and embedding).
-    pub fn standalone(json: &str) -> Result<Arc<Instance>, String> {
+    pub fn standalone(json: &str) -> Result<Arc<Instance>, InitError> {
         let config = parse_config(json)?;
         Ok(Arc::new(Instance::build(
             config,
@@ -153,18 +205,18 @@ impl Instance {
         config: Config,
         watcher: WatcherMode,
         reuse: impl Fn(&crate::config::ClusterConfig) -> Option<Arc<Region>>,
-    ) -> Result<Instance, String> {
+    ) -> Result<Instance, InitError> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for c in &config.clusters {
             let region = match reuse(c) {
                 Some(r) => r,
-                None => Arc::new(Region::create(c.shared_size).map_err(|e| {
+                None => Arc::new(Region::create(c.shared_size).map_err(|error| {
                     let field = if c.id.is_empty() {
                         "shared_size".to_string()
                     } else {
                         format!("{}.shared_size", c.id)
                     };
-                    format!("invalid discovery config: {field}: {e}")
+                    InitError::Region { field, error }
                 })?),
             };
             clusters.push(Arc::new(Cluster {
@@ -269,7 +321,7 @@ impl Registry {
         }
     }
 
-    fn init(&mut self, config: Config, scope: &InitScope) -> Result<Arc<Instance>, String> {
+    fn init(&mut self, config: Config, scope: &InitScope) -> Result<Arc<Instance>, InitError> {
         self.instances.retain(|w| w.strong_count() > 0);
         if self.cycle.iter().any(|(s, _)| *s == scope.subsystem) {
             self.previous = std::mem::take(&mut self.cycle);
@@ -300,14 +352,12 @@ impl Registry {
         // The same config as another subsystem of this cycle: share its instance, so one watcher serves both.
         if let Some((other, inst)) = this_cycle.iter().find(|(_, i)| i.config == config) {
             if inst.watcher != scope.watcher {
-                return Err(format!(
-                    "the {} subsystem initialises the same discovery config as the {other} subsystem, but with \
-                     watcher = {} where {other} has watcher = {}; one config has one watcher: give both the same \
-                     watcher option",
-                    scope.subsystem,
-                    scope.watcher.name(),
-                    inst.watcher.name()
-                ));
+                return Err(InitError::WatcherConflict {
+                    subsystem: scope.subsystem.clone(),
+                    other: other.clone(),
+                    mode: scope.watcher.name(),
+                    other_mode: inst.watcher.name(),
+                });
             }
             return Ok(self.hand_out(inst.clone(), scope));
         }
@@ -358,8 +408,8 @@ impl Registry {
     }
 }
 
-fn parse_config(json: &str) -> Result<Config, String> {
-    config::parse(json, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())
+fn parse_config(json: &str) -> Result<Config, InitError> {
+    config::parse(json, &|name| std::env::var(name).ok()).map_err(InitError::Config)
 }
 
 #[cfg(test)]
@@ -494,6 +544,8 @@ mod tests {
             .init(conf(1), &scope("stream", WatcherMode::Worker))
             .err()
             .unwrap();
+        assert!(matches!(err, InitError::WatcherConflict { .. }), "{err}");
+        let err = err.to_string();
         assert!(
             err.contains("stream")
                 && err.contains("watcher = worker")

@@ -200,7 +200,8 @@ users:
         &json!({"kubeconfig": path, "client": {"token": "secret-token"}}).to_string(),
     )
     .err()
-    .expect("refused");
+    .expect("refused")
+    .to_string();
     assert!(
         e.contains("client = \"******\": cannot be combined with kubeconfig"),
         "{e}"
@@ -492,7 +493,8 @@ fn config_errors_name_the_field_and_never_show_key_material() {
         json!({"token": "t", "ca_file": "/nonexistent/ca.crt"}),
     ))
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("client.ca_file = \"/nonexistent/ca.crt\": cannot read /nonexistent/ca.crt: No such file"),
         "{e}"
@@ -501,7 +503,8 @@ fn config_errors_name_the_field_and_never_show_key_material() {
         json!({"token": "t", "ca_file": pki(&s, "client.key")}),
     ))
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("client.ca_file") && e.contains("no certificate found"),
         "{e}"
@@ -510,7 +513,8 @@ fn config_errors_name_the_field_and_never_show_key_material() {
         json!({"cert_file": pki(&s, "client.crt"), "key_file": pki(&s, "client2.key")}),
     ))
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("client.key_file") && e.contains("does not belong to the certificate"),
         "{e}"
@@ -520,6 +524,7 @@ fn config_errors_name_the_field_and_never_show_key_material() {
     assert!(!e.contains(&body), "no key material in the error");
     let e = Instance::standalone(&conf(json!({"cert_file": pki(&s, "client.crt")})))
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(e.contains("client.key_file = (missing)"), "{e}");
 }
