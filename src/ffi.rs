@@ -198,9 +198,9 @@ pub unsafe extern "C" fn k8s_disc_start(
         match crate::runtime::start(&inst) {
             Ok(true) => 0,
             Ok(false) => 1,
-            Err(msg) => {
+            Err(e) => {
                 // SAFETY: caller-provided error buffer.
-                unsafe { write_error(err, err_cap, &msg) };
+                unsafe { write_error(err, err_cap, &e.to_string()) };
                 K8S_DISC_E_INTERNAL
             }
         }

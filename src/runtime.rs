@@ -9,10 +9,30 @@ use crate::instance::Instance;
 use crate::log::log_at;
 use crate::watcher;
 
+/// Why the watchers could not start in this process.
+#[derive(Debug)]
+pub enum StartError {
+    /// The tokio runtime could not be built.
+    Runtime(std::io::Error),
+    /// The watcher thread could not be spawned.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Runtime(e) => write!(f, "cannot build the watcher runtime: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start the watcher thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// The runtime handle and the pid it belongs to (a forked child must not use its parent's).
 static RUNTIME: Mutex<Option<(u32, tokio::runtime::Handle)>> = Mutex::new(None);
 
-fn handle() -> Result<tokio::runtime::Handle, String> {
+fn handle() -> Result<tokio::runtime::Handle, StartError> {
     let mut rt = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
     let me = std::process::id();
     if let Some((pid, h)) = rt.as_ref()
@@ -23,7 +43,7 @@ fn handle() -> Result<tokio::runtime::Handle, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot build the watcher runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     let h = runtime.handle().clone();
     std::thread::Builder::new()
         .name("k8s-disc".into())
@@ -31,13 +51,13 @@ fn handle() -> Result<tokio::runtime::Handle, String> {
             block_signals_in_this_thread();
             runtime.block_on(std::future::pending::<()>())
         })
-        .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
+        .map_err(StartError::Thread)?;
     *rt = Some((me, h.clone()));
     Ok(h)
 }
 
 /// Starts the instance's watchers in this process. Returns false if they were already running here.
-pub fn start(inst: &Arc<Instance>) -> Result<bool, String> {
+pub fn start(inst: &Arc<Instance>) -> Result<bool, StartError> {
     let h = handle()?;
     if !inst.mark_started() {
         return Ok(false);
