@@ -23,17 +23,7 @@ fn server() -> FakeApiServer {
 
 /// Initialises an instance for `server` with extra config keys and starts its watchers in this process.
 fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
-    let mut conf = json!({
-        "service": {"schema": "http", "host": "127.0.0.1", "port": server.addr().port().to_string()},
-        "client": {"token": "test-token"},
-        "shared_size": "4m",
-    });
-    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            c.insert(k.clone(), v.clone());
-        }
-    }
-    common::start_instance(&conf.to_string())
+    common::start_against(server.addr().port(), "4m", extra)
 }
 
 /// Complete lists the watcher published (streaming or paged).

@@ -27,17 +27,7 @@ fn server(watch_list: bool) -> FakeApiServer {
 }
 
 fn start(server: &FakeApiServer, extra: Value) -> Arc<Instance> {
-    let mut conf = json!({
-        "service": {"schema": "http", "host": "127.0.0.1", "port": server.addr().port().to_string()},
-        "client": {"token": "test-token"},
-        "shared_size": "8m",
-    });
-    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            c.insert(k.clone(), v.clone());
-        }
-    }
-    common::start_instance(&conf.to_string())
+    common::start_against(server.addr().port(), "8m", extra)
 }
 
 fn endpoints(ns: &str, name: &str, ip: &str) -> Value {

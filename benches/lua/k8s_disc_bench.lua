@@ -256,11 +256,10 @@ function _M.metrics()
     ngx.print(disc.metrics())
 end
 
--- balancer_by_lua: round robin over the discovered nodes of `key`.
+-- balancer_by_lua: round robin over `nodes`.
 local set_current_peer = require("ngx.balancer").set_current_peer
 local rr = 0
-function _M.balance(key)
-    local nodes = disc.nodes(key)
+local function pick(nodes)
     if not nodes then
         return ngx.exit(502)
     end
@@ -273,6 +272,11 @@ function _M.balance(key)
     end
 end
 
+-- Over the discovered nodes of `key`.
+function _M.balance(key)
+    return pick(disc.nodes(key))
+end
+
 -- balancer_by_lua over a fixed Lua list of the same nodes: what balancing in Lua costs without discovery.
 local fixed = {}
 function _M.balance_fixed(port)
@@ -281,13 +285,7 @@ function _M.balance_fixed(port)
             fixed[i] = { host = "127.0.0." .. i, port = tonumber(port), weight = 100 }
         end
     end
-    rr = rr % #fixed + 1
-    local node = fixed[rr]
-    local ok, err = set_current_peer(node.host, node.port)
-    if not ok then
-        ngx.log(ngx.ERR, "set_current_peer: ", err)
-        return ngx.exit(502)
-    end
+    return pick(fixed)
 end
 
 return _M

@@ -17,6 +17,22 @@ pub fn start_instance(conf: &str) -> Arc<Instance> {
     inst
 }
 
+/// Initialises an instance for the fake API server at `port` (plain http, a token, `shared_size`) with `extra`
+/// config keys on top, and starts its watchers in this process.
+pub fn start_against(port: u16, shared_size: &str, extra: serde_json::Value) -> Arc<Instance> {
+    let mut conf = serde_json::json!({
+        "service": {"schema": "http", "host": "127.0.0.1", "port": port.to_string()},
+        "client": {"token": "test-token"},
+        "shared_size": shared_size,
+    });
+    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    start_instance(&conf.to_string())
+}
+
 /// The nodes served for `name`, or None when it is unknown; any other lookup outcome fails the test.
 pub fn nodes(inst: &Instance, name: &str) -> Option<Vec<Node>> {
     try_nodes(inst, name).unwrap_or_else(|e| panic!("{e}"))
