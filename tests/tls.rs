@@ -13,7 +13,7 @@ mod common;
 use common::{eventually, nodes};
 use k8s_disc::testing::Cluster;
 use k8s_disc::testing::Instance;
-use k8s_fake_apiserver::tls::{CLIENT_USER, CLIENT2_USER};
+use k8s_fake_apiserver::tls::{CLIENT_RSA_USER, CLIENT_USER, CLIENT2_USER};
 use k8s_fake_apiserver::{FakeApiServer, Options, Rbac, TlsOptions};
 use serde_json::{Value, json};
 
@@ -286,6 +286,17 @@ fn mtls_works_and_a_missing_or_wrong_client_certificate_is_refused() {
         "localhost",
         json!({"ca_file": ca, "cert_file": pki(&s, "client2.crt"), "key_file": pki(&s, "client2.key")}),
     ));
+    // RSA, PKCS#8 and PKCS#1.
+    let rsa = start(https(
+        &s,
+        "127.0.0.1",
+        json!({"ca_file": ca, "cert_file": pki(&s, "client-rsa.crt"), "key_file": pki(&s, "client-rsa.key")}),
+    ));
+    let rsa1 = start(https(
+        &s,
+        "localhost",
+        json!({"ca_file": ca, "cert_file": pki(&s, "client-rsa.crt"), "key_file": pki(&s, "client-rsa.pkcs1.key")}),
+    ));
     let missing = start(https(
         &s,
         "127.0.0.1",
@@ -296,12 +307,16 @@ fn mtls_works_and_a_missing_or_wrong_client_certificate_is_refused() {
         "127.0.0.1",
         json!({"ca_file": ca, "cert_file": pki(&s, "wrong-client.crt"), "key_file": pki(&s, "wrong-client.key")}),
     ));
-    eventually("mTLS lists", || ok.ready() && ed.ready());
+    eventually("mTLS lists", || {
+        ok.ready() && ed.ready() && rsa.ready() && rsa1.ready()
+    });
+    for inst in [&ok, &ed, &rsa, &rsa1] {
+        assert_eq!(hosts(inst, "ns/web:http"), Some(vec!["10.1.0.1".into()]));
+    }
     let users = s.stats().requests_by_user;
-    assert!(
-        users.contains_key(CLIENT_USER) && users.contains_key(CLIENT2_USER),
-        "{users:?}"
-    );
+    for user in [CLIENT_USER, CLIENT2_USER, CLIENT_RSA_USER] {
+        assert!(users.contains_key(user), "{user} not seen: {users:?}");
+    }
     eventually("missing certificate explained", || {
         last_error(&missing, 0).contains("requires a client certificate")
     });

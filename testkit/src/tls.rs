@@ -12,6 +12,8 @@
 //! | `client.crt`, `client.key` | client certificate (CN `k8s-disc-client`), ECDSA P-256, PKCS#8 key |
 //! | `client.sec1.key` | the same ECDSA key in SEC1 (`EC PRIVATE KEY`) form |
 //! | `client2.crt`, `client2.key` | a second client certificate (CN `k8s-disc-client-2`), Ed25519, for rotations |
+//! | `client-rsa.crt`, `client-rsa.key` | a third client certificate (CN `k8s-disc-client-rsa`), RSA 2048, PKCS#8 key |
+//! | `client-rsa.pkcs1.key` | the same RSA key in PKCS#1 (`RSA PRIVATE KEY`) form |
 //! | `wrong-client.crt`, `wrong-client.key` | a client certificate signed by `other-ca`: the server refuses it |
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// User name of a client certificate, as the API server takes it from the subject's CN.
 pub const CLIENT_USER: &str = "k8s-disc-client";
 pub const CLIENT2_USER: &str = "k8s-disc-client-2";
+pub const CLIENT_RSA_USER: &str = "k8s-disc-client-rsa";
 
 /// TLS settings of the fake server.
 #[derive(Clone, Debug)]
@@ -87,14 +90,24 @@ struct Leaf {
     key: KeyPair,
 }
 
+/// A new RSA 2048 key pair. The crypto backend signs with RSA keys but cannot make them, so the key is generated
+/// here and handed over in PKCS#8.
+fn rsa_key() -> Result<KeyPair, String> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+        .map_err(|e| format!("RSA key: {e}"))?;
+    let der = key.to_pkcs8_der().map_err(|e| format!("RSA key: {e}"))?;
+    let pkcs8 = PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).map_err(err("RSA key"))
+}
+
 fn leaf(
     ca: &Ca,
     cn: &str,
     sans: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
-    alg: &'static rcgen::SignatureAlgorithm,
+    key: KeyPair,
 ) -> Result<Leaf, String> {
-    let key = KeyPair::generate_for(alg).map_err(err("leaf key"))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -225,28 +238,35 @@ pub fn generate(opts: &TlsOptions) -> Result<Pki, String> {
         "kube-apiserver",
         sans,
         ExtendedKeyUsagePurpose::ServerAuth,
-        &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err("leaf key"))?,
     )?;
     let client = leaf(
         &client_ca,
         CLIENT_USER,
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
-        &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err("leaf key"))?,
     )?;
     let client2 = leaf(
         &client_ca,
         CLIENT2_USER,
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
-        &rcgen::PKCS_ED25519,
+        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err("leaf key"))?,
+    )?;
+    let client_rsa = leaf(
+        &client_ca,
+        CLIENT_RSA_USER,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        rsa_key()?,
     )?;
     let wrong = leaf(
         &other_ca,
         "intruder",
         vec![],
         ExtendedKeyUsagePurpose::ClientAuth,
-        &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err("leaf key"))?,
     )?;
 
     write(dir, "ca.crt", &ca.pem)?;
@@ -261,6 +281,15 @@ pub fn generate(opts: &TlsOptions) -> Result<Pki, String> {
     write(dir, "client.sec1.key", &pem_encode("EC PRIVATE KEY", &sec1))?;
     write(dir, "client2.crt", &client2.cert_pem)?;
     write(dir, "client2.key", &client2.key.serialize_pem())?;
+    write(dir, "client-rsa.crt", &client_rsa.cert_pem)?;
+    write(dir, "client-rsa.key", &client_rsa.key.serialize_pem())?;
+    let pkcs1 = pkcs8_inner_key(client_rsa.key.serialized_der())
+        .ok_or("cannot extract the PKCS#1 form of the RSA client key")?;
+    write(
+        dir,
+        "client-rsa.pkcs1.key",
+        &pem_encode("RSA PRIVATE KEY", &pkcs1),
+    )?;
     write(dir, "wrong-client.crt", &wrong.cert_pem)?;
     write(dir, "wrong-client.key", &wrong.key.serialize_pem())?;
 
@@ -294,6 +323,7 @@ pub fn generate(opts: &TlsOptions) -> Result<Pki, String> {
     let mut users = HashMap::new();
     users.insert(client.cert_der, CLIENT_USER.to_string());
     users.insert(client2.cert_der, CLIENT2_USER.to_string());
+    users.insert(client_rsa.cert_der, CLIENT_RSA_USER.to_string());
     Ok(Pki {
         server_config: Arc::new(config),
         users,
