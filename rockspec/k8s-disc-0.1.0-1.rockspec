@@ -44,6 +44,7 @@ build = {
          ["resty.k8s_disc.decode"] = "lua/resty/k8s_disc/decode.lua",
          ["apisix.discovery.kubernetes.init"] = "lua/apisix/discovery/kubernetes/init.lua",
          ["apisix.discovery.kubernetes.schema"] = "lua/apisix/discovery/kubernetes/schema.lua",
+         ["apisix.discovery.kubernetes.api"] = "lua/apisix/discovery/kubernetes/api.lua",
          ["apisix.plugins.k8s-disc-metrics"] = "lua/apisix/plugins/k8s-disc-metrics.lua",
       },
       -- Found through package.cpath as "k8s_disc" by resty.k8s_disc.

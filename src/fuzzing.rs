@@ -244,7 +244,19 @@ pub fn nodes_lookup(name: &str, buf_len: usize, hint: u64, version: u64) {
     let inst = &fixture().inst;
     let _ = inst.is_current(hint, version);
     let mut buf = vec![0u8; buf_len];
-    match inst.nodes(name, &mut buf) {
+    let found = inst.nodes(name, &mut buf);
+    if let Lookup::Corrupt = found {
+        panic!("corrupt record in an intact region");
+    }
+    if let Some((hint, version)) = check_lookup(found, &buf) {
+        assert!(inst.is_current(hint, version), "a fresh lookup is current");
+    }
+}
+
+/// Checks what a lookup into `buf` returned: a found body fits the buffer and decodes to its node count, and a
+/// too-small answer asks for more than the buffer had. Returns a found record's hint and version.
+fn check_lookup(found: Lookup, buf: &[u8]) -> Option<(u64, u64)> {
+    match found {
         Lookup::Found {
             hint,
             version,
@@ -252,13 +264,15 @@ pub fn nodes_lookup(name: &str, buf_len: usize, hint: u64, version: u64) {
             len,
             ..
         } => {
-            assert!(len <= buf_len);
+            assert!(len <= buf.len());
             assert_eq!(decode_nodes(&buf[..len], count).len(), count as usize);
-            assert!(inst.is_current(hint, version), "a fresh lookup is current");
+            Some((hint, version))
         }
-        Lookup::TooSmall { need } => assert!(need > buf_len),
-        Lookup::Corrupt => panic!("corrupt record in an intact region"),
-        _ => {}
+        Lookup::TooSmall { need } => {
+            assert!(need > buf.len());
+            None
+        }
+        _ => None,
     }
 }
 
@@ -299,20 +313,9 @@ pub fn region_reader(patches: &[u8], probe: &str) {
     let mut buf = vec![0u8; 256];
     for key in ["ns/web:http", "ns/web:8080", "ns/empty:grpc", probe] {
         for cap in [0, 7, 256] {
-            match f.region.lookup(key.as_bytes(), &mut buf[..cap]) {
-                Lookup::Found {
-                    hint,
-                    version,
-                    count,
-                    len,
-                    ..
-                } => {
-                    assert!(len <= cap);
-                    assert_eq!(decode_nodes(&buf[..len], count).len(), count as usize);
-                    let _ = f.region.is_current(hint, version);
-                }
-                Lookup::TooSmall { need } => assert!(need > cap),
-                _ => {}
+            let found = f.region.lookup(key.as_bytes(), &mut buf[..cap]);
+            if let Some((hint, version)) = check_lookup(found, &buf[..cap]) {
+                let _ = f.region.is_current(hint, version);
             }
         }
     }

@@ -412,22 +412,25 @@ fn parse_config(json: &str) -> Result<Config, InitError> {
     config::parse(json, &|name| std::env::var(name).ok()).map_err(InitError::Config)
 }
 
+/// Two clusters, `one` and `two`, whose API servers are never contacted: an instance for tests of routing and
+/// reporting that start no watcher.
+#[cfg(test)]
+pub(crate) const TWO_CLUSTERS: &str = r#"[
+    {"id":"one","service":{"schema":"http","host":"127.0.0.1","port":"1"},"client":{"token":"t"},"shared_size":"1m"},
+    {"id":"two","service":{"schema":"http","host":"127.0.0.1","port":"2"},"client":{"token":"t"},"shared_size":"1m"}
+]"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MULTI: &str = r#"[
-        {"id":"first","service":{"schema":"http","host":"127.0.0.1","port":"1"},"client":{"token":"t"},"shared_size":"1m"},
-        {"id":"second","service":{"schema":"http","host":"127.0.0.1","port":"2"},"client":{"token":"t"},"shared_size":"1m"}
-    ]"#;
-
     #[test]
     fn multi_cluster_names_route_by_their_first_segment() {
-        let inst = Instance::standalone(MULTI).unwrap();
-        assert_eq!(inst.route("first/ns/svc:http"), Some((0, "ns/svc:http")));
-        assert_eq!(inst.route("second/ns/svc:8080"), Some((1, "ns/svc:8080")));
+        let inst = Instance::standalone(TWO_CLUSTERS).unwrap();
+        assert_eq!(inst.route("one/ns/svc:http"), Some((0, "ns/svc:http")));
+        assert_eq!(inst.route("two/ns/svc:8080"), Some((1, "ns/svc:8080")));
         // Ids cannot contain '/', so the id is always the first segment.
-        assert_eq!(inst.route("second/a/b/c:p"), Some((1, "a/b/c:p")));
+        assert_eq!(inst.route("two/a/b/c:p"), Some((1, "a/b/c:p")));
         assert_eq!(inst.route("third/ns/svc:http"), None);
         assert_eq!(inst.route("ns-without-cluster"), None);
         assert_eq!(inst.route("/ns/svc:http"), None);
@@ -440,15 +443,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inst.route("ns/svc:http"), Some((0, "ns/svc:http")));
-        assert_eq!(
-            inst.route("first/ns/svc:http"),
-            Some((0, "first/ns/svc:http"))
-        );
+        assert_eq!(inst.route("one/ns/svc:http"), Some((0, "one/ns/svc:http")));
     }
 
     #[test]
     fn stale_hints_are_never_current() {
-        let inst = Instance::standalone(MULTI).unwrap();
+        let inst = Instance::standalone(TWO_CLUSTERS).unwrap();
         assert!(!inst.is_current(u64::MAX, 1));
         assert!(!inst.is_current(0, 0));
         assert!(!inst.is_current(5 << 32, 1));

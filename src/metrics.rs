@@ -190,11 +190,6 @@ mod tests {
     use super::*;
     use crate::store::Writer;
 
-    const MULTI: &str = r#"[
-        {"id":"one","service":{"schema":"http","host":"127.0.0.1","port":"1"},"client":{"token":"t"},"shared_size":"1m"},
-        {"id":"two","service":{"schema":"http","host":"127.0.0.1","port":"2"},"client":{"token":"t"},"shared_size":"1m"}
-    ]"#;
-
     fn sample<'a>(text: &'a str, series: &str) -> &'a str {
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
@@ -203,7 +198,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_type_and_one_sample_per_cluster() {
-        let inst = Instance::standalone(MULTI).unwrap();
+        let inst = Instance::standalone(crate::instance::TWO_CLUSTERS).unwrap();
         let r = &inst.clusters[0].region;
         let mut w = Writer::claim(r, inst.generation()).unwrap();
         let mut b = w.batch().unwrap();

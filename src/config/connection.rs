@@ -6,18 +6,28 @@ use super::*;
 /// `service`: scheme, host, port, TLS verification, and the value as the dump shows it.
 pub(super) type Service = (Scheme, String, u16, bool, Value);
 
+/// A section's object (`service`, `client`): `empty` when it is absent in single-cluster mode, where every key
+/// has a default; `missing` is the rule broken when it is absent in multi-cluster mode.
+fn section<'a>(
+    v: Option<&'a Value>,
+    field: &str,
+    scope: &Scope<'_>,
+    missing: &str,
+    empty: &'a Map<String, Value>,
+) -> Result<&'a Map<String, Value>, ConfigError> {
+    match v {
+        Some(v) => v
+            .as_object()
+            .ok_or_else(|| error(field, show(v), "must be an object")),
+        None if scope.multi() => Err(error(field, "(missing)", missing)),
+        None => Ok(empty),
+    }
+}
+
 pub(super) fn parse_service(v: Option<&Value>, scope: &Scope<'_>) -> Result<Service, ConfigError> {
     let field = scope.path("service");
     let empty = Map::new();
-    let obj = match v {
-        Some(v) => v
-            .as_object()
-            .ok_or_else(|| error(&field, show(v), "must be an object"))?,
-        None if scope.multi() => {
-            return Err(error(field, "(missing)", "required in multi-cluster mode"));
-        }
-        None => &empty,
-    };
+    let obj = section(v, &field, scope, "required in multi-cluster mode", &empty)?;
     check_keys(obj, &keys_under("service", false), scope, "service.")?;
     let mut raw = obj.clone();
 
@@ -291,19 +301,13 @@ pub(super) fn parse_client(
 ) -> Result<ClientSettings, ConfigError> {
     let field = scope.path("client");
     let empty = Map::new();
-    let obj = match v {
-        Some(v) => v
-            .as_object()
-            .ok_or_else(|| error(&field, show(v), "must be an object"))?,
-        None if scope.multi() => {
-            return Err(error(
-                field,
-                "(missing)",
-                "required in multi-cluster mode, with exactly one of token / token_file (or cert_file and key_file)",
-            ));
-        }
-        None => &empty,
-    };
+    let obj = section(
+        v,
+        &field,
+        scope,
+        "required in multi-cluster mode, with exactly one of token / token_file (or cert_file and key_file)",
+        &empty,
+    )?;
     check_keys(obj, &keys_under("client", false), scope, "client.")?;
     let mut raw = obj.clone();
     let token_v = get(obj, "token");

@@ -9,7 +9,7 @@
 --       export_uri: /apisix/k8s-disc/metrics     # the default
 -- then create a route on that URI with the public-api plugin (README, "Metrics with APISIX").
 
-local k8s_disc = require("resty.k8s_disc")
+local api = require("apisix.discovery.kubernetes.api")
 
 local plugin_name = "k8s-disc-metrics"
 local DEFAULT_EXPORT_URI = "/apisix/k8s-disc/metrics"
@@ -46,19 +46,10 @@ local function export_uri()
     return uri
 end
 
-local function metrics_handler()
-    local text, err = k8s_disc.metrics()
-    if not text then
-        return 503, { error_msg = err }
-    end
-    ngx.header["Content-Type"] = "text/plain; version=0.0.4"
-    return 200, text
-end
-
 -- Public APIs: APISIX serves them on a route that carries the public-api plugin.
 function _M.api()
     return {
-        { methods = { "GET" }, uri = export_uri(), handler = metrics_handler },
+        { methods = { "GET" }, uri = export_uri(), handler = api.metrics },
     }
 end
 

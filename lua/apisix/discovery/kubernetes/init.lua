@@ -8,6 +8,7 @@
 -- in every worker and in the privileged agent, where the watcher runs.
 
 local k8s_disc = require("resty.k8s_disc")
+local api = require("apisix.discovery.kubernetes.api")
 local ngx_process = require("ngx.process")
 
 local local_conf = require("apisix.core.config_local").local_conf()
@@ -53,31 +54,10 @@ end
 -- APISIX registers for dump_data():
 --   GET /v1/discovery/kubernetes/lookup?service=[id/]ns/name:port   what this gateway sees for one name, or why not
 --   GET /v1/discovery/kubernetes/metrics                             Prometheus text-format metrics
-local function lookup_handler()
-    local name = ngx.req.get_uri_args().service
-    if type(name) ~= "string" or name == "" then
-        return 400, { error_msg = "missing query argument: service=[id/]ns/name:port" }
-    end
-    local found, err = k8s_disc.lookup(name)
-    if not found then
-        return 503, { error_msg = err }
-    end
-    return found.found and 200 or 404, found
-end
-
-local function metrics_handler()
-    local text, err = k8s_disc.metrics()
-    if not text then
-        return 503, { error_msg = err }
-    end
-    ngx.header["Content-Type"] = "text/plain; version=0.0.4"
-    return 200, text
-end
-
 function _M.control_api()
     return {
-        { methods = { "GET" }, uris = { "/v1/discovery/kubernetes/lookup" }, handler = lookup_handler },
-        { methods = { "GET" }, uris = { "/v1/discovery/kubernetes/metrics" }, handler = metrics_handler },
+        { methods = { "GET" }, uris = { "/v1/discovery/kubernetes/lookup" }, handler = api.lookup },
+        { methods = { "GET" }, uris = { "/v1/discovery/kubernetes/metrics" }, handler = api.metrics },
     }
 end
 
