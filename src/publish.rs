@@ -15,7 +15,9 @@ use crate::view::View;
 pub struct Publisher<'r> {
     writer: Writer<'r>,
     region: &'r Region,
-    /// Ports currently stored per service, to know which port keys to drop when a port disappears.
+    /// Ports published per service, to know which port keys to drop when a port disappears. This is what the
+    /// publisher has asked the region to hold, which differs from the writer's slot index while a region-full
+    /// condition holds updates back; the writer's index is a hash of keys and cannot list one service's ports.
     stored: HashMap<String, BTreeSet<String>>,
     /// How log lines name the cluster.
     label: String,
