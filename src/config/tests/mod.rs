@@ -1,11 +1,15 @@
 //! The config parser's tests: every key, its defaults, `${VAR}` references, and the errors that name the field.
+//! `connection` holds those of `service` and `client`, `values` those of selectors, sizes and times.
+
+mod connection;
+mod values;
 
 use super::*;
 use serde_json::json;
 
-const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+pub(super) const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
-fn env(name: &str) -> Option<String> {
+pub(super) fn env(name: &str) -> Option<String> {
     match name {
         "KUBERNETES_SERVICE_HOST" => Some("10.96.0.1".into()),
         "KUBERNETES_SERVICE_PORT" => Some("443".into()),
@@ -22,20 +26,20 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
-fn ok(v: serde_json::Value) -> Config {
+pub(super) fn ok(v: serde_json::Value) -> Config {
     match parse(&v.to_string(), &env) {
         Ok(c) => c,
         Err(e) => panic!("{v} should parse: {e}"),
     }
 }
 
-fn one(v: serde_json::Value) -> ClusterConfig {
+pub(super) fn one(v: serde_json::Value) -> ClusterConfig {
     let mut c = ok(v);
     assert_eq!(c.clusters.len(), 1);
     c.clusters.remove(0)
 }
 
-fn err(v: serde_json::Value) -> ConfigError {
+pub(super) fn err(v: serde_json::Value) -> ConfigError {
     match parse(&v.to_string(), &env) {
         Ok(c) => panic!("{v} should be rejected, got {c:?}"),
         Err(e) => e,
@@ -44,7 +48,7 @@ fn err(v: serde_json::Value) -> ConfigError {
 
 /// Asserts the field, the shown value and a fragment of the rule, and
 /// that the Display form carries all three.
-fn rejects(v: serde_json::Value, field: &str, value: &str, rule_part: &str) {
+pub(super) fn rejects(v: serde_json::Value, field: &str, value: &str, rule_part: &str) {
     let e = err(v);
     assert_eq!(e.field, field, "{e}");
     assert_eq!(e.value, value, "{e}");
@@ -59,7 +63,7 @@ fn rejects(v: serde_json::Value, field: &str, value: &str, rule_part: &str) {
     );
 }
 
-fn item(id: &str) -> serde_json::Value {
+pub(super) fn item(id: &str) -> serde_json::Value {
     json!({"id": id, "service": {"host": "10.0.0.1", "port": "6443"},
            "client": {"token_file": "/var/run/token"}})
 }
@@ -340,481 +344,6 @@ fn env_names_may_end_in_a_digit() {
     assert_eq!(one(json!({"service": {"port": "${PORT2}"}})).port, 6443);
 }
 
-// ---- service ----
-
-#[test]
-fn host_forms() {
-    for (host, want) in [
-        ("sample.com", "sample.com"),
-        ("Kubernetes.Default.SVC", "Kubernetes.Default.SVC"),
-        ("localhost", "localhost"),
-        ("127.0.0.1", "127.0.0.1"),
-        ("::1", "::1"),
-        ("[::1]", "::1"),
-        ("[fd00:10:96::1]", "fd00:10:96::1"),
-        ("2001:DB8::1", "2001:DB8::1"),
-        ("a-b.c1", "a-b.c1"),
-    ] {
-        let cl = one(json!({"service": {"host": host}}));
-        assert_eq!(cl.host, want, "{host}");
-    }
-    assert_eq!(
-        one(json!({"service": {"host": "[::1]", "port": "6443"}})).base_url(),
-        "https://[::1]:6443"
-    );
-}
-
-#[test]
-fn rejects_bad_hosts() {
-    for host in [
-        "",
-        " ",
-        "-a.com",
-        "a-.com",
-        "a..b",
-        "a.com.",
-        "10.0.0.256",
-        "1.2.3",
-        "a_b.com",
-        "[10.0.0.1]",
-        "[::1",
-        "::g",
-        "http://a.com",
-        "a.com:6443",
-        "fe80::1%eth0",
-    ] {
-        rejects(
-            json!({"service": {"host": host}}),
-            "service.host",
-            &serde_json::to_string(host).expect("json"),
-            "must be a host name",
-        );
-    }
-    rejects(
-        json!({"service": {"host": 10}}),
-        "service.host",
-        "10",
-        "must be a host name",
-    );
-    let long = format!("{}.com", "a".repeat(64));
-    assert_eq!(
-        err(json!({"service": {"host": long}})).field,
-        "service.host"
-    );
-}
-
-#[test]
-fn port_forms() {
-    assert_eq!(one(json!({"service": {"port": 6443}})).port, 6443);
-    assert_eq!(one(json!({"service": {"port": 6443.0}})).port, 6443);
-    assert_eq!(one(json!({"service": {"port": "1"}})).port, 1);
-    assert_eq!(one(json!({"service": {"port": "65535"}})).port, 65535);
-    assert_eq!(one(json!({"service": {"port": 65535}})).port, 65535);
-}
-
-#[test]
-fn rejects_bad_ports() {
-    for (v, shown) in [
-        (json!(0), "0"),
-        (json!(65536), "65536"),
-        (json!(-1), "-1"),
-        (json!(6443.5), "6443.5"),
-        (json!("0"), "\"0\""),
-        (json!("65536"), "\"65536\""),
-        (json!("100000"), "\"100000\""),
-        (json!("+80"), "\"+80\""),
-        (json!("80a"), "\"80a\""),
-        (json!(""), "\"\""),
-        (json!(true), "true"),
-        (json!([443]), "[443]"),
-    ] {
-        rejects(
-            json!({"service": {"port": v}}),
-            "service.port",
-            shown,
-            "must be a port number in 1..=65535",
-        );
-    }
-}
-
-#[test]
-fn rejects_bad_schema() {
-    rejects(
-        json!({"service": {"schema": "HTTPS"}}),
-        "service.schema",
-        "\"HTTPS\"",
-        "must be \"http\" or \"https\"",
-    );
-    rejects(
-        json!({"service": {"schema": "ftp"}}),
-        "service.schema",
-        "\"ftp\"",
-        "must be \"http\" or \"https\"",
-    );
-}
-
-#[test]
-fn rejects_bad_ssl_verify() {
-    rejects(
-        json!({"service": {"ssl_verify": "false"}}),
-        "service.ssl_verify",
-        "\"false\"",
-        "must be a boolean",
-    );
-}
-
-#[test]
-fn rejects_service_not_object() {
-    rejects(
-        json!({"service": "x"}),
-        "service",
-        "\"x\"",
-        "must be an object",
-    );
-}
-
-// ---- client ----
-
-#[test]
-fn rejects_bad_token_and_masks_it() {
-    rejects(
-        json!({"client": {"token": "has space"}}),
-        "client.token",
-        "\"******\"",
-        "[A-Za-z0-9+/._=-]",
-    );
-    rejects(
-        json!({"client": {"token": "x".repeat(4097)}}),
-        "client.token",
-        "\"******\"",
-        "at most 4096",
-    );
-    rejects(
-        json!({"client": {"token": 12345}}),
-        "client.token",
-        "\"******\"",
-        "must be ${VAR}",
-    );
-    let e = err(json!({"client": {"token": "secret!value"}}));
-    assert!(!e.to_string().contains("secret"), "{e}");
-    assert_eq!(
-        one(json!({"client": {"token": "x".repeat(4096)}}))
-            .token
-            .map(|t| t.expose().len()),
-        Some(4096)
-    );
-}
-
-#[test]
-fn rejects_empty_token_over_https() {
-    rejects(
-        json!({"client": {"token": ""}}),
-        "client.token",
-        "\"******\"",
-        "resolves to an empty token",
-    );
-}
-
-#[test]
-fn rejects_bad_token_file() {
-    for (path, shown) in [
-        (json!(""), "\"\""),
-        (json!("C:\\token"), "\"C:\\\\token\""),
-        (json!("/a*b"), "\"/a*b\""),
-        (json!("/a?b"), "\"/a?b\""),
-        (json!("/a|b"), "\"/a|b\""),
-        (json!("/a<b>"), "\"/a<b>\""),
-        (json!(7), "7"),
-    ] {
-        rejects(
-            json!({"client": {"token_file": path}}),
-            "client.token_file",
-            shown,
-            "must be a non-empty path",
-        );
-    }
-    let long = format!("/{}", "a".repeat(500));
-    assert_eq!(
-        err(json!({"client": {"token_file": long}})).field,
-        "client.token_file"
-    );
-    assert!(
-        one(json!({"client": {"token_file": format!("/{}", "a".repeat(499))}}))
-            .token_file
-            .is_some()
-    );
-}
-
-#[test]
-fn rejects_unknown_client_key_masked() {
-    rejects(
-        json!({"client": {"tokn": "secret"}}),
-        "client.tokn",
-        "\"******\"",
-        "unknown key (allowed: token, token_file, ca_file, cert_file, key_file)",
-    );
-    rejects(json!({"client": []}), "client", "[]", "must be an object");
-}
-
-// ---- namespace selector ----
-
-#[test]
-fn namespace_selector_modes() {
-    let sel = |v: serde_json::Value| one(json!({"namespace_selector": v})).namespace_selector;
-    assert_eq!(
-        sel(json!({"not_equal": "ns-a"})),
-        Some(NamespaceSelector::NotEqual("ns-a".into()))
-    );
-    let m = sel(json!({"match": ["ns-a", "ns-[ab]"]})).expect("set");
-    assert!(
-        matches!(&m, NamespaceSelector::Match(p) if p.len() == 2 && p[1].as_str() == "ns-[ab]")
-    );
-    assert!(m.admits("ns-b") && !m.admits("xns-a"));
-    let nm = sel(json!({"not_match": ["ns-[ab]"]})).expect("set");
-    assert!(matches!(&nm, NamespaceSelector::NotMatch(p) if p.len() == 1));
-    assert!(!nm.admits("ns-a") && nm.admits("ns-c"));
-    assert_eq!(
-        sel(json!({"equal": "a_b.c"})),
-        Some(NamespaceSelector::Equal("a_b.c".into()))
-    );
-    // A null beside a real key does not count as a second mode.
-    assert_eq!(
-        sel(json!({"equal": "ns-a", "match": null})),
-        Some(NamespaceSelector::Equal("ns-a".into()))
-    );
-}
-
-#[test]
-fn rejects_two_namespace_modes() {
-    rejects(
-        json!({"namespace_selector": {"equal": "a", "not_equal": "b"}}),
-        "namespace_selector",
-        "{\"equal\":\"a\",\"not_equal\":\"b\"}",
-        "at most one of equal, not_equal, match, not_match may be set (found equal, not_equal)",
-    );
-}
-
-#[test]
-fn rejects_bad_namespace_names() {
-    for ns in ["", "NS-A", "-a", "a-", "a b", "ns/a"] {
-        rejects(
-            json!({"namespace_selector": {"equal": ns}}),
-            "namespace_selector.equal",
-            &serde_json::to_string(ns).expect("json"),
-            "must be a namespace name",
-        );
-    }
-    rejects(
-        json!({"namespace_selector": {"not_equal": 5}}),
-        "namespace_selector.not_equal",
-        "5",
-        "must be a namespace name",
-    );
-}
-
-#[test]
-fn rejects_bad_namespace_patterns() {
-    rejects(
-        json!({"namespace_selector": {"match": []}}),
-        "namespace_selector.match",
-        "[]",
-        "non-empty array",
-    );
-    rejects(
-        json!({"namespace_selector": {"not_match": "ns-a"}}),
-        "namespace_selector.not_match",
-        "\"ns-a\"",
-        "non-empty array",
-    );
-    rejects(
-        json!({"namespace_selector": {"match": ["ok", "ns-["]}}),
-        "namespace_selector.match[1]",
-        "\"ns-[\"",
-        "invalid regular expression: unclosed character class",
-    );
-    rejects(
-        json!({"namespace_selector": {"match": ["a b"]}}),
-        "namespace_selector.match[0]",
-        "\"a b\"",
-        "printable ASCII",
-    );
-    rejects(
-        json!({"namespace_selector": {"not_match": [3]}}),
-        "namespace_selector.not_match[0]",
-        "3",
-        "printable ASCII",
-    );
-}
-
-#[test]
-fn rejects_unknown_namespace_selector_key() {
-    rejects(
-        json!({"namespace_selector": {"regex": "a"}}),
-        "namespace_selector.regex",
-        "\"a\"",
-        "unknown key (allowed: equal, not_equal, match, not_match)",
-    );
-    rejects(
-        json!({"namespace_selector": ["a"]}),
-        "namespace_selector",
-        "[\"a\"]",
-        "must be an object",
-    );
-}
-
-// ---- other fields ----
-
-#[test]
-fn rejects_bad_label_selector() {
-    rejects(
-        json!({"label_selector": "a=b,"}),
-        "label_selector",
-        "\"a=b,\"",
-        "empty requirement after the last ','",
-    );
-    rejects(
-        json!({"label_selector": "env in (a"}),
-        "label_selector",
-        "\"env in (a\"",
-        "requirement `env in (a`: unbalanced parentheses",
-    );
-    rejects(
-        json!({"label_selector": 1}),
-        "label_selector",
-        "1",
-        "must be a string",
-    );
-}
-
-#[test]
-fn default_weight_values() {
-    assert_eq!(one(json!({"default_weight": 0})).default_weight, 0);
-    assert_eq!(one(json!({"default_weight": 100.0})).default_weight, 100);
-    for (v, shown) in [
-        (json!(1.5), "1.5"),
-        (json!(-1), "-1"),
-        (json!("50"), "\"50\""),
-        (json!(4294967296u64), "4294967296"),
-        (json!(true), "true"),
-    ] {
-        rejects(
-            json!({"default_weight": v}),
-            "default_weight",
-            shown,
-            "must be an integer in 0..=4294967295",
-        );
-    }
-}
-
-#[test]
-fn shared_size_values() {
-    assert_eq!(one(json!({"shared_size": "1m"})).shared_size, 1 << 20);
-    assert_eq!(
-        one(json!({"shared_size": "16384m"})).shared_size,
-        16384 << 20
-    );
-    for (v, shown) in [
-        (json!("0m"), "\"0m\""),
-        (json!("064m"), "\"064m\""),
-        (json!("64"), "\"64\""),
-        (json!("64M"), "\"64M\""),
-        (json!("64k"), "\"64k\""),
-        (json!("1g"), "\"1g\""),
-        (json!("m"), "\"m\""),
-        (json!("16385m"), "\"16385m\""),
-        (json!("99999999999999999999m"), "\"99999999999999999999m\""),
-        (json!(64), "64"),
-    ] {
-        rejects(
-            json!({"shared_size": v}),
-            "shared_size",
-            shown,
-            "^[1-9][0-9]*m$",
-        );
-    }
-}
-
-#[test]
-fn rejects_bad_watch_endpoint_slices() {
-    rejects(
-        json!({"watch_endpoint_slices": 1}),
-        "watch_endpoint_slices",
-        "1",
-        "must be a boolean",
-    );
-}
-
-#[test]
-fn list_strategy_defaults_to_auto_and_names_the_field_when_wrong() {
-    assert_eq!(
-        one(json!({"client": {"token": "t"}})).list_strategy,
-        ListStrategy::Auto
-    );
-    for (name, want) in [
-        ("auto", ListStrategy::Auto),
-        ("watch_list", ListStrategy::WatchList),
-        ("list", ListStrategy::List),
-    ] {
-        let c = one(json!({"client": {"token": "t"}, "list_strategy": name}));
-        assert_eq!(c.list_strategy, want);
-        assert_eq!(want.as_str(), name);
-    }
-    rejects(
-        json!({"client": {"token": "t"}, "list_strategy": "stream"}),
-        "list_strategy",
-        "\"stream\"",
-        "must be one of auto, watch_list, list",
-    );
-    rejects(
-        json!([{"id": "a", "service": {"host": "h", "port": 1}, "client": {"token": "t"}, "list_strategy": true}]),
-        "[0].list_strategy",
-        "true",
-        "must be one of",
-    );
-}
-
-#[test]
-fn rejects_unknown_keys() {
-    rejects(
-        json!({"namespace_selecter": {"equal": "a"}}),
-        "namespace_selecter",
-        "{\"equal\":\"a\"}",
-        "unknown key (allowed: service, client, namespace_selector",
-    );
-    rejects(
-        json!({"service": {"hots": "a"}}),
-        "service.hots",
-        "\"a\"",
-        "unknown key (allowed: schema, host, port, ssl_verify)",
-    );
-    // `id` is only a key in multi mode.
-    rejects(json!({"id": "a"}), "id", "\"a\"", "unknown key");
-}
-
-#[test]
-fn rejects_bad_top_level() {
-    for (v, shown) in [
-        (json!([]), "[]"),
-        (json!("x"), "\"x\""),
-        (json!(null), "null"),
-        (json!(1), "1"),
-    ] {
-        rejects(
-            v,
-            "discovery.kubernetes",
-            shown,
-            "must be an object (one cluster) or a non-empty array",
-        );
-    }
-    let e = parse("{\"client\":{\"token\":\"sec", &env).expect_err("truncated");
-    assert_eq!(e.field, "discovery.kubernetes");
-    assert_eq!(e.value, "(not JSON)");
-    assert!(e.rule.starts_with("invalid JSON"), "{e}");
-    assert!(!e.to_string().contains("sec\""), "{e}");
-    let deep = "[".repeat(10_000);
-    assert!(parse(&deep, &env).is_err());
-}
-
 // ---- multi mode ----
 
 #[test]
@@ -999,67 +528,4 @@ fn error_values_are_capped() {
     let e = err(json!({"service": {"host": "x".repeat(1000)}}));
     assert!(e.value.len() < 200, "{}", e.value);
     assert!(e.value.ends_with("..."));
-}
-
-#[test]
-fn time_settings_default_parse_and_name_the_field_when_wrong() {
-    let c = one(json!({"client": {"token": "t"}}));
-    assert_eq!(c.watch_idle_timeout, std::time::Duration::from_secs(120));
-    assert_eq!(c.list_timeout, std::time::Duration::from_secs(300));
-    assert_eq!(c.max_staleness, None);
-    let c = one(
-        json!({"client": {"token": "t"}, "watch_idle_timeout": 45, "list_timeout": "600",
-                       "max_staleness": 90}),
-    );
-    assert_eq!(c.watch_idle_timeout, std::time::Duration::from_secs(45));
-    assert_eq!(c.list_timeout, std::time::Duration::from_secs(600));
-    assert_eq!(c.max_staleness, Some(std::time::Duration::from_secs(90)));
-    rejects(
-        json!({"client": {"token": "t"}, "watch_idle_timeout": 5}),
-        "watch_idle_timeout",
-        "5",
-        "10..=86400",
-    );
-    rejects(
-        json!({"client": {"token": "t"}, "list_timeout": "soon"}),
-        "list_timeout",
-        "\"soon\"",
-        "number of seconds",
-    );
-    rejects(
-        json!({"client": {"token": "t"}, "max_staleness": 0}),
-        "max_staleness",
-        "0",
-        "1..=86400",
-    );
-    rejects(
-        json!([{"id": "a", "service": {"host": "h", "port": 1}, "client": {"token": "t"}, "max_staleness": -1}]),
-        "[0].max_staleness",
-        "-1",
-        "seconds",
-    );
-}
-
-#[test]
-fn max_object_size_defaults_to_16m_and_names_the_field_when_wrong() {
-    assert_eq!(
-        one(json!({"client": {"token": "t"}})).max_object_size,
-        16 << 20
-    );
-    assert_eq!(
-        one(json!({"client": {"token": "t"}, "max_object_size": "2m"})).max_object_size,
-        2 << 20
-    );
-    rejects(
-        json!({"client": {"token": "t"}, "max_object_size": "2048m"}),
-        "max_object_size",
-        "\"2048m\"",
-        "at most 1024m",
-    );
-    rejects(
-        json!({"client": {"token": "t"}, "max_object_size": 5}),
-        "max_object_size",
-        "5",
-        "size in MiB",
-    );
 }
