@@ -163,8 +163,13 @@ fn build_http(cfg: &ClusterConfig, m: &tls::Material) -> Result<Http, String> {
 
 /// Reads a token file: trimmed, non-empty, and only characters an HTTP header can carry.
 fn read_token_file(path: &std::path::Path) -> Result<Secret, String> {
-    let bytes = read_capped(path, MAX_TOKEN_FILE_BYTES)
-        .map_err(|e| e.replacen("cannot read ", "cannot read token file ", 1))?;
+    let bytes = read_capped(path, MAX_TOKEN_FILE_BYTES).map_err(|e| {
+        format!(
+            "cannot read token file {}: {}",
+            e.path().display(),
+            e.cause()
+        )
+    })?;
     let text = String::from_utf8(bytes)
         .map_err(|_| format!("token file {} is not text", path.display()))?;
     let t = text.trim();

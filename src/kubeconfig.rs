@@ -37,7 +37,7 @@ pub struct Kubeconfig {
 
 /// Reads `path` and resolves `context` (default: the file's `current-context`). Errors name the kubeconfig field.
 pub fn load(path: &Path, context: Option<&str>) -> Result<Kubeconfig, String> {
-    let bytes = read_capped(path, MAX_KUBECONFIG_BYTES)?;
+    let bytes = read_capped(path, MAX_KUBECONFIG_BYTES).map_err(|e| e.to_string())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_string())?;
     let doc = parse_yaml(text)?;
     let base = path.parent().unwrap_or(Path::new("/"));

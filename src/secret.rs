@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const MASK: &str = "******";
 
@@ -64,20 +64,77 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
-/// Reads a whole file of at most `cap` bytes. The error names the path and, for a file too large, the cap.
-pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Why a capped read failed. The text names the path and, for a file too large, the cap; never the content.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be opened or read (missing, unreadable, a directory...).
+    Io {
+        /// The file asked for.
+        path: PathBuf,
+        /// What the system said; its kind tells a missing file from the rest.
+        source: std::io::Error,
+    },
+    /// The file holds more than the cap.
+    TooLarge {
+        /// The file asked for.
+        path: PathBuf,
+        /// The largest size read, in bytes.
+        cap: u64,
+    },
+}
+
+impl ReadError {
+    /// The file the read was for.
+    pub fn path(&self) -> &Path {
+        match self {
+            ReadError::Io { path, .. } | ReadError::TooLarge { path, .. } => path,
+        }
+    }
+
+    /// What went wrong, without the path: callers that name the file themselves (a token file) use it.
+    pub fn cause(&self) -> impl fmt::Display + '_ {
+        struct Cause<'a>(&'a ReadError);
+        impl fmt::Display for Cause<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    ReadError::Io { source, .. } => write!(f, "{source}"),
+                    ReadError::TooLarge { cap, .. } => write!(f, "larger than {cap} bytes"),
+                }
+            }
+        }
+        Cause(self)
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot read {}: {}", self.path().display(), self.cause())
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io { source, .. } => Some(source),
+            ReadError::TooLarge { .. } => None,
+        }
+    }
+}
+
+/// Reads a whole file of at most `cap` bytes.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
-    file.take(cap + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    file.take(cap + 1).read_to_end(&mut out).map_err(io)?;
     if out.len() as u64 > cap {
-        return Err(format!(
-            "cannot read {}: larger than {} bytes",
-            path.display(),
-            cap
-        ));
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            cap,
+        });
     }
     Ok(out)
 }
@@ -125,8 +182,17 @@ mod tests {
         std::fs::write(&p, vec![b'a'; 100]).unwrap();
         assert_eq!(read_capped(&p, 100).unwrap().len(), 100);
         let e = read_capped(&p, 99).unwrap_err();
-        assert!(e.contains("larger than 99 bytes"), "{e}");
+        assert!(matches!(e, ReadError::TooLarge { cap: 99, .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("cannot read {}: larger than 99 bytes", p.display())
+        );
         let e = read_capped(&dir.join("missing"), 10).unwrap_err();
+        assert!(
+            matches!(&e, ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(
             e.starts_with("cannot read ") && e.contains("No such file"),
             "{e}"

@@ -29,7 +29,7 @@ pub enum Pem {
 impl Pem {
     pub fn read(&self) -> Result<Vec<u8>, String> {
         match self {
-            Pem::File(p) => read_capped(p, MAX_PEM_FILE_BYTES),
+            Pem::File(p) => read_capped(p, MAX_PEM_FILE_BYTES).map_err(|e| e.to_string()),
             Pem::Inline(b) => Ok(b.expose().to_vec()),
         }
     }
@@ -169,7 +169,7 @@ pub fn load(cfg: &ClusterConfig) -> Result<Material, String> {
             m.anchors = Anchors::Configured(format!("{} {ca:?}", from.ca));
         } else if cfg.in_cluster_ca.exists() {
             let p = &cfg.in_cluster_ca;
-            let bytes = read_capped(p, MAX_PEM_FILE_BYTES)?;
+            let bytes = read_capped(p, MAX_PEM_FILE_BYTES).map_err(|e| e.to_string())?;
             bytes.hash(&mut hasher);
             m.roots = parse_certs(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
             m.anchors = Anchors::InCluster(p.clone());
