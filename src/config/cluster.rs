@@ -108,7 +108,7 @@ pub(super) fn parse_cluster(
             let s = v
                 .as_str()
                 .ok_or_else(|| error(&field, show(v), "must be a string"))?;
-            validate_label_selector(s).map_err(|why| error(&field, show(v), why))?;
+            validate_label_selector(s).map_err(|why| error(&field, show(v), why.to_string()))?;
             Some(s.trim().to_owned()).filter(|s| !s.is_empty())
         }
         None => None,

@@ -1,126 +1,218 @@
-//! Namespace and label selectors from the discovery config.
-//!
-//! The namespace selector decides which namespaces are served: `equal` is
-//! pushed to the server as a namespaced URL (so a namespaced Role suffices),
-//! `not_equal` as a field selector, and `match` / `not_match` are evaluated
-//! client-side against whole namespace names. The label selector is sent
-//! verbatim to the server; we only validate it up front so that a typo fails
-//! at init instead of as a 400 on every list attempt.
+//! Label selector validation: the Kubernetes grammar and the label key/value rules, with errors that name the
+//! requirement and the reason.
 
 use std::fmt;
 
-use regex::Regex;
-
-/// A `match` / `not_match` pattern: the string the user wrote (for display and
-/// the dump) and its compiled whole-string form.
-#[derive(Clone, Debug)]
-pub struct NamespacePattern {
-    source: String,
-    regex: Regex,
-}
-
-impl NamespacePattern {
-    /// Compiles `pattern` anchored at both ends, so that `ns-[ab]` does not
-    /// match `xns-a` (APISIX compares the match with the whole name too).
-    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
-        // Compiling it alone first rejects text that would only balance
-        // against the wrapper, e.g. `)|(.*`, which would match everything.
-        Regex::new(pattern)?;
-        // The non-capturing group keeps alternations (`a|b`) inside the anchors.
-        let regex = Regex::new(&format!("^(?:{pattern})$"))?;
-        Ok(Self {
-            source: pattern.to_owned(),
-            regex,
-        })
-    }
-
-    /// The pattern as written in the config.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
-    /// Whether the pattern matches all of `ns`.
-    pub fn is_match(&self, ns: &str) -> bool {
-        self.regex.is_match(ns)
-    }
-}
-
-// Two patterns are the same when written the same; `Regex` has no equality.
-impl PartialEq for NamespacePattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-
-impl Eq for NamespacePattern {}
-
-/// Which namespaces a cluster serves.
+/// Why a label selector is rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NamespaceSelector {
-    Equal(String),
-    NotEqual(String),
-    /// Admits a namespace that any pattern matches.
-    Match(Vec<NamespacePattern>),
-    /// Admits a namespace that no pattern matches.
-    NotMatch(Vec<NamespacePattern>),
+pub enum SelectorError {
+    /// A `,` with no requirement before it.
+    EmptyRequirement {
+        /// Byte offset of the `,`.
+        offset: usize,
+    },
+    /// The selector ends with a `,`.
+    TrailingComma,
+    /// One requirement breaks the grammar or the key/value rules.
+    Requirement {
+        /// The requirement as written, capped for the message.
+        text: String,
+        /// What is wrong with it.
+        source: RequirementError,
+    },
 }
 
-impl NamespaceSelector {
-    /// Whether objects in namespace `ns` are served. Also applied to the
-    /// server-side modes, as a guard against a server that ignores the scope.
-    pub fn admits(&self, ns: &str) -> bool {
-        match self {
-            Self::Equal(want) => ns == want,
-            Self::NotEqual(skip) => ns != skip,
-            Self::Match(patterns) => patterns.iter().any(|p| p.is_match(ns)),
-            Self::NotMatch(patterns) => !patterns.iter().any(|p| p.is_match(ns)),
-        }
-    }
-
-    /// The namespace to scope list/watch URLs to (`/namespaces/<ns>/...`).
-    pub fn namespace_scope(&self) -> Option<&str> {
-        match self {
-            Self::Equal(ns) => Some(ns),
-            _ => None,
-        }
-    }
-
-    /// The `fieldSelector` to send. `Equal` needs none: its URL is namespaced.
-    pub fn field_selector(&self) -> Option<String> {
-        match self {
-            Self::NotEqual(ns) => Some(format!("metadata.namespace!={ns}")),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for NamespaceSelector {
+impl fmt::Display for SelectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |ps: &[NamespacePattern]| {
-            ps.iter()
-                .map(NamespacePattern::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         match self {
-            Self::Equal(ns) => write!(f, "equal {ns}"),
-            Self::NotEqual(ns) => write!(f, "not_equal {ns}"),
-            Self::Match(ps) => write!(f, "match [{}]", list(ps)),
-            Self::NotMatch(ps) => write!(f, "not_match [{}]", list(ps)),
+            Self::EmptyRequirement { offset } => write!(
+                f,
+                "empty requirement at offset {offset}: a requirement must come before ','"
+            ),
+            Self::TrailingComma => f.write_str("empty requirement after the last ','"),
+            Self::Requirement { text, source } => write!(f, "requirement `{text}`: {source}"),
         }
     }
 }
 
-// ---------------------------------------------------------------------------
-// Label selector validation
-// ---------------------------------------------------------------------------
+impl std::error::Error for SelectorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Requirement { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong with one requirement. `found` fields hold the offending token as shown to the reader: quoted in
+/// backticks, or `the end of the selector`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequirementError {
+    /// No key where one must be.
+    ExpectedKey {
+        /// What stands there instead.
+        found: String,
+    },
+    /// Neither an operator nor the end of the requirement after the key.
+    ExpectedOperator {
+        /// The key.
+        key: String,
+        /// What follows it.
+        found: String,
+    },
+    /// `=`, `==` or `!=` followed by something other than a value.
+    ExpectedValue {
+        /// The operator.
+        op: String,
+        /// What follows it.
+        found: String,
+    },
+    /// `>` or `<` not followed by a non-negative integer.
+    NotInteger {
+        /// The operator.
+        op: String,
+        /// What follows it.
+        found: String,
+    },
+    /// `in` or `notin` not followed by `(`.
+    ExpectedOpen {
+        /// The operator.
+        op: String,
+        /// What follows it.
+        found: String,
+    },
+    /// An `in`/`notin` list that is never closed.
+    Unclosed {
+        /// The operator.
+        op: String,
+    },
+    /// Something other than a value, `,` or `)` where a list item may start.
+    ExpectedItem {
+        /// The operator of the list.
+        op: String,
+        /// What stands there.
+        found: String,
+    },
+    /// Something other than `,` or `)` after a list item.
+    ExpectedSeparator {
+        /// The operator of the list.
+        op: String,
+        /// What stands there.
+        found: String,
+    },
+    /// A complete requirement followed by something other than `,` or the end.
+    ExpectedEnd {
+        /// What follows it.
+        found: String,
+    },
+    /// A key with more than one `/`.
+    KeySlashes {
+        /// The key.
+        key: String,
+    },
+    /// A key with an empty prefix before its `/`.
+    KeyEmptyPrefix {
+        /// The key.
+        key: String,
+    },
+    /// A key prefix that is not a lowercase DNS subdomain.
+    KeyPrefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// A key with an empty name.
+    KeyEmptyName {
+        /// The key.
+        key: String,
+    },
+    /// A key name over 63 characters.
+    KeyNameTooLong {
+        /// The name, capped for the message.
+        name: String,
+    },
+    /// A key name with characters or ends a label name may not have.
+    KeyName {
+        /// The name.
+        name: String,
+    },
+    /// A value over 63 characters.
+    ValueTooLong {
+        /// The value, capped for the message.
+        value: String,
+    },
+    /// A value with characters or ends a label value may not have.
+    Value {
+        /// The value.
+        value: String,
+    },
+}
+
+impl fmt::Display for RequirementError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ExpectedKey { found } => write!(f, "expected a label key, found {found}"),
+            Self::ExpectedOperator { key, found } => write!(
+                f,
+                "expected an operator (=, ==, !=, in, notin, >, <), ',' or the end after key `{key}`, found {found}"
+            ),
+            Self::ExpectedValue { op, found } => {
+                write!(f, "expected a value after `{op}`, found {found}")
+            }
+            Self::NotInteger { op, found } => write!(
+                f,
+                "`{op}` needs a non-negative integer value, found {found}"
+            ),
+            Self::ExpectedOpen { op, found } => {
+                write!(f, "`{op}` must be followed by '(', found {found}")
+            }
+            Self::Unclosed { op } => {
+                write!(f, "unbalanced parentheses: `{op} (` is never closed")
+            }
+            Self::ExpectedItem { op, found } => write!(
+                f,
+                "expected a value, ',' or ')' in the `{op}` list, found {found}"
+            ),
+            Self::ExpectedSeparator { op, found } => {
+                write!(f, "expected ',' or ')' in the `{op}` list, found {found}")
+            }
+            Self::ExpectedEnd { found } => {
+                write!(f, "expected ',' or the end of the selector, found {found}")
+            }
+            Self::KeySlashes { key } => write!(f, "key `{key}` has more than one '/'"),
+            Self::KeyEmptyPrefix { key } => {
+                write!(f, "key `{key}` has an empty prefix before '/'")
+            }
+            Self::KeyPrefix { prefix } => write!(
+                f,
+                "key prefix `{prefix}` must be a lowercase DNS subdomain of at most 253 characters"
+            ),
+            Self::KeyEmptyName { key } => write!(f, "key `{key}` has an empty name"),
+            Self::KeyNameTooLong { name } => {
+                write!(f, "key name `{name}` is longer than 63 characters")
+            }
+            Self::KeyName { name } => write!(
+                f,
+                "key name `{name}` must be alphanumeric at both ends with only [-A-Za-z0-9_.] inside"
+            ),
+            Self::ValueTooLong { value } => {
+                write!(f, "value `{value}` is longer than 63 characters")
+            }
+            Self::Value { value } => write!(
+                f,
+                "value `{value}` must be empty or alphanumeric at both ends with only [-A-Za-z0-9_.] inside"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RequirementError {}
 
 /// Checks `s` against the Kubernetes label selector grammar and the label
 /// key/value rules, accepting exactly what the apiserver accepts (so a
 /// selector we pass is not answered with 400). The empty selector is valid.
 ///
 /// The error names the offending requirement and the reason.
-pub fn validate_label_selector(s: &str) -> Result<(), String> {
+pub fn validate_label_selector(s: &str) -> Result<(), SelectorError> {
     let tokens = lex(s);
     let mut p = Parser {
         src: s,
@@ -133,30 +225,29 @@ pub fn validate_label_selector(s: &str) -> Result<(), String> {
     loop {
         let start = p.peek().start;
         if p.peek().kind == Kind::Comma {
-            return Err(format!(
-                "empty requirement at offset {start}: a requirement must come before ','"
-            ));
+            return Err(SelectorError::EmptyRequirement { offset: start });
         }
-        if let Err(why) = p.requirement() {
-            return Err(format!(
-                "requirement `{}`: {why}",
-                requirement_text(s, start)
-            ));
+        if let Err(source) = p.requirement() {
+            return Err(SelectorError::Requirement {
+                text: requirement_text(s, start),
+                source,
+            });
         }
         let next = p.next();
         match next.kind {
             Kind::End => return Ok(()),
             Kind::Comma => {
                 if p.peek().kind == Kind::End {
-                    return Err("empty requirement after the last ','".to_owned());
+                    return Err(SelectorError::TrailingComma);
                 }
             }
             _ => {
-                return Err(format!(
-                    "requirement `{}`: expected ',' or the end of the selector, found {}",
-                    requirement_text(s, start),
-                    next.show(s)
-                ));
+                return Err(SelectorError::Requirement {
+                    text: requirement_text(s, start),
+                    source: RequirementError::ExpectedEnd {
+                        found: next.show(s),
+                    },
+                });
             }
         }
     }
@@ -280,17 +371,16 @@ impl Parser<'_> {
 
     /// One requirement: `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (..)`,
     /// `k notin (..)`, `k>N`, `k<N`. Leaves the following `,`/end unconsumed.
-    fn requirement(&mut self) -> Result<(), String> {
+    fn requirement(&mut self) -> Result<(), RequirementError> {
         let negated = self.peek().kind == Kind::Not;
         if negated {
             self.next();
         }
         let key = self.next();
         if key.kind != Kind::Ident {
-            return Err(format!(
-                "expected a label key, found {}",
-                key.show(self.src)
-            ));
+            return Err(RequirementError::ExpectedKey {
+                found: key.show(self.src),
+            });
         }
         let key_text = key.text(self.src);
         check_key(key_text)?;
@@ -311,11 +401,10 @@ impl Parser<'_> {
                         self.next();
                         check_value(v.text(self.src))
                     }
-                    _ => Err(format!(
-                        "expected a value after `{}`, found {}",
-                        op.text(self.src),
-                        v.show(self.src)
-                    )),
+                    _ => Err(RequirementError::ExpectedValue {
+                        op: op.text(self.src).to_owned(),
+                        found: v.show(self.src),
+                    }),
                 }
             }
             Kind::Gt | Kind::Lt => {
@@ -323,11 +412,10 @@ impl Parser<'_> {
                 let v = self.next();
                 let text = v.text(self.src);
                 if v.kind != Kind::Ident || !is_integer(text) {
-                    return Err(format!(
-                        "`{}` needs a non-negative integer value, found {}",
-                        op.text(self.src),
-                        v.show(self.src)
-                    ));
+                    return Err(RequirementError::NotInteger {
+                        op: op.text(self.src).to_owned(),
+                        found: v.show(self.src),
+                    });
                 }
                 check_value(text)
             }
@@ -335,22 +423,23 @@ impl Parser<'_> {
                 self.next();
                 self.value_set(op.text(self.src))
             }
-            _ => Err(format!(
-                "expected an operator (=, ==, !=, in, notin, >, <), ',' or the end after key `{key_text}`, found {}",
-                op.show(self.src)
-            )),
+            _ => Err(RequirementError::ExpectedOperator {
+                key: key_text.to_owned(),
+                found: op.show(self.src),
+            }),
         }
     }
 
     /// `( v1, v2, ... )`. Empty items are allowed, as the apiserver allows
     /// them (`()` and `(a,)` select the empty value too).
-    fn value_set(&mut self, op: &str) -> Result<(), String> {
+    fn value_set(&mut self, op: &str) -> Result<(), RequirementError> {
+        let op = op.to_owned();
         let open = self.next();
         if open.kind != Kind::Open {
-            return Err(format!(
-                "`{op}` must be followed by '(', found {}",
-                open.show(self.src)
-            ));
+            return Err(RequirementError::ExpectedOpen {
+                op,
+                found: open.show(self.src),
+            });
         }
         let mut want_value = true;
         loop {
@@ -363,19 +452,19 @@ impl Parser<'_> {
                 Kind::Comma => want_value = true,
                 Kind::Close => return Ok(()),
                 Kind::End => {
-                    return Err(format!("unbalanced parentheses: `{op} (` is never closed"));
+                    return Err(RequirementError::Unclosed { op });
                 }
                 _ if want_value => {
-                    return Err(format!(
-                        "expected a value, ',' or ')' in the `{op}` list, found {}",
-                        t.show(self.src)
-                    ));
+                    return Err(RequirementError::ExpectedItem {
+                        op,
+                        found: t.show(self.src),
+                    });
                 }
                 _ => {
-                    return Err(format!(
-                        "expected ',' or ')' in the `{op}` list, found {}",
-                        t.show(self.src)
-                    ));
+                    return Err(RequirementError::ExpectedSeparator {
+                        op,
+                        found: t.show(self.src),
+                    });
                 }
             }
         }
@@ -446,55 +535,59 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+fn check_key(key: &str) -> Result<(), RequirementError> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
     if name.contains('/') {
-        return Err(format!("key `{key}` has more than one '/'"));
+        return Err(RequirementError::KeySlashes {
+            key: key.to_owned(),
+        });
     }
     if let Some(prefix) = prefix {
         if prefix.is_empty() {
-            return Err(format!("key `{key}` has an empty prefix before '/'"));
+            return Err(RequirementError::KeyEmptyPrefix {
+                key: key.to_owned(),
+            });
         }
         if !is_dns_subdomain(prefix) {
-            return Err(format!(
-                "key prefix `{prefix}` must be a lowercase DNS subdomain of at most 253 characters"
-            ));
+            return Err(RequirementError::KeyPrefix {
+                prefix: prefix.to_owned(),
+            });
         }
     }
     if name.is_empty() {
-        return Err(format!("key `{key}` has an empty name"));
+        return Err(RequirementError::KeyEmptyName {
+            key: key.to_owned(),
+        });
     }
     if name.len() > 63 {
-        return Err(format!(
-            "key name `{}` is longer than 63 characters",
-            truncate(name, 63)
-        ));
+        return Err(RequirementError::KeyNameTooLong {
+            name: truncate(name, 63),
+        });
     }
     if !is_label_token(name) {
-        return Err(format!(
-            "key name `{name}` must be alphanumeric at both ends with only [-A-Za-z0-9_.] inside"
-        ));
+        return Err(RequirementError::KeyName {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
 
-fn check_value(value: &str) -> Result<(), String> {
+fn check_value(value: &str) -> Result<(), RequirementError> {
     if value.is_empty() {
         return Ok(());
     }
     if value.len() > 63 {
-        return Err(format!(
-            "value `{}` is longer than 63 characters",
-            truncate(value, 63)
-        ));
+        return Err(RequirementError::ValueTooLong {
+            value: truncate(value, 63),
+        });
     }
     if !is_label_token(value) {
-        return Err(format!(
-            "value `{value}` must be empty or alphanumeric at both ends with only [-A-Za-z0-9_.] inside"
-        ));
+        return Err(RequirementError::Value {
+            value: value.to_owned(),
+        });
     }
     Ok(())
 }
@@ -502,108 +595,6 @@ fn check_value(value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pats(ps: &[&str]) -> Vec<NamespacePattern> {
-        ps.iter()
-            .map(|p| NamespacePattern::new(p).expect("test pattern compiles"))
-            .collect()
-    }
-
-    #[test]
-    fn equal_admits_only_that_namespace_and_scopes_the_url() {
-        let s = NamespaceSelector::Equal("ns-a".into());
-        assert!(s.admits("ns-a"));
-        assert!(!s.admits("ns-b"));
-        assert!(!s.admits("ns-a2"));
-        assert!(!s.admits(""));
-        assert_eq!(s.namespace_scope(), Some("ns-a"));
-        assert_eq!(s.field_selector(), None);
-    }
-
-    #[test]
-    fn not_equal_uses_a_field_selector() {
-        let s = NamespaceSelector::NotEqual("ns-a".into());
-        assert!(!s.admits("ns-a"));
-        assert!(s.admits("ns-b"));
-        assert!(s.admits("ns-aa"));
-        assert_eq!(s.namespace_scope(), None);
-        assert_eq!(
-            s.field_selector().as_deref(),
-            Some("metadata.namespace!=ns-a")
-        );
-    }
-
-    #[test]
-    fn match_is_whole_string_and_any_pattern() {
-        let s = NamespaceSelector::Match(pats(&["ns-[ab]", "prod"]));
-        assert!(s.admits("ns-a"));
-        assert!(s.admits("ns-b"));
-        assert!(s.admits("prod"));
-        assert!(!s.admits("ns-c"));
-        assert!(!s.admits("xns-a"), "no match in the middle");
-        assert!(!s.admits("ns-ab"), "no prefix match");
-        assert!(!s.admits("production"));
-        assert_eq!(s.namespace_scope(), None);
-        assert_eq!(s.field_selector(), None);
-    }
-
-    #[test]
-    fn match_keeps_alternations_inside_the_anchors() {
-        let s = NamespaceSelector::Match(pats(&["a|b"]));
-        assert!(s.admits("a"));
-        assert!(s.admits("b"));
-        assert!(!s.admits("ab"));
-        assert!(!s.admits("xa"));
-        assert!(!s.admits("bx"));
-    }
-
-    #[test]
-    fn match_does_not_accept_a_trailing_newline() {
-        let s = NamespaceSelector::Match(pats(&["ns-a"]));
-        assert!(!s.admits("ns-a\n"));
-    }
-
-    #[test]
-    fn not_match_admits_when_no_pattern_matches() {
-        let s = NamespaceSelector::NotMatch(pats(&["ns-[ab]"]));
-        assert!(!s.admits("ns-a"));
-        assert!(!s.admits("ns-b"));
-        assert!(s.admits("ns-c"));
-        assert!(s.admits("xns-a"));
-        assert_eq!(s.field_selector(), None);
-        let s = NamespaceSelector::NotMatch(pats(&["ns-a", "kube-.*"]));
-        assert!(!s.admits("kube-system"));
-        assert!(s.admits("default"));
-    }
-
-    #[test]
-    fn patterns_keep_their_source_and_compare_by_it() {
-        let p = NamespacePattern::new("ns-[ab]").expect("compiles");
-        assert_eq!(p.as_str(), "ns-[ab]");
-        assert_eq!(p, NamespacePattern::new("ns-[ab]").expect("compiles"));
-        assert_ne!(p, NamespacePattern::new("ns-[a]").expect("compiles"));
-        assert!(NamespacePattern::new("ns-[").is_err());
-        assert!(NamespacePattern::new("(").is_err());
-    }
-
-    #[test]
-    fn patterns_cannot_escape_the_anchors() {
-        assert!(NamespacePattern::new(")|(.*").is_err());
-        assert!(NamespacePattern::new("a)|(b").is_err());
-        // Inline flags stay inside the group.
-        let p = NamespacePattern::new("(?i)NS-A").expect("compiles");
-        assert!(p.is_match("ns-a"));
-        assert!(!p.is_match("ns-a-b"));
-    }
-
-    #[test]
-    fn selector_display() {
-        assert_eq!(NamespaceSelector::Equal("a".into()).to_string(), "equal a");
-        assert_eq!(
-            NamespaceSelector::NotMatch(pats(&["x", "y.*"])).to_string(),
-            "not_match [x, y.*]"
-        );
-    }
 
     #[test]
     fn label_selector_valid() {
@@ -649,7 +640,7 @@ mod tests {
     fn invalid(s: &str) -> String {
         match validate_label_selector(s) {
             Ok(()) => panic!("selector {s:?} should be rejected"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -761,5 +752,29 @@ mod tests {
         let e = invalid(&s);
         assert!(e.len() < 300, "{e}");
         assert!(e.contains("..."), "{e}");
+    }
+
+    #[test]
+    fn label_selector_errors_carry_the_requirement_and_the_cause() {
+        let e = validate_label_selector("a=b,c>x").unwrap_err();
+        assert_eq!(
+            e,
+            SelectorError::Requirement {
+                text: "c>x".into(),
+                source: RequirementError::NotInteger {
+                    op: ">".into(),
+                    found: "`x`".into(),
+                },
+            }
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("`>` needs a non-negative integer value, found `x`")
+        );
+        assert_eq!(
+            validate_label_selector(",a"),
+            Err(SelectorError::EmptyRequirement { offset: 0 })
+        );
     }
 }
