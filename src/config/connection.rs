@@ -195,7 +195,8 @@ pub(super) fn from_kubeconfig(
 ) -> Result<Connection, ConfigError> {
     let path = parse_path(v, "kubeconfig", scope)?;
     let fail = |rule: String| error(scope.path("kubeconfig"), show(v), rule);
-    let k = crate::kubeconfig::load(std::path::Path::new(&path), context).map_err(&fail)?;
+    let k = crate::kubeconfig::load(std::path::Path::new(&path), context)
+        .map_err(|e| fail(e.to_string()))?;
     check_pem_files(k.ca.as_ref(), k.client_cert.as_ref(), k.client_key.as_ref()).map_err(
         |(what, e)| {
             let name = match what {
