@@ -22,8 +22,8 @@ use tokio::sync::Mutex;
 use crate::config::ClusterConfig;
 use crate::log::{escape_server_text, log_at};
 use crate::model::Status;
-use crate::secret::{FileStamp, MAX_TOKEN_FILE_BYTES, Secret, read_capped, stamp};
-use crate::tls::{self, Anchors};
+use crate::secret::{FileStamp, MAX_TOKEN_FILE_BYTES, ReadError, Secret, read_capped, stamp};
+use crate::tls::{self, Anchors, TlsError};
 
 /// Credential files are re-read at least this often (the kubelet rotates projected tokens; cert-manager
 /// rotates certificates).
@@ -116,6 +116,71 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Why the client cannot be set up, or its credentials not re-read. No variant holds the token.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The TLS material cannot be loaded or used.
+    Tls(TlsError),
+    /// The token file cannot be read.
+    TokenFileRead(ReadError),
+    /// The token file is not UTF-8 text.
+    TokenFileNotText {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// The token file holds nothing but whitespace.
+    TokenFileEmpty {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// The token has characters an HTTP header cannot carry.
+    TokenFileCharacters {
+        /// The token file.
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Tls(e) => write!(f, "{e}"),
+            ClientError::TokenFileRead(e) => write!(
+                f,
+                "cannot read token file {}: {}",
+                e.path().display(),
+                e.cause()
+            ),
+            ClientError::TokenFileNotText { path } => {
+                write!(f, "token file {} is not text", path.display())
+            }
+            ClientError::TokenFileEmpty { path } => {
+                write!(f, "token file {} is empty", path.display())
+            }
+            ClientError::TokenFileCharacters { path } => write!(
+                f,
+                "token file {} holds characters that cannot be sent in a header",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Tls(e) => Some(e),
+            ClientError::TokenFileRead(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<TlsError> for ClientError {
+    fn from(e: TlsError) -> ClientError {
+        ClientError::Tls(e)
+    }
+}
+
 type Http = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// What the client currently uses, and what it was read from.
@@ -142,7 +207,7 @@ pub struct ApiClient {
     state: Mutex<State>,
 }
 
-fn build_http(cfg: &ClusterConfig, m: &tls::Material) -> Result<Http, String> {
+fn build_http(cfg: &ClusterConfig, m: &tls::Material) -> Result<Http, TlsError> {
     let tls = tls::client_config(cfg, m)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -162,32 +227,28 @@ fn build_http(cfg: &ClusterConfig, m: &tls::Material) -> Result<Http, String> {
 }
 
 /// Reads a token file: trimmed, non-empty, and only characters an HTTP header can carry.
-fn read_token_file(path: &std::path::Path) -> Result<Secret, String> {
-    let bytes = read_capped(path, MAX_TOKEN_FILE_BYTES).map_err(|e| {
-        format!(
-            "cannot read token file {}: {}",
-            e.path().display(),
-            e.cause()
-        )
+fn read_token_file(path: &std::path::Path) -> Result<Secret, ClientError> {
+    let bytes = read_capped(path, MAX_TOKEN_FILE_BYTES).map_err(ClientError::TokenFileRead)?;
+    let text = String::from_utf8(bytes).map_err(|_| ClientError::TokenFileNotText {
+        path: path.to_path_buf(),
     })?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("token file {} is not text", path.display()))?;
     let t = text.trim();
     if t.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
+        return Err(ClientError::TokenFileEmpty {
+            path: path.to_path_buf(),
+        });
     }
     if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "token file {} holds characters that cannot be sent in a header",
-            path.display()
-        ));
+        return Err(ClientError::TokenFileCharacters {
+            path: path.to_path_buf(),
+        });
     }
     Ok(Secret::new(t))
 }
 
 impl ApiClient {
     /// Reads the cluster's TLS material and token and builds the client. `label` names the cluster in log lines.
-    pub fn new(cfg: &ClusterConfig, label: &str) -> Result<ApiClient, String> {
+    pub fn new(cfg: &ClusterConfig, label: &str) -> Result<ApiClient, ClientError> {
         let material = tls::load(cfg)?;
         let http = build_http(cfg, &material)?;
         let mut files: Vec<PathBuf> = cfg.token_file.iter().map(PathBuf::from).collect();
@@ -234,7 +295,12 @@ impl ApiClient {
             st.stale = false;
             match result {
                 Ok(()) => st.reload_error = None,
-                Err(e) => {
+                Err(errors) => {
+                    let e = errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     if st.reload_error.as_deref() != Some(e.as_str()) {
                         log_at!(
                             Warn,
@@ -252,13 +318,14 @@ impl ApiClient {
             // Never read successfully: try on every request until it can be read.
             match read_token_file(std::path::Path::new(p)) {
                 Ok(t) => st.token = Some(t),
-                Err(e) => return Err(ApiError::Transport(e)),
+                Err(e) => return Err(ApiError::Transport(e.to_string())),
             }
         }
         Ok((st.http.clone(), st.token.clone()))
     }
 
-    fn reload(&self, st: &mut State) -> Result<(), String> {
+    /// Every failure is returned: the token and the TLS material fail independently.
+    fn reload(&self, st: &mut State) -> Result<(), Vec<ClientError>> {
         let mut errors = Vec::new();
         if let Some(p) = &self.cfg.token_file {
             match read_token_file(std::path::Path::new(p)) {
@@ -293,12 +360,12 @@ impl ApiClient {
                 st.tls_digest = m.digest;
             }
             Ok(None) => {}
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.into()),
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(errors)
         }
     }
 

@@ -2,6 +2,7 @@
 //! and client certificate files) or a kubeconfig.
 
 use super::*;
+use crate::tls::PemError;
 
 /// `service`: scheme, host, port, TLS verification, and the value as the dump shows it.
 pub(super) type Service = (Scheme, String, u16, bool, Value);
@@ -250,15 +251,15 @@ pub(super) fn check_pem_files(
     ca: Option<&Pem>,
     cert: Option<&Pem>,
     key: Option<&Pem>,
-) -> Result<(), (PemRole, String)> {
+) -> Result<(), (PemRole, PemError)> {
     if let Some(ca) = ca {
-        let bytes = ca.read().map_err(|e| (PemRole::Ca, e))?;
+        let bytes = ca.read().map_err(|e| (PemRole::Ca, e.into()))?;
         crate::tls::parse_certs(&bytes).map_err(|e| (PemRole::Ca, e))?;
     }
     if let (Some(c), Some(k)) = (cert, key) {
-        let cb = c.read().map_err(|e| (PemRole::Cert, e))?;
+        let cb = c.read().map_err(|e| (PemRole::Cert, e.into()))?;
         let certs = crate::tls::parse_certs(&cb).map_err(|e| (PemRole::Cert, e))?;
-        let kb = k.read().map_err(|e| (PemRole::Key, e))?;
+        let kb = k.read().map_err(|e| (PemRole::Key, e.into()))?;
         let key = crate::tls::parse_key(&kb).map_err(|e| (PemRole::Key, e))?;
         crate::tls::check_identity(&certs, &key).map_err(|e| (PemRole::Key, e))?;
     }
@@ -357,7 +358,7 @@ pub(super) fn parse_client(
             PemRole::Key => "key_file",
         };
         let shown = get(obj, key).map(show).unwrap_or_default();
-        error(scope.path(&format!("client.{key}")), shown, e)
+        error(scope.path(&format!("client.{key}")), shown, e.to_string())
     })?;
 
     if scope.multi() {
