@@ -59,7 +59,17 @@ impl Backoff {
         jittered.max(server_hint.unwrap_or_default().min(MAX_SERVER_HINT))
     }
 
-    /// Forget past failures (called after a successful list or a productive watch).
+    /// A new back-off at the initial delay whose jitter comes from this one's random sequence (a second series
+    /// that stays reproducible under `with_seed`).
+    pub fn split(&mut self) -> Backoff {
+        Backoff {
+            next: INITIAL,
+            last_failure: None,
+            rng: (self.random_unit() * (1u64 << 53) as f64) as u64 | 1,
+        }
+    }
+
+    /// Forget past failures (called after a productive or long-lived watch).
     pub fn reset(&mut self) {
         self.next = INITIAL;
         self.last_failure = None;

@@ -22,8 +22,10 @@
 //! when the server refuses streaming lists. Either way nothing stored changes until a list is complete.
 //!
 //! The back-off grows on every failure and resets only when a watch proved healthy: it delivered changes or
-//! bookmarks, or stayed open for `HEALTHY_WATCH`. A watch that fails at once (an in-stream 410 for a list slower
-//! than the server's watch history) therefore backs off instead of relisting in a loop.
+//! bookmarks, or stayed open for `HEALTHY_WATCH`. Repeated 410s back off on a series of their own, reset the same
+//! way: a watch that fails at once (an in-stream 410 for a list slower than the server's watch history) backs off
+//! further each time instead of relisting in a loop, while a 410 met after waiting out other failures (the
+//! history moved on meanwhile) is not held up again by the delay those failures built.
 //!
 //! Where a list starts from (`list_from`) follows the resourceVersion semantics of the API: a relist asks for
 //! data not older than the last resourceVersion synced (the server's watch cache can serve that, and the
@@ -108,8 +110,9 @@ pub enum Outcome {
 pub struct Machine {
     state: State,
     backoff: Backoff,
-    /// 410s since the last healthy watch: the first relists at once, later ones back off.
+    /// 410s since the last healthy watch: the first relists at once, later ones back off on `gone_backoff`.
     gone_streak: u32,
+    gone_backoff: Backoff,
     strategy: ListStrategy,
     /// `auto` met a server without streaming lists: paged lists from now on.
     fell_back: bool,
@@ -120,11 +123,13 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(backoff: Backoff, strategy: ListStrategy) -> Machine {
+    pub fn new(mut backoff: Backoff, strategy: ListStrategy) -> Machine {
+        let gone_backoff = backoff.split();
         let mut m = Machine {
             state: State::List,
             backoff,
             gone_streak: 0,
+            gone_backoff,
             strategy,
             fell_back: false,
             synced_rv: None,
@@ -219,6 +224,7 @@ impl Machine {
             ) => {
                 if progressed || lasted >= HEALTHY_WATCH {
                     self.backoff.reset();
+                    self.gone_backoff.reset();
                     self.gone_streak = 0;
                 }
                 self.synced_rv = Some(rv.clone());
@@ -240,13 +246,17 @@ impl Machine {
         &self.state
     }
 
-    /// A 410: the first since a healthy watch relists at once, repeated ones after a back-off.
+    /// A 410: the first since a healthy watch relists at once, repeated ones after a back-off that grows with
+    /// the streak.
     fn gone(&mut self) -> State {
         self.gone_streak += 1;
         if self.gone_streak == 1 {
             self.relist()
         } else {
-            self.back_off(None, self.relist())
+            State::BackOff {
+                delay: self.gone_backoff.next_delay(None),
+                then: Box::new(self.relist()),
+            }
         }
     }
 
@@ -384,6 +394,31 @@ mod tests {
         m.step(Outcome::Listed { rv: "30".into() });
         let (second, _) = backoff(m.step(ended(WatchEnd::Gone, "30", false, 0)));
         assert!(second > first, "{second:?} after {first:?}");
+    }
+
+    #[test]
+    fn a_repeated_410_is_not_held_up_by_the_back_off_of_other_failures() {
+        let mut m = machine();
+        m.step(Outcome::Listed { rv: "1".into() });
+        assert_eq!(m.step(ended(WatchEnd::Gone, "1", false, 0)), &State::List);
+        m.step(Outcome::Listed { rv: "2".into() });
+        // The server fails for a while: the back-off grows past 10 s.
+        for _ in 0..5 {
+            m.step(ended(failed(), "2", false, 1));
+            m.step(Outcome::Waited);
+        }
+        let (grown, _) = backoff(m.step(ended(failed(), "2", false, 1)));
+        assert!(grown >= Duration::from_millis(800) * 32, "{grown:?}");
+        m.step(Outcome::Waited);
+        // Meanwhile the history moved on: the second 410 of the streak waits its own first step, not 25 s more.
+        let (delay, then) = backoff(m.step(ended(WatchEnd::Gone, "2", false, 0)));
+        assert_eq!(then, State::List);
+        assert!(delay < Duration::from_millis(1600), "{delay:?}");
+        // A failure after that still backs off on the grown delay.
+        m.step(Outcome::Waited);
+        m.step(Outcome::Listed { rv: "3".into() });
+        let (after, _) = backoff(m.step(ended(failed(), "3", false, 1)));
+        assert!(after >= Duration::from_secs(30), "{after:?}");
     }
 
     #[test]
