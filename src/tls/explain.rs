@@ -120,16 +120,8 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::tests::cfg;
     use rustls::pki_types::{ServerName, UnixTime};
-
-    fn cfg() -> ClusterConfig {
-        let c = crate::config::parse(
-            r#"{"service":{"host":"10.0.0.1","port":443},"client":{"token":"t"}}"#,
-            &|_| None,
-        )
-        .expect("valid");
-        c.clusters[0].clone()
-    }
 
     fn explained(e: rustls::Error) -> String {
         let io = std::io::Error::other(e);

@@ -522,7 +522,8 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 mod tests {
     use super::*;
 
-    fn cfg() -> ClusterConfig {
+    /// A verified https cluster to a private address (`explain`'s tests use it too).
+    pub(super) fn cfg() -> ClusterConfig {
         let c = crate::config::parse(
             r#"{"service":{"host":"10.0.0.1","port":443},"client":{"token":"t"}}"#,
             &|_| None,
