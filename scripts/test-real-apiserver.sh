@@ -48,9 +48,11 @@ summary=$(grep -E '^test result:' "$log" | tail -1)
 rm -f "$log"
 passed=$(sed -n 's/.* \([0-9]*\) passed.*/\1/p' <<<"$summary")
 failed=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$summary")
+keep_dir=$([ "$status" -ne 0 ] && echo 1 || echo 0)
+cleanup
+trap - EXIT
 echo "== real-apiserver: ran against Kubernetes $version (kube-apiserver + embedded etcd), build ${build_s} s, total $((SECONDS - started)) s"
 if [ "$status" -ne 0 ]; then
-    keep_dir=1
     echo "RESULT: FAILED against Kubernetes $version: ${passed:-0} passed, ${failed:-?} failed"
     exit 1
 fi

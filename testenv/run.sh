@@ -210,6 +210,11 @@ stop() {
     [ -d "$dir/pids" ] || return 0
     local f
     for f in "$dir"/pids/*.pid; do
+        alive "$f" || continue
+        echo "testenv: $(basename "$f" .pid) memory at stop: $(awk '/VmRSS|VmHWM/ {printf "%s %d MiB ", $1, $2 / 1024}' \
+            "/proc/$(cat "$f")/status")"
+    done
+    for f in "$dir"/pids/*.pid; do
         [ -e "$f" ] || continue
         [ "$(basename "$f")" = etcd.pid ] && continue
         stop_pid "$f"
