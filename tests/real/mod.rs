@@ -309,7 +309,11 @@ impl Kube {
                 .enable_all()
                 .build()
                 .unwrap(),
-            client: Client::builder(TokioExecutor::new()).build(https),
+            // No idle connections kept: a test restarts API servers, and a pooled connection to a stopped one
+            // would fail the next request.
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(https),
             base: base.to_string(),
             token: token.to_string(),
         }
@@ -359,14 +363,14 @@ impl Kube {
         self.request("GET", path, None)
     }
 
-    /// A watch request: its status and the JSON lines it sent, until `until` holds for the lines so far, the
-    /// stream ends, or `secs` pass (then the connection is dropped).
+    /// A watch request: its status and the lines it sent (as sent, and parsed), until `until` holds for the lines
+    /// so far, the stream ends, or `secs` pass (then the connection is dropped).
     pub fn watch(
         &self,
         path: &str,
         secs: u64,
         until: impl Fn(&[Value]) -> bool,
-    ) -> (u16, Vec<Value>) {
+    ) -> (u16, Vec<(String, Value)>) {
         let req = hyper::Request::builder()
             .uri(format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {}", self.token))
@@ -378,7 +382,8 @@ impl Kube {
             let status = resp.status().as_u16();
             let mut body = resp.into_body();
             let mut buf = Vec::new();
-            let mut lines = Vec::new();
+            let mut lines: Vec<Value> = Vec::new();
+            let mut raw: Vec<String> = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
             loop {
                 if until(&lines) {
@@ -394,6 +399,7 @@ impl Kube {
                         let line: Vec<u8> = buf.drain(..=nl).collect();
                         if let Ok(v) = serde_json::from_slice::<Value>(&line) {
                             lines.push(v);
+                            raw.push(String::from_utf8_lossy(&line).trim_end().to_string());
                         }
                     }
                 }
@@ -401,9 +407,10 @@ impl Kube {
             if !buf.is_empty() {
                 if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
                     lines.push(v);
+                    raw.push(String::from_utf8_lossy(&buf).trim_end().to_string());
                 }
             }
-            (status, lines)
+            (status, raw.into_iter().zip(lines).collect())
         })
     }
 
