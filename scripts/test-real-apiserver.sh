@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The engine tests against a real Kubernetes API server: builds kube-apiserver and etcd from the Go module proxy
-# (testenv/, into target/testenv/bin; Go's caches make later builds quick), starts them on loopback, runs
-# `cargo test --test real_apiserver` against them, and stops them.
+# (testenv/, into target/testenv/bin; Go's caches make later builds quick), starts them on loopback, runs the
+# engine tests (tests/real_apiserver.rs) and the check of the fake against them (tests/real_differential.rs), and
+# stops them.
 #
 # Exit 0 = passed (last lines: the Kubernetes version and `RESULT: ...`); 77 = skipped (Go missing or too old,
 # the reason on the last line); anything else = failed.
@@ -41,13 +42,12 @@ export K8S_DISC_REAL_APISERVER="$dir"
 
 log=$(mktemp)
 set +e
-cargo test --test real_apiserver 2>&1 | tee "$log"
+cargo test --test real_apiserver --test real_differential 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-summary=$(grep -E '^test result:' "$log" | tail -1)
+passed=$(grep -E '^test result:' "$log" | sed -n 's/.* \([0-9]*\) passed.*/\1/p' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -E '^test result:' "$log" | sed -n 's/.* \([0-9]*\) failed.*/\1/p' | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
-passed=$(sed -n 's/.* \([0-9]*\) passed.*/\1/p' <<<"$summary")
-failed=$(sed -n 's/.* \([0-9]*\) failed.*/\1/p' <<<"$summary")
 keep_dir=$([ "$status" -ne 0 ] && echo 1 || echo 0)
 cleanup
 trap - EXIT
@@ -56,4 +56,4 @@ if [ "$status" -ne 0 ]; then
     echo "RESULT: FAILED against Kubernetes $version: ${passed:-0} passed, ${failed:-?} failed"
     exit 1
 fi
-echo "RESULT: ${passed:-0} engine tests passed against Kubernetes $version (kube-apiserver + etcd)"
+echo "RESULT: ${passed:-0} tests passed against Kubernetes $version (kube-apiserver + etcd): engine and fake-vs-real"

@@ -446,13 +446,12 @@ fn forbidden_by_rbac_reports_the_servers_message_and_a_role_alone_recovers_one_n
         json!({"token": env.reader_token, "ca_file": env.ca}),
         json!({"namespace_selector": {"equal": ns}}),
     ));
-    // The streaming list is a watch, the paged list after a fallback a list: the server names the verb.
-    let want = format!("resource \"endpoints\" in API group \"\" in the namespace \"{ns}\"");
-    eventually_within(60, "403 reported", || {
-        let e = last_error(&inst);
-        e.contains("HTTP 403 Forbidden: endpoints is forbidden: User \"reader\" cannot ")
-            && e.contains(&want)
-    });
+    // The streaming list is a watch: an authorization refusal, retried (not a reason to fall back to LIST).
+    let want = format!(
+        "HTTP 403 Forbidden: endpoints is forbidden: User \"reader\" cannot watch resource \"endpoints\" in API \
+         group \"\" in the namespace \"{ns}\""
+    );
+    eventually_within(60, "403 reported", || last_error(&inst).contains(&want));
     assert!(!inst.ready());
     // Backed off: a handful of attempts, not a loop.
     std::thread::sleep(Duration::from_secs(4));
@@ -472,6 +471,18 @@ fn forbidden_by_rbac_reports_the_servers_message_and_a_role_alone_recovers_one_n
     eventually_within(60, "watching under the Role", || {
         hosts(&inst, &format!("{ns}/a:http")) == Some(vec!["10.27.0.2".into()])
     });
+    // Still streaming lists: no LIST was ever sent.
+    let reqs = env.audit(&path);
+    assert!(
+        reqs.iter().all(|r| r.verb == "watch" || r.user == "admin"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.uri.contains("sendInitialEvents=true")
+            && r.code == 200
+            && r.user == "reader"),
+        "{reqs:?}"
+    );
 }
 
 /// The ClusterRole and ClusterRoleBinding that give user `reader2` discovery everywhere.
@@ -507,11 +518,9 @@ fn forbidden_at_the_cluster_scope_recovers_after_a_cluster_role() {
         json!({"token": env.reader2_token, "ca_file": env.ca}),
         json!({"watch_endpoint_slices": true}),
     ));
-    eventually_within(60, "403 reported", || {
-        let e = last_error(&inst);
-        e.contains("HTTP 403 Forbidden: endpointslices.discovery.k8s.io is forbidden: User \"reader2\" cannot ")
-            && e.contains("resource \"endpointslices\" in API group \"discovery.k8s.io\" at the cluster scope")
-    });
+    let want = "HTTP 403 Forbidden: endpointslices.discovery.k8s.io is forbidden: User \"reader2\" cannot watch \
+                resource \"endpointslices\" in API group \"discovery.k8s.io\" at the cluster scope";
+    eventually_within(60, "403 reported", || last_error(&inst).contains(want));
     grant(&env, None, CLUSTER_GRANT, "reader2");
     eventually_within(90, "recovered without a restart", || inst.ready());
     assert_eq!(

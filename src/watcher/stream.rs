@@ -123,15 +123,7 @@ impl Watcher {
             ("timeoutSeconds", &timeout_s),
         ]);
         let resp = self.client.get(&path).await.map_err(|e| {
-            // A server without the WatchList feature refuses the parameters (422 Invalid); proxies and old
-            // servers may answer 400, 403 or 405.
-            if matches!(
-                e,
-                ApiError::Status {
-                    code: 400 | 403 | 405 | 422,
-                    ..
-                }
-            ) {
+            if refuses_streaming_lists(&e) {
                 Streamed::Unsupported(e)
             } else {
                 Streamed::Failed(e)
@@ -274,5 +266,58 @@ impl Watcher {
             escape_server_text(why, 256)
         );
         view.keep_previous(ns, name);
+    }
+}
+
+/// Whether a refused streaming list means that the server does not serve them: a server without the WatchList
+/// feature refuses the parameters (422 Invalid); proxies and old servers may answer 400, 403 or 405. Kubernetes
+/// authorization's own 403 ("... cannot watch resource ...") is not such a refusal: the same user could not watch
+/// after a fallback either, and once a Role grants the watch the streaming list works, so it is retried.
+fn refuses_streaming_lists(e: &ApiError) -> bool {
+    match e {
+        ApiError::Status {
+            code: 403, message, ..
+        } => !message.contains(" cannot watch resource "),
+        ApiError::Status {
+            code: 400 | 405 | 422,
+            ..
+        } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuses_streaming_lists;
+    use crate::client::ApiError;
+
+    fn status(code: u16, message: &str) -> ApiError {
+        ApiError::Status {
+            code,
+            reason: String::new(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn an_rbac_refusal_is_not_a_server_without_streaming_lists() {
+        // kube-apiserver's answer to a user without the watch verb.
+        let rbac = "endpoints is forbidden: User \"reader\" cannot watch resource \"endpoints\" in API group \"\" \
+                    in the namespace \"shop\"";
+        assert!(!refuses_streaming_lists(&status(403, rbac)));
+        assert!(
+            refuses_streaming_lists(&status(403, "Forbidden")),
+            "a proxy's 403"
+        );
+        for code in [400, 405, 422] {
+            assert!(refuses_streaming_lists(&status(code, "")), "{code}");
+        }
+        for code in [401, 404, 410, 429, 500, 503] {
+            assert!(!refuses_streaming_lists(&status(code, "")), "{code}");
+        }
+        assert!(!refuses_streaming_lists(&ApiError::Transport(
+            "reset".into()
+        )));
     }
 }
