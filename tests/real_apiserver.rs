@@ -248,6 +248,28 @@ fn list_strategy_list_pages_through_real_continue_tokens() {
     });
 }
 
+/// The resourceVersion a request asked for ("" when unset or empty).
+fn rv_param(uri: &str) -> &str {
+    uri.split("resourceVersion=")
+        .nth(1)
+        .map(|r| r.split('&').next().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// The first streaming list is a consistent read (resourceVersion ""); the relist after a watch's 410 asks for
+/// a state not older than the one synced (resourceVersion=N with NotOlderThan), and the server serves it.
+fn assert_relist_semantics(streams: &[real::Audit]) {
+    assert_eq!(rv_param(&streams[0].uri), "", "{}", streams[0].uri);
+    let relist = &streams[1];
+    assert!(
+        rv_param(&relist.uri).parse::<u64>().is_ok()
+            && relist.uri.contains("resourceVersionMatch=NotOlderThan"),
+        "{}",
+        relist.uri
+    );
+    assert_eq!(relist.code, 200);
+}
+
 #[test]
 fn a_restarted_api_server_answers_410_and_the_relist_keeps_serving() {
     let env = real_env!();
@@ -288,6 +310,7 @@ fn a_restarted_api_server_answers_410_and_the_relist_keeps_serving() {
         .collect();
     assert!(streams.len() >= 2, "{streams:?}");
     assert!(streams.iter().all(|r| r.code == 200), "{streams:?}");
+    assert_relist_semantics(&streams);
     kube.apply(&endpoints(&ns, "a", &["10.23.0.4"]));
     eventually_within(60, "watching again", || {
         hosts(&inst, &format!("{ns}/a:http")) == Some(vec!["10.23.0.4".into()])
@@ -331,6 +354,16 @@ fn without_the_watch_cache_an_etcd_compaction_answers_410_and_the_relist_keeps_s
         })
         .collect();
     assert!(!watches.is_empty(), "resumed at least once before the 410");
+    let streams: Vec<_> = env
+        .audit(&format!("/api/v1/namespaces/{ns}/endpoints"))
+        .into_iter()
+        .filter(|r| r.uri.contains("sendInitialEvents=true") && r.stage == "ResponseStarted")
+        .collect();
+    assert!(
+        streams.len() >= 2 && streams.iter().all(|r| r.code == 200),
+        "{streams:?}"
+    );
+    assert_relist_semantics(&streams);
     kube.apply(&endpoints(&ns, "a", &["10.24.0.2"]));
     eventually_within(60, "watching again", || {
         hosts(&inst, &format!("{ns}/a:http")) == Some(vec!["10.24.0.2".into()])
