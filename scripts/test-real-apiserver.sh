@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The engine tests against a real Kubernetes API server: builds kube-apiserver and etcd from the Go module proxy
 # (testenv/, into target/testenv/bin; Go's caches make later builds quick), starts them on loopback, runs the
-# engine tests (tests/real_apiserver.rs) and the check of the fake against them (tests/real_differential.rs), and
-# stops them.
+# engine tests (tests/real_apiserver.rs), the check of the fake against them (tests/real_differential.rs) and the
+# Test::Nginx file written for a real server (t/050-real-apiserver.t), and stops them.
 #
 # Exit 0 = passed (last lines: the Kubernetes version and `RESULT: ...`); 77 = skipped (Go missing or too old,
 # the reason on the last line); anything else = failed.
@@ -48,12 +48,34 @@ set -e
 passed=$(grep -E '^test result:' "$log" | sed -n 's/.* \([0-9]*\) passed.*/\1/p' | awk '{s += $1} END {print s + 0}')
 failed=$(grep -E '^test result:' "$log" | sed -n 's/.* \([0-9]*\) failed.*/\1/p' | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
+# The nginx side: the Test::Nginx blocks that make sense against a real server. The agent build and the real
+# Test::Nginx when scripts/test.sh has prepared them (from the shared test material), else Debian's nginx with the
+# bundled runner.
+nginx_status=0
+nginx_env=(K8S_DISC_TEST_RUNNER=bundled)
+nginx_label="bundled runner, Debian nginx"
+real_lib=$(find target/test-nginx -path '*/lib/Test/Nginx/Socket/Lua.pm' 2>/dev/null | head -n 1 || true)
+if [ -x target/agent-nginx/sbin/nginx ] && [ -n "$real_lib" ]; then
+    real_lib=$(cd "$(dirname "$real_lib")/../../.." && pwd)
+    nginx_env=(K8S_DISC_TEST_RUNNER=real PERL5LIB="$real_lib" TEST_NGINX_BINARY="$(pwd)/target/agent-nginx/sbin/nginx")
+    nginx_label="real Test::Nginx, agent build"
+fi
+echo "== real-apiserver: Test::Nginx against the real server ($nginx_label)"
+cargo build --quiet
+nginx_log=$(mktemp)
+env "${nginx_env[@]}" TEST_NGINX_RANDOMIZE=1 prove t/050-real-apiserver.t 2>&1 | tee "$nginx_log" || nginx_status=1
+nginx_tests=$(grep -Eo 'Tests=[0-9]+' "$nginx_log" | tail -n 1 | cut -d= -f2)
+rm -f "$nginx_log"
+[ "$nginx_status" -eq 0 ] || status=1
+
 keep_dir=$([ "$status" -ne 0 ] && echo 1 || echo 0)
 cleanup
 trap - EXIT
 echo "== real-apiserver: ran against Kubernetes $version (kube-apiserver + embedded etcd), build ${build_s} s, total $((SECONDS - started)) s"
 if [ "$status" -ne 0 ]; then
-    echo "RESULT: FAILED against Kubernetes $version: ${passed:-0} passed, ${failed:-?} failed"
+    echo "RESULT: FAILED against Kubernetes $version: cargo ${passed:-0} passed, ${failed:-?} failed; Test::Nginx" \
+        "$([ "$nginx_status" -eq 0 ] && echo passed || echo FAILED)"
     exit 1
 fi
-echo "RESULT: ${passed:-0} tests passed against Kubernetes $version (kube-apiserver + etcd): engine and fake-vs-real"
+echo "RESULT: against Kubernetes $version (kube-apiserver + etcd): ${passed:-0} cargo tests (engine, fake vs real)" \
+    "and ${nginx_tests:-0} Test::Nginx tests ($nginx_label) passed"
