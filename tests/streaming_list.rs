@@ -11,7 +11,7 @@ use common::{eventually, nodes};
 use k8s_disc::testing::Instance;
 use k8s_disc::testing::Node;
 use k8s_disc::testing::{Metric, SyncState};
-use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
+use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options, Rbac};
 use serde_json::{Value, json};
 
 const PATH: &str = "/api/v1/endpoints";
@@ -215,6 +215,30 @@ fn fallback_scenario() {
     assert!(rv_of(&relist).parse::<u64>().unwrap() > 0, "{relist}");
     // (The count follows the list's writes in the same batch.)
     eventually("counted", || status(&inst).lists == 2);
+}
+
+#[test]
+fn an_rbac_refusal_is_retried_and_the_streaming_list_goes_on_once_allowed() {
+    // A user without the watch verb gets 403 "... cannot watch resource ...": a permission to wait for, not a
+    // server without streaming lists, so auto keeps them.
+    let s = server(true);
+    seed(&s, 3);
+    s.set_rbac(Rbac {
+        deny: vec!["list".into(), "watch".into()],
+        users: vec![],
+    });
+    let inst = start(&s, json!({}));
+    eventually("the 403 reported", || {
+        status(&inst).last_error.contains("HTTP 403 Forbidden")
+            && status(&inst)
+                .last_error
+                .contains("cannot watch resource \"endpoints\"")
+    });
+    eventually("retried", || requests(&s, "sendInitialEvents").len() >= 2);
+    s.set_rbac(Rbac::default());
+    eventually("ready once allowed", || inst.ready());
+    assert_eq!(served(&inst, 2), Some(node("10.0.2.1")));
+    assert_eq!(s.stats().lists, 0, "no fallback to LIST");
 }
 
 #[test]
