@@ -22,7 +22,8 @@ stop nginx with a message naming the field (the project's, or APISIX's for what 
 Usage: check-config.py APISIX_BUILD_DIR INSTALL_PREFIX [--readme README.md] [--keep]
   APISIX_BUILD_DIR  a build of ../shared/tools/build-apisix.sh (bin/openresty, apisix/); it is copied, not changed
   INSTALL_PREFIX    where `make install PREFIX=...` put the project (lib/libk8s_disc.so, lua/)
-Prints one line per case and `CLI: N cases passed on <version>`; exits 1 when a case fails, 2 on bad arguments.
+Prints one line per case, the time taken and `CLI: N cases passed on <version>`; exits 1 when a case fails, 2 on
+bad arguments.
 """
 
 import argparse
@@ -40,7 +41,6 @@ import time
 
 SCHEMA_REFUSAL = "invalid discovery kubernetes configuration"
 PROJECT_REFUSAL = "k8s-disc: invalid discovery config: "
-SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------
@@ -275,6 +275,7 @@ def main():
             print(f"check-config: {need} does not exist", file=sys.stderr)
             return 2
 
+    began = time.monotonic()
     version = apisix_version(args.apisix_build)
     fields = library_fields(args.prefix)
     with open(args.readme) as f:
@@ -422,6 +423,7 @@ def main():
         print(f"work directory kept: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"time: {time.monotonic() - began:.1f} s")
     if failed:
         print(f"CLI: {len(failed)} of {passed + len(failed)} cases failed on {version}: {', '.join(failed)}")
         return 1
