@@ -265,7 +265,7 @@ pub static FIELDS: &[Field] = &[
         name: "shared_size",
         default: DefaultValue::Str("64m"),
         default_note: "",
-        doc: "`<n>m`, 1m to 16384m: the cluster's shared-memory region; its slot table (an eighth of it) is \
+        doc: "`<n>m`, 1m to 16384m: the cluster's shared-memory region; its slot table (at most an eighth of it) is \
               written at start, the rest is used as data arrives",
         apisix: "an update that does not fit keeps the previous data and is retried (APISIX drops it). APISIX's \
                  CLI also sizes an nginx `lua_shared_dict kubernetes` (and `kubernetes-stream`) with this value, \
