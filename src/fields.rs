@@ -71,7 +71,7 @@ pub static FIELDS: &[Field] = &[
         apisix: "a duplicate id stops nginx at start (APISIX: an error in `init_worker`, and discovery never starts). \
                  APISIX 3.8's CLI allows 8 characters at most",
         examples: &[r#""c1""#, r#""prod""#, r#""eu1""#],
-        with: r#"{"service": {"host": "10.96.0.1", "port": "6443"}, "client": {"token_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}}"#,
+        with: r#"{"service": {"host": "10.96.0.1", "port": "6443"}, "client": {"token": "${K8S_TOKEN}"}}"#,
         cli_refuses: &[(r#""production1""#, "3.8.1")],
     },
     Field {
