@@ -46,6 +46,9 @@ class Apisix:
         apisix = {
             "node_listen": [{"ip": "127.0.0.1", "port": self.node_port}],
             "enable_ipv6": False,
+            # With SO_REUSEPORT, connections queued on an old worker's socket are reset when a reload closes it (an
+            # nginx behaviour); one shared socket keeps "keeps serving during reload" about the module.
+            "enable_reuseport": False,
             "enable_admin": False,
             "ssl": {"enable": False},
             "enable_control": True,

@@ -24,7 +24,7 @@ import scenarios
 GROUPS = ("startup", "main", "stream-only", "https", "late-apiserver")
 # The built-in module retries a failed first list after about 40 s; give it that long, and ours far less.
 LATE_PATIENCE = {"ours": 20.0, "builtin": 60.0}
-STARTUP_ROUNDS = 3
+STARTUP_ROUNDS = 5
 
 
 def main():
