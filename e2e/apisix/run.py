@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--module", action="append", choices=report.MODULES)
     args = ap.parse_args()
     groups = args.group or GROUPS
+    args.prefix, args.fake_apiserver, args.work = (os.path.abspath(p) for p in
+                                                   (args.prefix, args.fake_apiserver, args.work))
     modules = args.module or report.MODULES
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -47,6 +49,7 @@ def main():
     started = time.monotonic()
     for spec in args.apisix:
         version, dist = spec.split("=", 1)
+        dist = os.path.abspath(dist)
         ctxs = [scenarios.Ctx(version, m, dist, args.prefix, args.fake_apiserver, args.work, fleet, results)
                 for m in modules]
         print(f"== APISIX {version} ({dist})", flush=True)
@@ -84,7 +87,7 @@ def guarded(ctx, group, fn):
         fn()
     except Exception as e:  # noqa: BLE001 - reported, and the other groups still run
         ctx.group = ctx.group or group
-        ctx.check(f"{group}: completed", False, f"{type(e).__name__}: {str(e).strip()[-150:]}")
+        ctx.check("completed", False, f"{type(e).__name__}: {str(e).strip()[-150:]}")
         traceback.print_exc()
 
 
