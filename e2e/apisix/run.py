@@ -17,9 +17,14 @@ import time
 import traceback
 
 import backends
+import group_late
+import group_main
+import group_startup
+import group_stream
+import group_tls
 import procs
 import report
-import scenarios
+import scenario
 
 GROUPS = ("startup", "main", "stream-only", "https", "late-apiserver")
 # The built-in module retries a failed first list after about 40 s; give it that long, and ours far less.
@@ -50,19 +55,19 @@ def main():
     for spec in args.apisix:
         version, dist = spec.split("=", 1)
         dist = os.path.abspath(dist)
-        ctxs = [scenarios.Ctx(version, m, dist, args.prefix, args.fake_apiserver, args.work, fleet, results)
+        ctxs = [scenario.Ctx(version, m, dist, args.prefix, args.fake_apiserver, args.work, fleet, results)
                 for m in modules]
         print(f"== APISIX {version} ({dist})", flush=True)
         for g in groups:
             if g == "startup":
-                guarded(ctxs[0], "start-up", lambda: scenarios.group_startup(ctxs, STARTUP_ROUNDS))
+                guarded(ctxs[0], "start-up", lambda: group_startup.run(ctxs, STARTUP_ROUNDS))
                 continue
             for c in ctxs:
                 run = {
-                    "main": lambda: scenarios.group_main(c),
-                    "stream-only": lambda: scenarios.group_stream_only(c),
-                    "https": lambda: scenarios.group_tls(c),
-                    "late-apiserver": lambda: scenarios.group_late_apiserver(c, LATE_PATIENCE[c.module]),
+                    "main": lambda: group_main.run(c),
+                    "stream-only": lambda: group_stream.run(c),
+                    "https": lambda: group_tls.run(c),
+                    "late-apiserver": lambda: group_late.run(c, LATE_PATIENCE[c.module]),
                 }[g]
                 guarded(c, g, run)
 
