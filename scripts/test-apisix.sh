@@ -5,8 +5,9 @@
 #
 #   ./scripts/test-apisix.sh [--group NAME ...] [--module ours|builtin]    (arguments go to e2e/apisix/run.py)
 #
-# Builds both APISIX versions with the shared build-apisix.sh into target/ (reused when built). Exit 0: passed, with
-# a last `RESULT:` line; 77: skipped (no shared material), the reason on the last line; anything else: failed.
+# Builds both APISIX versions with the shared build-apisix.sh into target/ (reused when built) and installs the debug
+# build (K8S_DISC_E2E_PROFILE=release: the release build, e.g. to compare start-up times with `--group startup`).
+# Exit 0: passed, with a `RESULT:` line; 77: skipped (no shared material), the reason on the last line; else failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,11 +38,12 @@ dist_381=$("$tool" --version 3.8.1 "$root/target/apisix-3.8.1" | tail -n 1)
 dist_318=$("$tool" --version 3.18.0 "$root/target/apisix-3.18.0" | tail -n 1)
 echo "APISIX built in $((SECONDS - t0)) s: $dist_381, $dist_318"
 
-echo "== build and install k8s-disc (make install PROFILE=debug)"
+profile=${K8S_DISC_E2E_PROFILE:-debug}
+echo "== build and install k8s-disc (make install PROFILE=$profile)"
 cargo build --workspace --quiet
 prefix=$root/target/apisix-e2e/k8s-disc
 rm -rf "$prefix"
-make --no-print-directory install PROFILE=debug PREFIX="$prefix" >/dev/null
+make --no-print-directory install PROFILE="$profile" PREFIX="$prefix" >/dev/null
 
 echo "== end-to-end scenarios"
 rc=0
