@@ -1,6 +1,8 @@
 """The API server down when APISIX starts, then up (timed until ready and serving); then down again after ready."""
 
+import re
 import time
+from functools import partial
 
 import k8sobjects as k8s
 import procs
@@ -15,7 +17,7 @@ def run(ctx, patience):
     gw = ctx.gateway("late")
     gw.write_config(cluster(fake))
     gw.write_routes([route(1, "/web", "e2e-a/web:http")])
-    web = lambda: traffic.http_answer(gw, "/web")  # noqa: E731
+    web = partial(traffic.http_answer, gw, "/web")
     try:
         start(ctx, gw)
         procs.wait_until(lambda: gw.http("/web")[0] is not None, 20)
@@ -24,6 +26,12 @@ def run(ctx, patience):
         if gw.has_status:
             status, body = gw.status()
             ctx.check("API server down: /status/ready 503", status == 503, f"HTTP {status} {body.strip()[:40]}")
+        # Bring the API server up only once the module has tried and failed: both modules log the refused
+        # connection with the port (ours: "... 127.0.0.1:PORT: list Endpoints failed: ... Connection refused";
+        # the built-in: "connect apiserver failed, ... apiserver.port: PORT, message : connection refused").
+        refused = re.compile(rf"\b{fake.port}\b.*connection refused", re.I)
+        tried = procs.wait_until(lambda: refused.search(gw.log_text()), 30, 0.1)
+        ctx.check("API server down: the first attempt was refused", tried, "logged" if tried else "not logged")
         fake.start()
         t0 = time.monotonic()  # the API server answers from here on
         fake.apply(k8s.endpoints("e2e-a", "web", [ctx.fleet.get("web-1"), ctx.fleet.get("web-2")]))

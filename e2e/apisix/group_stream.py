@@ -1,6 +1,7 @@
 """A stream-only APISIX (`proxy_mode: stream`): stream routes served, one watch."""
 
 import time
+from functools import partial
 
 import fakeapi
 import k8sobjects as k8s
@@ -19,7 +20,7 @@ def run(ctx):
         gw.write_routes([], [{"id": 1, "upstream": upstream("e2e-a/echo:tcp")}])
         t0 = time.monotonic()
         start(ctx, gw)
-        stream = lambda: traffic.stream_answer(gw)  # noqa: E731
+        stream = partial(traffic.stream_answer, gw)
         took = traffic.wait_route(stream, lambda a: a == "tcp-1", 3, timeout=15, since=t0)
         ctx.check("proxy_mode stream: stream route served", took is not None,
                   f"{ms(took)} after apisix start" if took is not None else str(dict(traffic.sample(stream, 3))))

@@ -2,6 +2,7 @@
 reported with the documented log line."""
 
 import os
+from functools import partial
 
 import k8sobjects as k8s
 import traffic
@@ -25,7 +26,7 @@ def run(ctx):
         gw.write_config(conf("ca.crt"))
         gw.write_routes([route(1, "/tls", "e2e-t/web:http")])
         start(ctx, gw)
-        tls = lambda: traffic.http_answer(gw, "/tls")  # noqa: E731
+        tls = partial(traffic.http_answer, gw, "/tls")
         ok = traffic.wait_set(tls, {"tls-1"}, timeout=20, window=6)
         users = fake.stats().get("requests_by_user", {})
         ctx.check("https, client.ca_file + token_file: served", ok, f"{dict(traffic.sample(tls, 4))}, "
