@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -12,12 +11,13 @@ import procs
 
 
 class FakeApi:
-    def __init__(self, binary, port=None, token=None, tls=False):
+    def __init__(self, binary, port=None, token=None, tls_dir=None):
+        """tls_dir: serve TLS, writing the generated CA, certificates and keys there."""
         self.binary = binary
         self.port = port or procs.free_port()
         self.token = token
-        self.tls = tls
-        self.tls_dir = None
+        self.tls = tls_dir is not None
+        self.tls_dir = tls_dir
         self.proc = None
 
     def start(self, timeout=20):
@@ -25,7 +25,7 @@ class FakeApi:
         if self.token:
             cmd += ["--token", self.token]
         if self.tls:
-            self.tls_dir = self.tls_dir or tempfile.mkdtemp(prefix="k8s-disc-e2e-tls-")
+            os.makedirs(self.tls_dir, exist_ok=True)
             cmd += ["--tls", "--tls-dir", self.tls_dir]
         self.proc = procs.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         first = self.proc.stdout.readline().strip()

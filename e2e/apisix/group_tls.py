@@ -11,7 +11,7 @@ from scenario import TLS_TOKEN, UNKNOWN_ISSUER, no_errors, route, start, stop, w
 
 def run(ctx):
     ctx.group = "https"
-    fake = ctx.fake(token=TLS_TOKEN, tls=True).start()
+    fake = ctx.fake(token=TLS_TOKEN, tls_dir=os.path.join(ctx.work, f"{ctx.version}-{ctx.module}-tls-files")).start()
     try:
         fake.apply(k8s.endpoints("e2e-t", "web", [ctx.fleet.get("tls-1")]))
         token_file = os.path.join(ctx.work, f"{ctx.version}-{ctx.module}-token")
