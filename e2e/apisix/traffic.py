@@ -22,7 +22,7 @@ def sample(answer, n):
     return collections.Counter(answer() for _ in range(n))
 
 
-def wait_route(answer, good, confirm=1, timeout=15.0, since=None):
+def wait_route(answer, good, confirm=1, timeout=30.0, since=None):
     """Polls answer() until `confirm` answers in a row satisfy good(); returns the seconds from `since` (a
     time.monotonic() value; default: the call) to the first answer of that run, or None at the timeout."""
     t0 = time.monotonic() if since is None else since
@@ -41,7 +41,7 @@ def wait_route(answer, good, confirm=1, timeout=15.0, since=None):
     return None
 
 
-def wait_set(answer, expected, timeout=15.0, window=24):
+def wait_set(answer, expected, timeout=30.0, window=24):
     """Waits until `window` answers in a row are exactly the set `expected` (each seen, nothing else)."""
     expected = set(expected)
 
