@@ -33,7 +33,7 @@ class Results:
         return cell[1] if cell else None
 
     def table(self):
-        width = [46, 44]
+        width = [66, 44]
         out = []
         for version in dict.fromkeys(k[0] for k in self.order):
             out.append("")
