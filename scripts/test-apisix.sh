@@ -45,9 +45,29 @@ prefix=$root/target/apisix-e2e/k8s-disc
 rm -rf "$prefix"
 make --no-print-directory install PROFILE="$profile" PREFIX="$prefix" >/dev/null
 
+# Every documented setting through APISIX's own CLI (`apisix init`), on both versions; only in a whole run.
+cli=()
+if [ $# -eq 0 ]; then
+    for dist in "$dist_381" "$dist_318"; do
+        echo "== documented settings through APISIX's CLI: $dist"
+        out=$(mktemp)
+        python3 e2e/apisix-cli/check-config.py "$dist" "$prefix" | tee "$out"
+        cli+=("$(grep -E '^CLI: ' "$out" | tail -n 1 | sed 's/^CLI: //')")
+        rm -f "$out"
+    done
+fi
+
 echo "== end-to-end scenarios"
+out=$(mktemp)
 rc=0
 python3 e2e/apisix/run.py --apisix "3.8.1=$dist_381" --apisix "3.18.0=$dist_318" --prefix "$prefix" \
-    --fake-apiserver "$root/target/debug/k8s-fake-apiserver" --work "$root/target/apisix-e2e/work" "$@" || rc=$?
+    --fake-apiserver "$root/target/debug/k8s-fake-apiserver" --work "$root/target/apisix-e2e/work" "$@" \
+    | tee "$out" || rc=$?
+result=$(grep -E '^RESULT: ' "$out" | tail -n 1 | sed 's/^RESULT: //')
+rm -f "$out"
 echo "test-apisix: $((SECONDS - t0)) s in all"
 [ "$rc" -eq 0 ] || exit 1
+if [ ${#cli[@]} -gt 0 ]; then
+    result="$result; CLI: $(printf '%s, ' "${cli[@]}" | sed 's/, $//')"
+fi
+echo "RESULT: $result"
