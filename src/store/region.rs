@@ -10,7 +10,7 @@ use super::record::*;
 #[cfg(test)]
 use super::writer::make_token;
 
-/// How many times a dump starts again because the writer switched slot tables while it read.
+/// How many times a dump scans the keys again because the writer switched slot tables while it read.
 const SNAPSHOT_ATTEMPTS: u32 = 64;
 
 /// Outcome of a reader lookup.
@@ -331,51 +331,22 @@ impl Region {
         }
     }
 
-    /// A consistent copy of every live record, for the dump. Skips slots that stay busy. Starts again when the
-    /// writer switches tables meanwhile (see `find`); a dump that keeps racing re-layouts returns the records read
-    /// before the last switch.
+    /// A copy of every live record, for the dump: the keys of the active table, then a lookup of each (which
+    /// follows the table wherever a re-layout moves it). Each record is read consistently; skips records that
+    /// stay busy.
     pub fn snapshot(&self) -> Vec<Entry> {
         let mut entries = Vec::new();
-        for _ in 0..SNAPSHOT_ATTEMPTS {
-            entries.clear();
-            if self.snapshot_table(&mut entries) {
-                break;
-            }
-        }
-        entries
-    }
-
-    /// Copies the active table's records into `entries`; false if the tables switched before the end.
-    fn snapshot_table(&self, entries: &mut Vec<Entry>) -> bool {
-        let gen_word = &self.header().table_gen;
-        let generation = gen_word.load(Ordering::Acquire);
-        let table = generation as usize;
         let mut buf = vec![0u8; 4096];
-        for i in 0..self.slot_count() {
-            let s = self.slot(table, i);
-            let loc = s.loc.load(Ordering::Relaxed);
-            if loc == EMPTY || loc == TOMBSTONE {
-                continue;
-            }
-            // Read the record's key first to know what to look for, then re-read it under the seqlock.
-            let hash = s.hash.load(Ordering::Relaxed);
-            let Some(key) = self.slot_key(table, i) else {
-                continue;
-            };
+        for key in self.live_keys() {
             for kind in [KIND_SERVICE, KIND_PORT] {
                 loop {
-                    let read = self.read_slot(table, i, hash, &key, kind, &mut buf);
-                    fence(Ordering::Acquire);
-                    if gen_word.load(Ordering::Relaxed) != generation {
-                        return false;
-                    }
-                    match read {
-                        SlotRead::Hit(Lookup::Found {
+                    match self.find(&key, kind, &mut buf) {
+                        Lookup::Found {
                             count,
                             len,
                             version,
                             ..
-                        }) => {
+                        } => {
                             let key = String::from_utf8_lossy(&key).into_owned();
                             let body = &buf[..len];
                             entries.push(if kind == KIND_SERVICE {
@@ -392,7 +363,7 @@ impl Region {
                                 }
                             });
                         }
-                        SlotRead::Hit(Lookup::TooSmall { need }) => {
+                        Lookup::TooSmall { need } => {
                             buf.resize(need, 0);
                             continue;
                         }
@@ -402,19 +373,67 @@ impl Region {
                 }
             }
         }
-        true
+        entries
     }
 
-    /// The key bytes of the record a slot points at (unvalidated; used only to drive a validated re-read).
-    pub(super) fn slot_key(&self, table: usize, i: usize) -> Option<Vec<u8>> {
-        let words = self.heap_words();
-        let (off, len) = decode_loc(self.slot(table, i).loc.load(Ordering::Relaxed), words.len())?;
-        let mut bytes = Vec::with_capacity(round_up8(len));
-        for w in &words[off..off + round_up8(len) / 8] {
-            bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    /// The keys the active table points at, sorted. When the writer switches tables during a scan (see `find`),
+    /// the keys read so far are kept and the new table is scanned again, from a different starting slot each time
+    /// so that even back-to-back re-layouts cannot hide the same part of the table every time; after
+    /// `SNAPSHOT_ATTEMPTS` scans the keys gathered so far are used. Every key is looked up before anything is
+    /// reported, so a stale one only costs a miss.
+    fn live_keys(&self) -> Vec<Vec<u8>> {
+        let gen_word = &self.header().table_gen;
+        let n = self.slot_count();
+        let mut keys = Vec::new();
+        for attempt in 0..SNAPSHOT_ATTEMPTS {
+            let generation = gen_word.load(Ordering::Acquire);
+            let table = generation as usize;
+            let start = attempt as usize * (n / SNAPSHOT_ATTEMPTS as usize);
+            for i in 0..n {
+                if let Some(key) = self.slot_key(table, (start + i) % n) {
+                    keys.push(key);
+                }
+            }
+            fence(Ordering::Acquire);
+            if gen_word.load(Ordering::Relaxed) == generation {
+                break;
+            }
         }
-        let rec = RecordView::parse(&bytes[..len])?;
-        Some(rec.key.to_vec())
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// The key of the record a slot points at, read under the slot's seqlock (None for an empty slot, a
+    /// tombstone, an unreadable record, or a slot the writer keeps changing).
+    pub(super) fn slot_key(&self, table: usize, i: usize) -> Option<Vec<u8>> {
+        let s = self.slot(table, i);
+        let words = self.heap_words();
+        for _ in 0..READ_RETRIES {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let loc = s.loc.load(Ordering::Relaxed);
+            let mut bytes = Vec::new();
+            let place = decode_loc(loc, words.len());
+            if let Some((off, len)) = place {
+                bytes.reserve(round_up8(len));
+                for w in &words[off..off + round_up8(len) / 8] {
+                    bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+                }
+                bytes.truncate(len);
+            }
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) != seq {
+                continue;
+            }
+            // The copy is consistent; now it may be interpreted.
+            place?;
+            return RecordView::parse(&bytes).map(|rec| rec.key.to_vec());
+        }
+        None
     }
 
     /// Every word of the mapping, header included: the fuzzer fills them with arbitrary bytes, which readers must

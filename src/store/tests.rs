@@ -871,3 +871,46 @@ fn a_cached_pair_follows_the_active_table_across_relayouts() {
     assert!(!r.is_current(before[7].0, before[7].1));
     assert_eq!(get(&r, &key).unwrap().2, nodes(9, 99));
 }
+
+/// A dump taken while the writer re-lays the table out again and again holds every key once, with its content.
+#[test]
+fn a_dump_during_relayouts_holds_every_key_once() {
+    const KEYS: usize = 2000;
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    put_relayout_keys(&mut w, KEYS);
+    let mut want: Vec<(String, Vec<Node>)> = (0..KEYS).map(relayout_key).collect();
+    want.sort();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (relayouts, dumps) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                w.relayout().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let dumps: Vec<usize> = (0..30)
+            .map(|_| {
+                let mut seen: Vec<(String, Vec<Node>)> = r
+                    .snapshot()
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        Entry::Port { key, nodes, .. } => Some((key, nodes)),
+                        Entry::Service { .. } => None,
+                    })
+                    .collect();
+                seen.sort();
+                if seen == want { usize::MAX } else { seen.len() }
+            })
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        (writer.join().unwrap(), dumps)
+    });
+    assert!(
+        dumps.iter().all(|&d| d == usize::MAX),
+        "entries of the dumps that were not exactly the {KEYS} keys (the others are usize::MAX): {dumps:?}"
+    );
+    assert!(relayouts >= 30, "{relayouts} re-layouts during the dumps");
+}
