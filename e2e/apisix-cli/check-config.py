@@ -369,11 +369,11 @@ def main():
 
     # 3. Where APISIX's schema is stricter, the working forms the README gives reach the project and it accepts
     #    them: an IPv6 API server through ${VAR} and through a kubeconfig.
-    ipv6 = "fd00:10:96::1"  # a k8s-disc log line naming it shows that the project took this API server
+    ipv6 = "::1"  # loopback only; a k8s-disc log line naming [::1] shows that the project took this API server
     kubeconfig = os.path.join(work, "kubeconfig")
     with open(kubeconfig, "w") as f:
         f.write("apiVersion: v1\nkind: Config\ncurrent-context: ipv6\n"
-                "clusters:\n- name: ipv6\n  cluster:\n    server: https://[fd00:10:96::1]:6443\n"
+                "clusters:\n- name: ipv6\n  cluster:\n    server: https://[::1]:6443\n"
                 "    insecure-skip-tls-verify: true\n"
                 "users:\n- name: gw\n  user:\n    token: abc.def\n"
                 "contexts:\n- name: ipv6\n  context:\n    cluster: ipv6\n    user: gw\n")
@@ -384,11 +384,11 @@ def main():
                "client": {"token_file": token_file}}
     if expect_init("IPv6 API server as ${KUBERNETES_SERVICE_HOST}", via_var, True):
         expect_start("IPv6 API server as ${KUBERNETES_SERVICE_HOST}: the project",
-                     {"KUBERNETES_SERVICE_HOST": "fd00:10:96::1", "KUBERNETES_SERVICE_PORT": "6443"}, ipv6)
+                     {"KUBERNETES_SERVICE_HOST": ipv6, "KUBERNETES_SERVICE_PORT": "6443"}, f"[{ipv6}]:6443")
     if expect_init("IPv6 API server in a kubeconfig", {"kubeconfig": kubeconfig}, True):
-        expect_start("IPv6 API server in a kubeconfig: the project", {}, ipv6)
+        expect_start("IPv6 API server in a kubeconfig: the project", {}, f"[{ipv6}]:6443")
     if expect_init("kubeconfig as ${KUBECONFIG}", {"kubeconfig": "${KUBECONFIG}"}, True):
-        expect_start("kubeconfig as ${KUBECONFIG}: the project", {"KUBECONFIG": kubeconfig}, ipv6)
+        expect_start("kubeconfig as ${KUBECONFIG}: the project", {"KUBECONFIG": kubeconfig}, f"[{ipv6}]:6443")
 
     # 4. Documented limits with several clusters: APISIX's CLI wants service and client (with token or
     #    token_file) in every cluster.
