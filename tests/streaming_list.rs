@@ -355,3 +355,91 @@ fn the_list_strategy_pages_through_list_requests() {
     );
     assert_eq!(requests(&s, "continue=").len(), 2);
 }
+
+/// Runs `scenario` in a child process of this test binary (as the test named `test`) and returns what it logged.
+fn logged_by(test: &str, marker: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        &stderr[..stderr.len().min(8192)]
+    );
+    stderr
+}
+
+#[test]
+fn a_malformed_event_is_logged_with_the_bad_value_cut_short() {
+    const MARKER: &str = "K8S_DISC_MALFORMED_CHILD";
+    if std::env::var_os(MARKER).is_some() {
+        malformed_scenario();
+        return;
+    }
+    let stderr = logged_by(
+        "a_malformed_event_is_logged_with_the_bad_value_cut_short",
+        MARKER,
+    );
+    let malformed: Vec<&str> = stderr.lines().filter(|l| l.contains("malformed")).collect();
+    assert!(
+        malformed
+            .iter()
+            .any(|l| l.contains("malformed Endpoints without a readable name"))
+            && malformed
+                .iter()
+                .any(|l| l.contains("malformed Endpoints in a MODIFIED event")),
+        "both the streaming list's and the watch's failures are logged: {} lines",
+        malformed.len()
+    );
+    for line in stderr.lines() {
+        assert!(
+            line.len() < 2048,
+            "a log line of {} bytes: {}...",
+            line.len(),
+            &line[..200]
+        );
+    }
+}
+
+/// A streaming list, then a watch, each meet an object whose `subsets` is a 3 MiB string.
+fn malformed_scenario() {
+    let s = server(true);
+    seed(&s, 2);
+    let huge = "A".repeat(3 << 20);
+    let event = |kind: &str, meta: Value| {
+        let obj =
+            json!({"kind": "Endpoints", "apiVersion": "v1", "metadata": meta, "subsets": huge});
+        format!("{}\n", json!({"type": kind, "object": obj}))
+    };
+    s.inject_fault(
+        Fault::response(PATH, 200)
+            .query_contains("sendInitialEvents")
+            .body(
+                "application/json",
+                &event("ADDED", json!({"namespace": "ns"})),
+            ),
+    );
+    let inst = start(&s, json!({}));
+    eventually("the streaming list failed", || {
+        inst.clusters[0].region.metric(Metric::ListErrors) >= 1
+    });
+    eventually("ready", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    // The plain watch that follows the broken stream gets the bad event.
+    s.inject_fault(
+        Fault::response(PATH, 200)
+            .only_watch(true)
+            .query_contains("watch=1&resourceVersion=")
+            .body(
+                "application/json",
+                &event("MODIFIED", json!({"namespace": "ns", "name": "svc0000"})),
+            ),
+    );
+    s.reset_watches();
+    eventually("the watch's bad event made it relist", || {
+        inst.clusters[0].region.metric(Metric::Relists) >= 1
+    });
+}

@@ -11,7 +11,7 @@ use crate::view::View;
 use serde_json::value::RawValue;
 use std::time::Duration;
 
-use super::{Watcher, owner_lost};
+use super::{Watcher, decode_error_text, owner_lost};
 
 /// Items per LIST page.
 const PAGE_SIZE: u32 = 500;
@@ -108,8 +108,13 @@ impl Watcher {
                 let body = read_body(resp.into_body(), MAX_BODY_BYTES, LIST_READ_TIMEOUT).await?;
                 // Items stay raw text sliced from the body until each is parsed on its own: no tree of the whole
                 // page is ever built.
-                let page: List<&RawValue> = serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
+                let page: List<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::Decode(format!(
+                        "{} list: {}",
+                        self.resource.name(),
+                        decode_error_text(e)
+                    ))
+                })?;
                 // A 200 that is not a list of the expected kind (a proxy's page, a Status) must never be taken
                 // for an empty cluster: that would delete everything.
                 let expected_kind = format!("{}List", self.resource.name());
@@ -134,8 +139,9 @@ impl Watcher {
                             Some((ns, name)) => self.keep_previous(&mut view, &ns, &name, &e),
                             None => {
                                 return Err(ApiError::Decode(format!(
-                                    "malformed {} without a readable name: {e}",
-                                    self.resource.name()
+                                    "malformed {} without a readable name: {}",
+                                    self.resource.name(),
+                                    decode_error_text(e)
                                 )));
                             }
                         },

@@ -16,7 +16,7 @@ use crate::store::{Metric, StoreError};
 use crate::sync_state::{ListFrom, Outcome};
 use crate::view::View;
 
-use super::{EVENT_ENVELOPE_BYTES, Watcher, owner_lost};
+use super::{EVENT_ENVELOPE_BYTES, Watcher, decode_error_text, owner_lost};
 
 /// A streaming list through its end bookmark: the complete view, its resourceVersion, and the connection (with
 /// what was read beyond the bookmark) that goes on as the watch.
@@ -183,7 +183,10 @@ impl Watcher {
         view: &mut View,
     ) -> Result<Option<String>, Streamed> {
         let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| {
-            Streamed::Failed(ApiError::Decode(format!("malformed watch event ({e})")))
+            Streamed::Failed(ApiError::Decode(format!(
+                "malformed watch event ({})",
+                decode_error_text(e)
+            )))
         })?;
         match ev.type_.as_str() {
             // Only ADDED is expected before the end bookmark; a MODIFIED or DELETED still says where the
@@ -206,8 +209,9 @@ impl Watcher {
                         Some((ns, name)) => self.keep_previous(view, &ns, &name, &e),
                         None => {
                             return Err(Streamed::Failed(ApiError::Decode(format!(
-                                "malformed {} without a readable name: {e}",
-                                self.resource.name()
+                                "malformed {} without a readable name: {}",
+                                self.resource.name(),
+                                decode_error_text(e)
                             ))));
                         }
                     },
@@ -216,7 +220,10 @@ impl Watcher {
             }
             "BOOKMARK" => {
                 let b: Bookmark = serde_json::from_str(ev.object_text()).map_err(|e| {
-                    Streamed::Failed(ApiError::Decode(format!("malformed bookmark ({e})")))
+                    Streamed::Failed(ApiError::Decode(format!(
+                        "malformed bookmark ({})",
+                        decode_error_text(e)
+                    )))
                 })?;
                 if !b.is_initial_events_end() {
                     // A server that ignores `sendInitialEvents` sends a plain watch: its bookmarks never carry
