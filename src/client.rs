@@ -480,12 +480,22 @@ pub async fn read_body(
     Ok(out)
 }
 
+/// One error's text, a TLS error's in words (rustls's own texts show enum names), also inside an `io::Error`.
+fn in_words(e: &(dyn std::error::Error + 'static)) -> String {
+    let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    });
+    tls.map_or_else(|| e.to_string(), tls::describe)
+}
+
 /// Joins an error with its sources: hyper's top-level messages alone ("client error (Connect)") say too little.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
+    let mut s = in_words(e);
     let mut src = e.source();
     while let Some(c) = src {
-        let m = c.to_string();
+        let m = in_words(c);
         if !s.contains(&m) {
             s.push_str(": ");
             s.push_str(&m);
@@ -493,4 +503,19 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tls_error_in_a_chain_is_told_in_words() {
+        let e = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(
+            super::error_chain(&e),
+            "invalid certificate: unknown issuer"
+        );
+        assert_eq!(e.to_string(), "invalid peer certificate: UnknownIssuer");
+    }
 }

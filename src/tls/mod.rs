@@ -16,7 +16,9 @@ use crate::config::{ClusterConfig, Scheme};
 use crate::secret::{MAX_PEM_FILE_BYTES, ReadError, SecretBytes, read_capped};
 
 mod explain;
-pub use explain::explain;
+mod identity;
+pub use explain::{describe, explain};
+pub use identity::check_identity;
 
 /// The service-account CA mounted into every pod.
 pub const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -96,6 +98,8 @@ pub enum PemError {
     InvalidKeyPem,
     /// The key does not belong to the first certificate.
     KeyMismatch,
+    /// The certificate's DER structure cannot be walked to its public key.
+    MalformedCertificate,
     /// The key's algorithm is not one that can sign (RSA, ECDSA P-256/P-384, Ed25519).
     UnsupportedKey,
     /// The certificate and key are refused for another reason.
@@ -118,10 +122,13 @@ impl fmt::Display for PemError {
             PemError::KeyMismatch => {
                 f.write_str("the private key does not belong to the certificate")
             }
+            PemError::MalformedCertificate => {
+                f.write_str("the certificate is not a well-formed X.509 certificate")
+            }
             PemError::UnsupportedKey => f.write_str(
                 "unsupported private key (RSA, ECDSA P-256/P-384 and Ed25519 are supported)",
             ),
-            PemError::Unusable(e) => write!(f, "unusable certificate or key: {e}"),
+            PemError::Unusable(e) => write!(f, "unusable certificate or key: {}", describe(e)),
         }
     }
 }
@@ -197,8 +204,6 @@ pub enum TlsError {
         /// Why it is refused.
         source: rustls::Error,
     },
-    /// The client certificate and key are refused.
-    ClientAuth(rustls::Error),
 }
 
 impl fmt::Display for TlsError {
@@ -235,11 +240,14 @@ impl fmt::Display for TlsError {
                 cert_setting,
                 key_setting,
             } => write!(f, "{cert_setting} and {key_setting} go together"),
-            TlsError::Setup(e) => write!(f, "TLS setup: {e}"),
+            TlsError::Setup(e) => write!(f, "TLS setup: {}", describe(e)),
             TlsError::UnusableCa { anchors, source } => {
-                write!(f, "{anchors}: unusable CA certificate: {source}")
+                write!(
+                    f,
+                    "{anchors}: unusable CA certificate: {}",
+                    describe(source)
+                )
             }
-            TlsError::ClientAuth(e) => write!(f, "client certificate: {e}"),
         }
     }
 }
@@ -249,9 +257,7 @@ impl std::error::Error for TlsError {
         match self {
             TlsError::Setting { source, .. } | TlsError::InClusterCa { source, .. } => Some(source),
             TlsError::Identity { source, .. } => Some(source.as_ref()),
-            TlsError::Setup(e)
-            | TlsError::ClientAuth(e)
-            | TlsError::UnusableCa { source: e, .. } => Some(e),
+            TlsError::Setup(e) | TlsError::UnusableCa { source: e, .. } => Some(e),
             TlsError::NoTrustAnchors { .. } | TlsError::HalfIdentity { .. } => None,
         }
     }
@@ -282,24 +288,6 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Checks that the key is usable (RSA, ECDSA P-256/P-384 or Ed25519) and belongs to the first certificate.
-pub fn check_identity(
-    certs: &[CertificateDer<'static>],
-    key: &PrivateKeyDer<'static>,
-) -> Result<(), PemError> {
-    rustls::sign::CertifiedKey::from_der(certs.to_vec(), key.clone_key(), &provider())
-        .map(|_| ())
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => PemError::KeyMismatch,
-            rustls::Error::General(m)
-                if m.contains("unsupported") || m.contains("failed to parse") =>
-            {
-                PemError::UnsupportedKey
-            }
-            other => PemError::Unusable(other),
-        })
-}
-
 /// Which trust anchors are in use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Anchors {
@@ -327,7 +315,7 @@ impl fmt::Display for Anchors {
 pub struct Material {
     pub anchors: Anchors,
     roots: Vec<CertificateDer<'static>>,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<Arc<rustls::sign::CertifiedKey>>,
     /// A digest of everything read, to notice changed content.
     pub digest: u64,
 }
@@ -369,7 +357,7 @@ pub fn load(cfg: &ClusterConfig) -> Result<Material, TlsError> {
                 .map_err(in_setting(from.ca, ca))?;
             bytes.hash(&mut hasher);
             m.roots = parse_certs(&bytes).map_err(in_setting(from.ca, ca))?;
-            m.anchors = Anchors::Configured(format!("{} {ca:?}", from.ca));
+            m.anchors = Anchors::Configured(format!("{} {}", from.ca, ca.origin()));
         } else if cfg.in_cluster_ca.exists() {
             let p = &cfg.in_cluster_ca;
             let in_cluster = |source| TlsError::InClusterCa {
@@ -404,14 +392,15 @@ pub fn load(cfg: &ClusterConfig) -> Result<Material, TlsError> {
             kb.hash(&mut hasher);
             let certs = parse_certs(&cb).map_err(in_setting(from.cert, c))?;
             let key = parse_key(&kb).map_err(in_setting(from.key, k))?;
-            check_identity(&certs, &key).map_err(|source| TlsError::Identity {
-                cert_setting: from.cert,
-                cert: c.origin(),
-                key_setting: from.key,
-                key: k.origin(),
-                source: Box::new(source),
-            })?;
-            m.identity = Some((certs, key));
+            let identity =
+                identity::certified_key(&certs, &key).map_err(|source| TlsError::Identity {
+                    cert_setting: from.cert,
+                    cert: c.origin(),
+                    key_setting: from.key,
+                    key: k.origin(),
+                    source: Box::new(source),
+                })?;
+            m.identity = Some(identity);
         }
         (None, None) => {}
         _ => {
@@ -462,9 +451,10 @@ pub fn client_config(cfg: &ClusterConfig, m: &Material) -> Result<rustls::Client
         builder.with_root_certificates(roots)
     };
     match &m.identity {
-        Some((certs, key)) => builder
-            .with_client_auth_cert(certs.clone(), key.clone_key())
-            .map_err(TlsError::ClientAuth),
+        // Not `with_client_auth_cert`: it parses the certificate fully and refuses X.509 v1 (see `identity`).
+        Some(key) => Ok(builder.with_client_cert_resolver(Arc::new(
+            rustls::sign::SingleCertAndKey::from(key.clone()),
+        ))),
         None => Ok(builder.with_no_client_auth()),
     }
 }
