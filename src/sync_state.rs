@@ -91,8 +91,8 @@ pub enum Outcome {
         retry_after: Option<Duration>,
         gone: bool,
     },
-    /// The server does not support streaming lists (422, 400, 403 or 405 for the request, or a stream that
-    /// ignored `sendInitialEvents`).
+    /// The server does not support streaming lists (422 or 405 for the request, or a stream that ignored
+    /// `sendInitialEvents`).
     StreamUnsupported { retry_after: Option<Duration> },
     /// A watch ended. `rv` is the last resourceVersion it reached; `progressed` whether it delivered changes
     /// or bookmarks; `lasted` how long it was open.

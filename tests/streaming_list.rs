@@ -206,14 +206,33 @@ fn fallback_scenario() {
         1,
         "the fallback is remembered"
     );
-    assert_eq!(s.stats().lists, 2);
-    let relist = requests(&s, "GET /api/v1/endpoints?")
+    // Paged: 1200 services in pages of 500, no response with the whole cluster.
+    assert_eq!(s.stats().lists, 4);
+    let relist: Vec<String> = requests(&s, "GET /api/v1/endpoints?")
         .into_iter()
-        .rfind(|r| !r.contains("watch="))
-        .unwrap();
-    // Not older than what was synced, unpaged (a limit would make it an exact, compactable read).
-    assert!(!relist.contains("limit="), "{relist}");
-    assert!(rv_of(&relist).parse::<u64>().unwrap() > 0, "{relist}");
+        .filter(|r| !r.contains("watch="))
+        .skip(1)
+        .collect();
+    assert_eq!(relist.len(), 3, "{relist:?}");
+    // Not older than what was synced: with a limit, only the match keeps it from being an exact, compactable
+    // read.
+    assert!(
+        relist[0].contains("limit=500&resourceVersion=")
+            && relist[0].contains("&resourceVersionMatch=NotOlderThan"),
+        "{}",
+        relist[0]
+    );
+    assert!(
+        rv_of(&relist[0]).parse::<u64>().unwrap() > 0,
+        "{}",
+        relist[0]
+    );
+    for later in &relist[1..] {
+        assert!(
+            later.contains("limit=500&continue=") && !later.contains("resourceVersion"),
+            "{later}"
+        );
+    }
     // (The count follows the list's writes in the same batch.)
     eventually("counted", || status(&inst).lists == 2);
 }
@@ -442,4 +461,29 @@ fn malformed_scenario() {
     eventually("the watch's bad event made it relist", || {
         inst.clusters[0].region.metric(Metric::Relists) >= 1
     });
+}
+
+#[test]
+fn a_403_or_400_on_the_streaming_list_is_retried_and_only_405_or_422_mean_no_support() {
+    for (code, falls_back) in [(403, false), (400, false), (405, true)] {
+        let s = server(true);
+        seed(&s, 3);
+        s.inject_fault(Fault::response(PATH, code).query_contains("sendInitialEvents"));
+        let inst = start(&s, json!({}));
+        eventually("ready", || inst.ready());
+        let stream = requests(&s, "sendInitialEvents").len();
+        if falls_back {
+            assert_eq!(stream, 1, "HTTP {code}");
+            assert_eq!(s.stats().lists, 1, "HTTP {code}: a paged list");
+        } else {
+            // An RBAC or webhook refusal, or a bad request, says nothing about the feature: the failure is
+            // reported, backed off and the streaming list tried again.
+            assert_eq!(stream, 2, "HTTP {code}");
+            assert_eq!(s.stats().lists, 0, "HTTP {code}: never a LIST");
+            eventually("the failure counted", || {
+                inst.clusters[0].region.metric(Metric::ListErrors) == 1
+            });
+        }
+        assert_eq!(served(&inst, 2), Some(node("10.0.2.1")), "HTTP {code}");
+    }
 }

@@ -123,12 +123,13 @@ impl Watcher {
             ("timeoutSeconds", &timeout_s),
         ]);
         let resp = self.client.get(&path).await.map_err(|e| {
-            // A server without the WatchList feature refuses the parameters (422 Invalid); proxies and old
-            // servers may answer 400, 403 or 405.
+            // A server without the WatchList feature refuses the parameters (422 Invalid), a proxy that allows
+            // no streaming may answer 405. Anything else is a failure to retry: a 403 is RBAC or a webhook
+            // saying no to this request now, and a 400 is no statement about the feature either.
             if matches!(
                 e,
                 ApiError::Status {
-                    code: 400 | 403 | 405 | 422,
+                    code: 405 | 422,
                     ..
                 }
             ) {
