@@ -92,7 +92,7 @@ pub enum Outcome {
         gone: bool,
     },
     /// The server does not support streaming lists (422 or 405 for the request, or a stream that ignored
-    /// `sendInitialEvents`).
+    /// `sendInitialEvents`: a bookmark, or a silence of seconds, before the end of the initial events).
     StreamUnsupported { retry_after: Option<Duration> },
     /// A watch ended. `rv` is the last resourceVersion it reached; `progressed` whether it delivered changes
     /// or bookmarks; `lasted` how long it was open.

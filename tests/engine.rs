@@ -702,9 +702,9 @@ fn the_initial_events_of_a_streaming_list_have_the_list_timeout_deadline() {
         &["10.10.0.2"],
         json!([{"name": "http", "port": 80}]),
     ));
-    // The stream sends its first bytes, then falls silent for longer than list_timeout (but well within
-    // watch_idle_timeout, so only the list deadline can end it).
-    s.inject_fault(Fault::stall("/api/v1/endpoints", 100, Some(15_000)).only_watch(true));
+    // The stream trickles, a byte every 50 ms: never silent, but its initial events take longer than
+    // list_timeout, so only the list deadline can end it.
+    s.inject_fault(Fault::slow_body("/api/v1/endpoints", 1, 50).only_watch(true));
     let inst = start(&s, json!({"list_timeout": 10}));
     eventually("the list deadline reported", || {
         inst.clusters[0]

@@ -487,3 +487,52 @@ fn a_403_or_400_on_the_streaming_list_is_retried_and_only_405_or_422_mean_no_sup
         assert_eq!(served(&inst, 2), Some(node("10.0.2.1")), "HTTP {code}");
     }
 }
+
+#[test]
+fn a_server_that_ignores_send_initial_events_is_recognised_by_the_silence_before_its_end_bookmark()
+{
+    // An old server or a stripping proxy: the streaming list is served as a plain watch. Its first ordinary
+    // bookmark comes after a minute, as a real server's does, so only the silence can tell in time.
+    let s = FakeApiServer::start(Options {
+        ignore_watch_list_params: true,
+        ..Options::default()
+    })
+    .expect("fake API server starts");
+    seed(&s, 700);
+    let started = Instant::now();
+    let inst = start(&s, json!({}));
+    eventually("ready", || inst.ready());
+    eprintln!("ready after {:?}", started.elapsed());
+    for i in [0, 499, 699] {
+        assert_eq!(
+            served(&inst, i),
+            Some(node(&format!("10.{}.{}.1", i / 250, i % 250)))
+        );
+    }
+    // One streaming list (its 700 events were not taken for a list), then paged LISTs for good.
+    assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
+    assert!(s.stats().lists >= 1);
+    let st = status(&inst);
+    assert_eq!(st.lists, 1);
+    assert_eq!(inst.clusters[0].region.metric(Metric::ListErrors), 0);
+    // The watch that follows is a plain one, and works.
+    s.apply(endpoints("ns", "svc0000", "10.99.0.1"));
+    eventually("watching", || served(&inst, 0) == Some(node("10.99.0.1")));
+    assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
+
+    // With `watch_list`, the same silence is reported, and streaming lists are tried again.
+    let inst = common::start_against(
+        s.addr().port(),
+        "8m",
+        json!({"list_strategy": "watch_list"}),
+    );
+    eventually("the silence reported", || {
+        status(&inst).last_error.contains("fell silent for 5s")
+    });
+    let e = status(&inst).last_error;
+    assert!(
+        e.contains("before the end of its initial events: it ignored sendInitialEvents"),
+        "{e}"
+    );
+    assert!(!inst.ready());
+}

@@ -18,6 +18,14 @@ use crate::view::View;
 
 use super::{EVENT_ENVELOPE_BYTES, Watcher, decode_error_text, owner_lost};
 
+/// The longest silence a streaming list may keep before its end bookmark. A server that serves streaming lists
+/// sends its initial events back to back from its watch cache and the end bookmark right after them (waiting at
+/// most about 3 s first for the cache to catch up); one that ignored `sendInitialEvents` (a server older than the
+/// feature, or a proxy that strips parameters it does not know) serves a plain watch instead, which falls silent
+/// once it has sent what it has and never sends that bookmark. Recognised by this silence, such a server costs a
+/// starting gateway seconds rather than the minute until its first ordinary bookmark.
+const INITIAL_EVENTS_SILENCE: Duration = Duration::from_secs(5);
+
 /// A streaming list through its end bookmark: the complete view, its resourceVersion, and the connection (with
 /// what was read beyond the bookmark) that goes on as the watch.
 pub(super) type StreamListed = (View, String, hyper::body::Incoming, Lines);
@@ -151,11 +159,13 @@ impl Watcher {
             if let Some(prefix) = lines.overflow() {
                 self.skipped_initial_object(&prefix, &mut view);
             }
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
+            let silence = INITIAL_EVENTS_SILENCE.min(idle);
+            let frame = match tokio::time::timeout(silence, body.frame()).await {
                 Err(_) => {
-                    return Err(Streamed::Failed(ApiError::Transport(format!(
-                        "no data for {}s before the end of the initial events",
-                        idle.as_secs()
+                    return Err(Streamed::Unsupported(ApiError::Decode(format!(
+                        "the stream fell silent for {}s before the end of its initial events: it ignored \
+                         sendInitialEvents",
+                        silence.as_secs()
                     ))));
                 }
                 Ok(None) => {
