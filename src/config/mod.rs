@@ -25,9 +25,7 @@ mod tests;
 mod values;
 
 use cluster::parse_cluster;
-pub(crate) use connection::normalize_host;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
