@@ -3,18 +3,17 @@
 
 use rustls::{AlertDescription, CertificateError};
 
-use super::Anchors;
-use crate::config::ClusterConfig;
+use super::{Anchors, Settings};
 
 /// What went wrong in a TLS failure and what to do about it, when the error chain holds a TLS error we can
 /// explain; `None` otherwise.
 pub fn explain(
     err: &(dyn std::error::Error + 'static),
-    cfg: &ClusterConfig,
+    cfg: &Settings<'_>,
     anchors: &Anchors,
 ) -> Option<String> {
     let tls = find_tls_error(err)?;
-    let from = cfg.source();
+    let from = cfg.names;
     let verify_off = "or service.ssl_verify: false to skip verification (unsafe)";
     let text = match tls {
         rustls::Error::InvalidCertificate(ce) => match ce {

@@ -230,8 +230,9 @@ mod tests {
             let parsed = crate::config::parse(&conf.to_string(), &|_| None)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let cluster = &parsed.clusters[0];
-            let material = crate::tls::load(cluster).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let tls = crate::tls::client_config(cluster, &material).unwrap();
+            let material =
+                crate::tls::load(&cluster.tls()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let tls = crate::tls::client_config(&cluster.tls(), &material).unwrap();
             assert!(tls.client_auth_cert_resolver.has_certs(), "{name}");
             // The CA certificate (v3) with its own key is fine too.
             let ca = parse_certs(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
