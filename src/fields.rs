@@ -265,8 +265,9 @@ pub static FIELDS: &[Field] = &[
         name: "shared_size",
         default: DefaultValue::Str("64m"),
         default_note: "",
-        doc: "`<n>m`, 1m to 16384m: the cluster's shared-memory region; its slot table (at most an eighth of it) is \
-              written at start, the rest is used as data arrives",
+        doc: "`<n>m`, 1m to 16384m: the cluster's shared-memory region. A quarter of it holds two key tables (the \
+              one in use is touched at start, the other at the first re-layout); the rest holds records as data \
+              arrives",
         apisix: "an update that does not fit keeps the previous data and is retried (APISIX drops it). APISIX's \
                  CLI also sizes an nginx `lua_shared_dict kubernetes` (and `kubernetes-stream`) with this value, \
                  which this library does not use (README, Use with APISIX: 392 KiB each at 64m); APISIX 3.8's CLI \
@@ -359,7 +360,9 @@ pub static FIELDS: &[Field] = &[
         doc: "how the first sync and every relist fetch the complete state. `auto`: a streaming list (one watch \
               request with `sendInitialEvents=true`, served from the API server's watch cache, whose connection \
               then goes on as the watch), falling back for good to paged LISTs when the server refuses it (422 \
-              while its WatchList feature is off, or 400/403/405; logged once at warn); `watch_list`: streaming \
+              while its WatchList feature is off, or 405) or ignores it (its stream falls silent for 5 s before \
+              the end of the initial events); logged once at warn; any other failure, a 403 included, is retried \
+              with back-off; `watch_list`: streaming \
               lists only (a refusal is logged as an error and retried with back-off; the cluster never becomes \
               ready); `list`: paged LISTs of 500 items, consistent reads",
         apisix: "APISIX always pages through LISTs (consistent reads of 120 items)",
