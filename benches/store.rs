@@ -71,9 +71,43 @@ fn main() {
         let k = &keys[(i as usize * 7919) % services];
         black_box(w.batch().expect("batch").put_port(k, &nodes(10, round)));
     });
+    // A re-layout of the whole slot table (what the writer does when tombstones fill it), and what fresh lookups
+    // of present keys get from another thread meanwhile.
+    let relayout = measure(10, |_| {
+        w.relayout().expect("relayout");
+    });
+    const RELAYOUTS: u32 = 50;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (during_found, during_total, during_ns) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut buf = vec![0u8; 1 << 16];
+            let (mut found, mut total, mut i) = (0u64, 0u64, 0usize);
+            let t = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i = i.wrapping_add(7919);
+                let k = &keys[i % services];
+                if matches!(region.lookup(k.as_bytes(), &mut buf), Lookup::Found { .. }) {
+                    found += 1;
+                }
+                total += 1;
+            }
+            (
+                found,
+                total,
+                t.elapsed().as_nanos() as f64 / total.max(1) as f64,
+            )
+        });
+        for _ in 0..RELAYOUTS {
+            w.relayout().expect("relayout");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader")
+    });
     let st = region.status();
     let per_endpoint = st.heap_used as f64 / (services * 10) as f64;
-    let slot_bytes_per_endpoint = (64.0 * 1024.0 * 1024.0 / 256.0 * 32.0) / (services * 10) as f64;
+    // Two tables of one 32-byte slot per 256 bytes of region.
+    let slot_bytes_per_endpoint =
+        (64.0 * 1024.0 * 1024.0 / 256.0 * 32.0 * 2.0) / (services * 10) as f64;
 
     println!("store benchmark: {services} services x 10 nodes, region 64 MiB (best of 5 runs)");
     println!("  unchanged check, same key          {unchanged_one:8.1} ns/op");
@@ -81,14 +115,23 @@ fn main() {
     println!("  full lookup + copy (10 nodes)      {full_lookup:8.1} ns/op");
     println!("  miss (unknown key)                 {miss:8.1} ns/op");
     println!("  write of one 10-node entry         {write:8.1} ns/op");
+    println!(
+        "  re-layout of the slot table        {:8.3} ms ({services} keys)",
+        relayout / 1e6
+    );
+    println!(
+        "  lookups during {RELAYOUTS} re-layouts      {during_found} of {during_total} found ({during_ns:.1} ns/op, another thread)"
+    );
     println!("  heap bytes per endpoint            {per_endpoint:8.1}");
     println!(
-        "  slot-table bytes per endpoint      {slot_bytes_per_endpoint:8.1} (fixed table sized by shared_size)"
+        "  slot-table bytes per endpoint      {slot_bytes_per_endpoint:8.1} (two fixed tables sized by shared_size)"
     );
     let json = format!(
         "{{\"services\":{services},\"nodes_per_service\":10,\"unchanged_same_key_ns\":{unchanged_one:.1},\
          \"unchanged_spread_ns\":{unchanged_spread:.1},\"full_lookup_ns\":{full_lookup:.1},\"miss_ns\":{miss:.1},\
-         \"write_ns\":{write:.1},\"heap_bytes_per_endpoint\":{per_endpoint:.1}}}\n"
+         \"write_ns\":{write:.1},\"relayout_ms\":{:.3},\"lookups_during_relayouts\":{during_total},\
+         \"found_during_relayouts\":{during_found},\"heap_bytes_per_endpoint\":{per_endpoint:.1}}}\n",
+        relayout / 1e6
     );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")

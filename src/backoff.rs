@@ -1,5 +1,6 @@
 //! Exponential back-off with jitter: 800 ms doubling to 30 s, each delay drawn from [d, 2d), reset after a
-//! healthy period. Jitter spreads the reconnects of many gateways after an API server outage.
+//! healthy period (by default also when the last failure is 120 s old). Jitter spreads the reconnects of many
+//! gateways after an API server outage.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ const RESET_AFTER: Duration = Duration::from_secs(120);
 pub struct Backoff {
     next: Duration,
     last_failure: Option<Instant>,
+    /// Failures this far apart start over from the initial delay; `None`: only `reset` does.
+    reset_after: Option<Duration>,
     rng: u64,
 }
 
@@ -33,6 +36,7 @@ impl Backoff {
         Backoff {
             next: INITIAL,
             last_failure: None,
+            reset_after: Some(RESET_AFTER),
             rng: seed | 1,
         }
     }
@@ -43,13 +47,23 @@ impl Backoff {
         Backoff {
             next: INITIAL,
             last_failure: None,
+            reset_after: Some(RESET_AFTER),
             rng: seed | 1,
         }
     }
 
+    /// This back-off, growing until `reset` however long ago the last failure was: for failures whose own
+    /// cause can take longer than `RESET_AFTER` to recur (a 410 after a list slower than the server's history).
+    pub fn without_time_reset(mut self) -> Backoff {
+        self.reset_after = None;
+        self
+    }
+
     /// The delay before the next attempt. `server_hint` (Retry-After) is honoured as a lower bound.
     pub fn next_delay(&mut self, server_hint: Option<Duration>) -> Duration {
-        if self.last_failure.is_some_and(|t| t.elapsed() > RESET_AFTER) {
+        if let (Some(last), Some(after)) = (self.last_failure, self.reset_after)
+            && last.elapsed() > after
+        {
             self.next = INITIAL;
         }
         self.last_failure = Some(Instant::now());
@@ -65,6 +79,7 @@ impl Backoff {
         Backoff {
             next: INITIAL,
             last_failure: None,
+            reset_after: self.reset_after,
             rng: (self.random_unit() * (1u64 << 53) as f64) as u64 | 1,
         }
     }
@@ -78,6 +93,12 @@ impl Backoff {
     /// A random number in [0, n), for spreading other timers (e.g. watch timeouts) from the same source.
     pub fn random_below(&mut self, n: u64) -> u64 {
         (self.random_unit() * n as f64) as u64 % n.max(1)
+    }
+
+    /// Moves the last failure `d` into the past, as if that much time had passed (tests).
+    #[cfg(test)]
+    pub fn age(&mut self, d: Duration) {
+        self.last_failure = self.last_failure.map(|t| t.checked_sub(d).unwrap_or(t));
     }
 
     fn random_unit(&mut self) -> f64 {
@@ -108,6 +129,24 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay(None) < INITIAL * 2);
+    }
+
+    #[test]
+    fn a_quiet_spell_resets_the_delay_unless_only_reset_may() {
+        for (series, resets) in [
+            (Backoff::with_seed(3), true),
+            (Backoff::with_seed(3).without_time_reset(), false),
+        ] {
+            let mut b = series;
+            b.next_delay(None);
+            b.next_delay(None);
+            b.age(RESET_AFTER + Duration::from_secs(1));
+            let d = b.next_delay(None);
+            assert_eq!(d < INITIAL * 2, resets, "{d:?}");
+            if !resets {
+                assert!(d >= INITIAL * 4, "it went on growing: {d:?}");
+            }
+        }
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub struct ApiClient {
 }
 
 fn build_http(cfg: &ClusterConfig, m: &tls::Material) -> Result<Http, TlsError> {
-    let tls = tls::client_config(cfg, m)?;
+    let tls = tls::client_config(&cfg.tls(), m)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -249,10 +249,10 @@ fn read_token_file(path: &std::path::Path) -> Result<Secret, ClientError> {
 impl ApiClient {
     /// Reads the cluster's TLS material and token and builds the client. `label` names the cluster in log lines.
     pub fn new(cfg: &ClusterConfig, label: &str) -> Result<ApiClient, ClientError> {
-        let material = tls::load(cfg)?;
+        let material = tls::load(&cfg.tls())?;
         let http = build_http(cfg, &material)?;
         let mut files: Vec<PathBuf> = cfg.token_file.iter().map(PathBuf::from).collect();
-        files.extend(tls::watched_files(cfg));
+        files.extend(tls::watched_files(&cfg.tls()));
         // A missing token file is reported per request (it may appear later), as before any reload.
         let token = match (&cfg.token, &cfg.token_file) {
             (Some(t), _) => Some(t.clone()),
@@ -342,7 +342,7 @@ impl ApiClient {
                 Err(e) => errors.push(e),
             }
         }
-        match tls::load(&self.cfg).and_then(|m| {
+        match tls::load(&self.cfg.tls()).and_then(|m| {
             if m.digest == st.tls_digest {
                 return Ok(None);
             }
@@ -395,7 +395,7 @@ impl ApiClient {
             Ok(Err(e)) => {
                 let anchors = self.anchors().await;
                 return Err(ApiError::Transport(
-                    match tls::explain(&e, &self.cfg, &anchors) {
+                    match tls::explain(&e, &self.cfg.tls(), &anchors) {
                         Some(why) => {
                             // Certificates may have been rotated on either side: read ours again.
                             self.state.lock().await.stale = true;
@@ -480,12 +480,22 @@ pub async fn read_body(
     Ok(out)
 }
 
+/// One error's text, a TLS error's in words (rustls's own texts show enum names), also inside an `io::Error`.
+fn in_words(e: &(dyn std::error::Error + 'static)) -> String {
+    let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    });
+    tls.map_or_else(|| e.to_string(), tls::describe)
+}
+
 /// Joins an error with its sources: hyper's top-level messages alone ("client error (Connect)") say too little.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
+    let mut s = in_words(e);
     let mut src = e.source();
     while let Some(c) = src {
-        let m = c.to_string();
+        let m = in_words(c);
         if !s.contains(&m) {
             s.push_str(": ");
             s.push_str(&m);
@@ -493,4 +503,19 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tls_error_in_a_chain_is_told_in_words() {
+        let e = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(
+            super::error_chain(&e),
+            "invalid certificate: unknown issuer"
+        );
+        assert_eq!(e.to_string(), "invalid peer certificate: UnknownIssuer");
+    }
 }

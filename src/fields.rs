@@ -45,6 +45,17 @@ pub struct Field {
     pub doc: &'static str,
     /// What differs from APISIX's built-in module; `""` when nothing does.
     pub apisix: &'static str,
+    /// Example values (JSON), each accepted by the library and by APISIX's CLI (`apisix init`, which checks
+    /// `discovery.kubernetes` against APISIX's own schema) on every APISIX version tested. Rendered into the
+    /// README; `e2e/apisix-cli/check-config.py` runs each through `apisix init`. `id` is tried in a cluster of
+    /// the multi-cluster form, every other key in the single-cluster form.
+    pub examples: &'static [&'static str],
+    /// The other keys an example needs (a JSON object merged under the key), e.g. `kubeconfig` for `context`;
+    /// `""` for none.
+    pub with: &'static str,
+    /// Values the library accepts but APISIX's CLI refuses, with the APISIX versions that refuse them (`"all"`,
+    /// or a list such as `"3.8.1"`: the others accept it). `apisix` gives the form to use there instead.
+    pub cli_refuses: &'static [(&'static str, &'static str)],
 }
 
 const NEW: &str = "not in APISIX";
@@ -57,7 +68,11 @@ pub static FIELDS: &[Field] = &[
         default: DefaultValue::None,
         default_note: "multi-cluster mode only, required",
         doc: "`^[a-z0-9]{1,64}$`, unique; service names are then `id/ns/name:port`",
-        apisix: "a duplicate id stops nginx at start (APISIX: an error in `init_worker`, and discovery never starts)",
+        apisix: "a duplicate id stops nginx at start (APISIX: an error in `init_worker`, and discovery never starts). \
+                 APISIX 3.8's CLI allows 8 characters at most",
+        examples: &[r#""c1""#, r#""prod""#, r#""eu1""#],
+        with: r#"{"service": {"host": "10.96.0.1", "port": "6443"}, "client": {"token": "${K8S_TOKEN}"}}"#,
+        cli_refuses: &[(r#""production1""#, "3.8.1")],
     },
     Field {
         name: "service.schema",
@@ -65,6 +80,9 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "`http` or `https`",
         apisix: "",
+        examples: &[r#""https""#, r#""http""#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "service.host",
@@ -72,14 +90,32 @@ pub static FIELDS: &[Field] = &[
         default_note: "multi-cluster: required",
         doc: "DNS name, IPv4, IPv6 (bare or bracketed), or `${VAR}`",
         apisix: "uppercase names and IPv6 literals accepted, `${VAR}` names may end in a digit (APISIX: lowercase \
-                 names and IPv4 only)",
+                 names and IPv4 only). APISIX's CLI checks this value with its own schema: there write names in \
+                 lower case, and reach an IPv6 API server through `${VAR}` (a name ending in a letter) or \
+                 `kubeconfig`, whose contents the CLI does not inspect",
+        examples: &[
+            r#""${KUBERNETES_SERVICE_HOST}""#,
+            r#""10.96.0.1""#,
+            r#""kubernetes.default.svc""#,
+        ],
+        with: "",
+        cli_refuses: &[
+            (r#""fd00:10:96::1""#, "all"),
+            (r#""[fd00:10:96::1]""#, "all"),
+            (r#""API.Example.COM""#, "all"),
+            (r#""${API_HOST2}""#, "all"),
+        ],
     },
     Field {
         name: "service.port",
         default: DefaultValue::Str("${KUBERNETES_SERVICE_PORT}"),
         default_note: "multi-cluster: required",
         doc: "1..65535 as a string or an integer, or `${VAR}`",
-        apisix: "a YAML integer is accepted (APISIX: strings only)",
+        apisix: "a YAML integer is accepted (APISIX: strings only). APISIX's CLI needs a quoted string: \
+                 `port: \"6443\"`",
+        examples: &[r#""${KUBERNETES_SERVICE_PORT}""#, r#""6443""#, r#""443""#],
+        with: "",
+        cli_refuses: &[(r#"6443"#, "all"), (r#""${API_PORT2}""#, "all")],
     },
     Field {
         name: "service.ssl_verify",
@@ -87,13 +123,23 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "boolean; `false` turns certificate verification off (a warning is logged at start)",
         apisix: "default **true** (APISIX: false)",
+        examples: &[r#"true"#, r#"false"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "client.token",
         default: DefaultValue::None,
         default_note: "",
         doc: "bearer token: `${VAR}` or the JWT alphabet, up to 4096 characters; wins over `token_file`",
-        apisix: "shown as `******` in the dump (APISIX shows it)",
+        apisix: "shown as `******` in the dump (APISIX shows it). In APISIX's CLI a `${VAR}` name must end in a \
+                 letter or `_`",
+        examples: &[
+            r#""${K8S_TOKEN}""#,
+            r#""eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrOHMifQ.c2lnbmF0dXJl""#,
+        ],
+        with: "",
+        cli_refuses: &[(r#""${K8S_TOKEN2}""#, "all")],
     },
     Field {
         name: "client.token_file",
@@ -102,6 +148,12 @@ pub static FIELDS: &[Field] = &[
                        token / token_file, or a client certificate",
         doc: "path, `${VAR}` allowed; re-read when it changes on disk, at least every 50 s and after a 401",
         apisix: "re-read on change instead of on every request",
+        examples: &[
+            r#""/var/run/secrets/kubernetes.io/serviceaccount/token""#,
+            r#""${K8S_TOKEN_FILE}""#,
+        ],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "client.ca_file",
@@ -111,6 +163,9 @@ pub static FIELDS: &[Field] = &[
         doc: "PEM file of one or more CA certificates, `${VAR}` allowed; when set, the cluster's **only** trust \
               anchor; `https` only; re-read when it changes",
         apisix: NEW,
+        examples: &[r#""/etc/k8s-disc/ca.crt""#, r#""${K8S_CA_FILE}""#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "client.cert_file",
@@ -118,7 +173,11 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "PEM client certificate (chain) for mTLS, with `client.key_file`, alone or with a token; `https` \
               only; re-read when it changes",
-        apisix: NEW,
+        apisix: "not in APISIX. With several clusters, APISIX's CLI wants `token` or `token_file` in every \
+                 cluster's `client`, so a certificate there needs one of them beside it",
+        examples: &[r#""/etc/k8s-disc/client.crt""#],
+        with: r#"{"client": {"key_file": "/etc/k8s-disc/client.key"}}"#,
+        cli_refuses: &[],
     },
     Field {
         name: "client.key_file",
@@ -127,6 +186,9 @@ pub static FIELDS: &[Field] = &[
         doc: "the private key of `client.cert_file`: RSA, ECDSA P-256/P-384 or Ed25519, in PKCS#8, PKCS#1 or \
               SEC1 form",
         apisix: NEW,
+        examples: &[r#""/etc/k8s-disc/client.key""#],
+        with: r#"{"client": {"cert_file": "/etc/k8s-disc/client.crt"}}"#,
+        cli_refuses: &[],
     },
     Field {
         name: "namespace_selector.equal",
@@ -135,6 +197,9 @@ pub static FIELDS: &[Field] = &[
         doc: "one namespace name; watches that namespace's URL, so a namespaced Role is enough. At most one of \
               the four `namespace_selector` keys may be set",
         apisix: "APISIX watches cluster-wide and filters, needing a ClusterRole",
+        examples: &[r#""default""#, r#""team-a""#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "namespace_selector.not_equal",
@@ -142,6 +207,9 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "one namespace name to leave out (sent as a field selector)",
         apisix: "",
+        examples: &[r#""kube-system""#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "namespace_selector.match",
@@ -150,6 +218,9 @@ pub static FIELDS: &[Field] = &[
         doc: "non-empty list of regular expressions; a namespace is watched when one matches its whole name",
         apisix: "Rust regular expressions: no look-around or back-references (APISIX: PCRE); an invalid one \
                  stops nginx at start (APISIX: logged and skipped)",
+        examples: &[r#"["team-.*", "prod"]"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "namespace_selector.not_match",
@@ -157,6 +228,9 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "non-empty list of regular expressions; a namespace is left out when one matches its whole name",
         apisix: "as for `match`",
+        examples: &[r#"["kube-.*"]"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "label_selector",
@@ -165,6 +239,17 @@ pub static FIELDS: &[Field] = &[
         doc: "Kubernetes label-selector syntax (`a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`), sent as \
               `labelSelector`",
         apisix: "checked at start (APISIX: sent as written)",
+        examples: &[
+            r#""app=web""#,
+            r#""app!=web""#,
+            r#""tier in (web,api)""#,
+            r#""tier notin (db)""#,
+            r#""canary""#,
+            r#""!canary""#,
+            r#""app=web,!canary""#,
+        ],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "default_weight",
@@ -172,13 +257,24 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "integer >= 0, the `weight` of every node",
         apisix: "",
+        examples: &[r#"50"#, r#"0"#, r#"100"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "shared_size",
         default: DefaultValue::Str("64m"),
         default_note: "",
-        doc: "`<n>m`, 1m to 16384m: the cluster's shared-memory region (pages are used only as data arrives)",
-        apisix: "an update that does not fit keeps the previous data and is retried (APISIX drops it)",
+        doc: "`<n>m`, 1m to 16384m: the cluster's shared-memory region. A quarter of it holds two key tables (the \
+              one in use is touched at start, the other at the first re-layout); the rest holds records as data \
+              arrives",
+        apisix: "an update that does not fit keeps the previous data and is retried (APISIX drops it). APISIX's \
+                 CLI also sizes an nginx `lua_shared_dict kubernetes` (and `kubernetes-stream`) with this value, \
+                 which this library does not use (README, Use with APISIX: 392 KiB each at 64m); APISIX 3.8's CLI \
+                 allows 1m to 99m",
+        examples: &[r#""64m""#, r#""1m""#, r#""99m""#],
+        with: "",
+        cli_refuses: &[(r#""128m""#, "3.8.1"), (r#""16384m""#, "3.8.1")],
     },
     Field {
         name: "watch_endpoint_slices",
@@ -187,6 +283,9 @@ pub static FIELDS: &[Field] = &[
         doc: "boolean: watch `discovery.k8s.io/v1` EndpointSlices instead of v1 Endpoints",
         apisix: "`ready` unset counts as ready, an endpoint in two slices is served once, and all-terminating \
                  ports serve their `serving` endpoints",
+        examples: &[r#"true"#, r#"false"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "kubeconfig",
@@ -194,7 +293,11 @@ pub static FIELDS: &[Field] = &[
         default_note: "",
         doc: "path of a kubeconfig, `${VAR}` allowed: server, CA, client certificate and token from it; excludes \
               `service` and `client`",
-        apisix: NEW,
+        apisix: "not in APISIX. With several clusters, APISIX's CLI wants `service` and `client` in every \
+                 cluster, so a kubeconfig serves the single-cluster form only",
+        examples: &[r#""/etc/k8s-disc/kubeconfig""#, r#""${KUBECONFIG}""#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "context",
@@ -202,6 +305,9 @@ pub static FIELDS: &[Field] = &[
         default_note: "the kubeconfig's `current-context`",
         doc: "the kubeconfig context to use; only with `kubeconfig`",
         apisix: NEW,
+        examples: &[r#""prod""#],
+        with: r#"{"kubeconfig": "/etc/k8s-disc/kubeconfig"}"#,
+        cli_refuses: &[],
     },
     Field {
         name: "watch_idle_timeout",
@@ -210,6 +316,9 @@ pub static FIELDS: &[Field] = &[
         doc: "seconds, 10 to 86400: a watch silent this long (not even a bookmark) is dropped and resumed; keep \
               it below the idle timeout of any load balancer on the way",
         apisix: NEW,
+        examples: &[r#"120"#, r#"60"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "list_timeout",
@@ -218,6 +327,9 @@ pub static FIELDS: &[Field] = &[
         doc: "seconds, 10 to 86400: deadline of one whole list, every page (for a streaming list: its initial \
               events up to the end bookmark); a list that misses it changes nothing and is retried",
         apisix: NEW,
+        examples: &[r#"300"#, r#"600"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "max_staleness",
@@ -226,6 +338,9 @@ pub static FIELDS: &[Field] = &[
         doc: "seconds, 1 to 86400: the cluster reports not ready once its data has not been confirmed current \
               (list, change, bookmark, new watch) for this long; the data is still served",
         apisix: NEW,
+        examples: &[r#"300"#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "max_object_size",
@@ -234,6 +349,9 @@ pub static FIELDS: &[Field] = &[
         doc: "`<n>m`, 1m to 1024m: an object or watch event larger than this is skipped and logged; its service \
               keeps its previous nodes",
         apisix: NEW,
+        examples: &[r#""16m""#, r#""4m""#],
+        with: "",
+        cli_refuses: &[],
     },
     Field {
         name: "list_strategy",
@@ -242,11 +360,15 @@ pub static FIELDS: &[Field] = &[
         doc: "how the first sync and every relist fetch the complete state. `auto`: a streaming list (one watch \
               request with `sendInitialEvents=true`, served from the API server's watch cache, whose connection \
               then goes on as the watch), falling back for good to paged LISTs when the server refuses it (422 \
-              while its WatchList feature is off, or 400/405, or a 403 that is not an RBAC refusal; logged once \
-              at warn; an RBAC 403 is retried with back-off); `watch_list`: streaming lists only (a refusal is \
-              logged as an error and retried with back-off; the cluster never becomes ready); `list`: paged LISTs \
-              of 500 items, consistent reads",
+              while its WatchList feature is off, or 405) or ignores it (its stream falls silent for 5 s before \
+              the end of the initial events); logged once at warn; any other failure, a 403 included, is retried \
+              with back-off; `watch_list`: streaming \
+              lists only (a refusal is logged as an error and retried with back-off; the cluster never becomes \
+              ready); `list`: paged LISTs of 500 items, consistent reads",
         apisix: "APISIX always pages through LISTs (consistent reads of 120 items)",
+        examples: &[r#""auto""#, r#""watch_list""#, r#""list""#],
+        with: "",
+        cli_refuses: &[],
     },
 ];
 
@@ -296,8 +418,20 @@ pub fn to_json() -> Value {
         FIELDS
             .iter()
             .map(|f| {
+                let parse = |v: &str| {
+                    serde_json::from_str::<Value>(v)
+                        .unwrap_or_else(|e| panic!("{}: example {v:?} is not JSON: {e}", f.name))
+                };
+                let examples: Vec<Value> = f.examples.iter().map(|v| parse(v)).collect();
+                let refuses: Vec<Value> = f
+                    .cli_refuses
+                    .iter()
+                    .map(|(v, versions)| json!({"value": parse(v), "versions": versions}))
+                    .collect();
                 json!({"name": f.name, "default": f.default.json(), "default_note": f.default_note,
-                       "doc": f.doc, "apisix": f.apisix})
+                       "doc": f.doc, "apisix": f.apisix, "examples": examples,
+                       "with": if f.with.is_empty() { json!({}) } else { parse(f.with) },
+                       "cli_refuses": refuses})
             })
             .collect(),
     )
@@ -321,16 +455,31 @@ pub fn reference_markdown() -> String {
             (None, "") => "none".to_owned(),
             (None, note) => note.to_owned(),
         };
+        let code = |v: &&str| format!("`{v}`");
+        let mut values = f.doc.to_owned();
+        if !f.examples.is_empty() {
+            let examples: Vec<String> = f.examples.iter().map(code).collect();
+            values.push_str(&format!(". Examples: {}", examples.join(", ")));
+        }
+        let mut apisix = if f.apisix.is_empty() {
+            "same".to_owned()
+        } else {
+            f.apisix.to_owned()
+        };
+        if !f.cli_refuses.is_empty() {
+            let refused: Vec<String> = f
+                .cli_refuses
+                .iter()
+                .map(|(v, versions)| match *versions {
+                    "all" => code(v),
+                    versions => format!("{} (on {versions})", code(v)),
+                })
+                .collect();
+            apisix.push_str(&format!(". `apisix init` refuses {}", refused.join(", ")));
+        }
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
-            f.name,
-            default,
-            f.doc,
-            if f.apisix.is_empty() {
-                "same"
-            } else {
-                f.apisix
-            }
+            f.name, default, values, apisix
         ));
     }
     out
@@ -382,6 +531,78 @@ mod tests {
             "README.md's configuration reference differs from src/fields.rs ({first}); \
              run K8S_DISC_UPDATE_DOCS=1 cargo test --lib fields"
         );
+    }
+
+    /// The cluster config of one example (or refused value) of `f`: single-cluster, or a one-cluster array for `id`.
+    fn example_config(f: &Field, value: &str) -> Value {
+        let mut cluster: Value = if f.with.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(f.with).expect("with is JSON")
+        };
+        let value: Value = serde_json::from_str(value).expect("example is JSON");
+        match f.name.split_once('.') {
+            Some((outer, inner)) => {
+                if cluster.get(outer).is_none() {
+                    cluster[outer] = json!({});
+                }
+                cluster[outer][inner] = value;
+            }
+            None => cluster[f.name] = value,
+        }
+        if f.name == "id" {
+            json!([cluster])
+        } else {
+            cluster
+        }
+    }
+
+    #[test]
+    fn every_example_and_every_value_apisix_refuses_is_accepted_by_the_parser() {
+        let env = |name: &str| {
+            Some(match name {
+                n if n.contains("HOST") => "10.0.0.1".to_owned(),
+                n if n.contains("PORT") => "6443".to_owned(),
+                n if n.contains("TOKEN") && !n.contains("FILE") => "abc.def".to_owned(),
+                _ => "/etc/k8s-disc/from-env".to_owned(),
+            })
+        };
+        // Files are read at parse time; the examples name files that do not exist here, so for these keys a
+        // failure to read the file shows that the value itself was accepted.
+        let reads_files = [
+            "client.ca_file",
+            "client.cert_file",
+            "client.key_file",
+            "kubeconfig",
+            "context",
+        ];
+        let mut tried = 0;
+        for f in FIELDS {
+            assert!(!f.examples.is_empty(), "{} has no example", f.name);
+            let values = f
+                .examples
+                .iter()
+                .chain(f.cli_refuses.iter().map(|(v, _)| v));
+            for v in values {
+                tried += 1;
+                let conf = example_config(f, v).to_string();
+                match crate::config::parse(&conf, &env) {
+                    Ok(_) => {}
+                    Err(e)
+                        if reads_files.contains(&f.name)
+                            && e.to_string().contains("No such file") => {}
+                    Err(e) => panic!("{} = {v}: {conf} is refused: {e}", f.name),
+                }
+            }
+            for (v, versions) in f.cli_refuses {
+                assert!(
+                    *versions == "all" || versions.split(' ').all(|v| v.split('.').count() == 3),
+                    "{} = {v}: versions {versions:?} is neither \"all\" nor a list of x.y.z",
+                    f.name
+                );
+            }
+        }
+        assert!(tried > 60, "only {tried} values tried");
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::config::Scheme;
 use crate::secret::{MAX_KUBECONFIG_BYTES, ReadError, Secret, SecretBytes, read_capped};
 use crate::tls::Pem;
 
@@ -22,7 +21,8 @@ use crate::tls::Pem;
 pub struct Kubeconfig {
     /// The context used (the given one, or `current-context`).
     pub context: String,
-    pub scheme: Scheme,
+    /// The server URL's scheme is https (else http).
+    pub https: bool,
     /// Host name or IP; IPv6 without brackets.
     pub host: String,
     pub port: u16,
@@ -433,7 +433,7 @@ fn resolve(doc: &Value, context: Option<&str>, base: &Path) -> Result<Kubeconfig
         field: cl_field.clone(),
         key: "server",
     })?;
-    let (scheme, host, port, path_prefix) =
+    let (https, host, port, path_prefix) =
         parse_server(server).map_err(|source| KubeconfigError::BadServer {
             field: cl_field.clone(),
             server: server.to_owned(),
@@ -490,12 +490,12 @@ fn resolve(doc: &Value, context: Option<&str>, base: &Path) -> Result<Kubeconfig
             token_file = Some(file(base, p));
         }
     }
-    if scheme == Scheme::Http && (ca.is_some() || client_cert.is_some()) {
+    if !https && (ca.is_some() || client_cert.is_some()) {
         return Err(KubeconfigError::CertificatesNeedHttps { field: cl_field });
     }
     Ok(Kubeconfig {
         context: ctx_name,
-        scheme,
+        https,
         host,
         port,
         path_prefix,
@@ -508,12 +508,13 @@ fn resolve(doc: &Value, context: Option<&str>, base: &Path) -> Result<Kubeconfig
     })
 }
 
-/// `https://host[:port][/prefix]` into its parts; the port defaults to 443 (https) or 80 (http).
-fn parse_server(url: &str) -> Result<(Scheme, String, u16, String), ServerUrlError> {
-    let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (Scheme::Https, r)
+/// `https://host[:port][/prefix]` into its parts (whether it is https, host, port, path prefix); the port
+/// defaults to 443 (https) or 80 (http).
+fn parse_server(url: &str) -> Result<(bool, String, u16, String), ServerUrlError> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
-        (Scheme::Http, r)
+        (false, r)
     } else {
         return Err(ServerUrlError::Scheme);
     };
@@ -534,19 +535,17 @@ fn parse_server(url: &str) -> Result<(Scheme, String, u16, String), ServerUrlErr
             None => (authority, None),
         }
     };
-    let host = crate::config::normalize_host(host).ok_or(ServerUrlError::Host)?;
+    let host = crate::host::normalize_host(host).ok_or(ServerUrlError::Host)?;
     let port = match port {
-        None => match scheme {
-            Scheme::Https => 443,
-            Scheme::Http => 80,
-        },
+        None if https => 443,
+        None => 80,
         Some(p) => p
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
             .ok_or(ServerUrlError::Port)?,
     };
-    Ok((scheme, host, port, path.trim_end_matches('/').to_string()))
+    Ok((https, host, port, path.trim_end_matches('/').to_string()))
 }
 
 #[cfg(test)]
@@ -592,7 +591,7 @@ users:
     fn current_context_with_files_relative_to_the_kubeconfig() {
         let k = resolve(&doc(BASE), None, Path::new("/etc/kube")).unwrap();
         assert_eq!(k.context, "prod");
-        assert_eq!(k.scheme, Scheme::Https);
+        assert!(k.https);
         assert_eq!(k.host, "fd00::1");
         assert_eq!(k.port, 6443);
         assert_eq!(k.path_prefix, "/k8s/clusters/c-1");
@@ -702,11 +701,11 @@ users: [{name: u, user: {exec: {command: aws}}}]
     fn server_urls() {
         assert_eq!(
             parse_server("http://LocalHost:8080").unwrap(),
-            (Scheme::Http, "LocalHost".into(), 8080, String::new())
+            (false, "LocalHost".into(), 8080, String::new())
         );
         assert_eq!(
             parse_server("https://[::1]").unwrap(),
-            (Scheme::Https, "::1".into(), 443, String::new())
+            (true, "::1".into(), 443, String::new())
         );
         assert_eq!(parse_server("https://a:0"), Err(ServerUrlError::Port));
         assert_eq!(parse_server("https://a b"), Err(ServerUrlError::Host));

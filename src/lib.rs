@@ -15,6 +15,7 @@ pub mod ffi;
 mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
+mod host;
 mod instance;
 mod kubeconfig;
 mod lines;

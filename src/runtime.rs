@@ -45,13 +45,10 @@ fn handle() -> Result<tokio::runtime::Handle, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let h = runtime.handle().clone();
-    std::thread::Builder::new()
-        .name("k8s-disc".into())
-        .spawn(move || {
-            block_signals_in_this_thread();
-            runtime.block_on(std::future::pending::<()>())
-        })
-        .map_err(StartError::Thread)?;
+    spawn_with_signals_blocked("k8s-disc", move || {
+        runtime.block_on(std::future::pending::<()>())
+    })
+    .map_err(StartError::Thread)?;
     *rt = Some((me, h.clone()));
     Ok(h)
 }
@@ -86,15 +83,74 @@ pub fn start(inst: &Arc<Instance>) -> Result<bool, StartError> {
     Ok(true)
 }
 
-/// Blocks every signal in the calling thread (and the threads it spawns later). nginx handles its signals
-/// (QUIT, HUP, USR1, TERM, ...) by setting flags that its main thread's event loop checks; delivered to the watcher
-/// thread instead, they would only be seen once the main thread happened to wake up.
-fn block_signals_in_this_thread() {
-    // SAFETY: `set` is a local sigset_t initialised by sigfillset before use; pthread_sigmask only changes the
-    // calling thread's mask and accepts a NULL old-set pointer.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+/// Spawns a thread that has every signal blocked from its first instruction on (and so do the threads it spawns).
+/// nginx handles its signals (QUIT, HUP, USR1, TERM, ...) by setting flags that its main thread's event loop
+/// checks; delivered to the watcher thread instead, they would only be seen once the main thread happened to
+/// wake up. A new thread inherits its creator's mask, so the mask is set here, around the spawn, and the
+/// calling (nginx) thread's own mask is restored right after: blocking them in the new thread's first statement
+/// would leave a window in which it could take a signal.
+fn spawn_with_signals_blocked<F>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: both sigset_t are locals, `all` initialised by sigfillset and `saved` filled by pthread_sigmask
+    // before it is read; pthread_sigmask only changes the calling thread's mask.
+    let (all, mut saved) = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        (all, std::mem::zeroed::<libc::sigset_t>())
+    };
+    // SAFETY: as above; `saved` receives the mask in force before.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved) };
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: restores the mask saved above, whether or not the spawn succeeded.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    spawned
+}
+
+#[cfg(test)]
+mod tests {
+    /// The blocked-signal set of the calling thread, from /proc (bit n-1 for signal n).
+    fn blocked_here() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("procfs");
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .expect("SigBlk line")
+            .trim();
+        u64::from_str_radix(hex, 16).expect("hex mask")
+    }
+
+    #[test]
+    fn the_watcher_thread_starts_with_signals_blocked_and_the_caller_keeps_its_mask() {
+        let before = blocked_here();
+        let (tx, rx) = std::sync::mpsc::channel();
+        super::spawn_with_signals_blocked("mask-test", move || {
+            tx.send(blocked_here()).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        let first_statement = rx.recv().unwrap();
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGCHLD,
+            libc::SIGWINCH,
+            libc::SIGIO,
+            libc::SIGALRM,
+            libc::SIGPIPE,
+        ] {
+            assert_ne!(
+                first_statement & (1 << (sig - 1)),
+                0,
+                "signal {sig} not blocked: {first_statement:x}"
+            );
+        }
+        assert_eq!(blocked_here(), before, "the caller's mask is restored");
     }
 }

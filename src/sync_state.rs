@@ -91,8 +91,8 @@ pub enum Outcome {
         retry_after: Option<Duration>,
         gone: bool,
     },
-    /// The server does not support streaming lists (422, 400, 405 or a 403 other than an authorization refusal
-    /// for the request, or a stream that ignored `sendInitialEvents`).
+    /// The server does not support streaming lists (422 or 405 for the request, or a stream that ignored
+    /// `sendInitialEvents`: a bookmark, or a silence of seconds, before the end of the initial events).
     StreamUnsupported { retry_after: Option<Duration> },
     /// A watch ended. `rv` is the last resourceVersion it reached; `progressed` whether it delivered changes
     /// or bookmarks; `lasted` how long it was open.
@@ -124,7 +124,9 @@ pub struct Machine {
 
 impl Machine {
     pub fn new(mut backoff: Backoff, strategy: ListStrategy) -> Machine {
-        let gone_backoff = backoff.split();
+        // Only a healthy watch ends a streak of 410s: a list slower than the server's watch history makes each
+        // relist take minutes, and the time between them must not reset the delay.
+        let gone_backoff = backoff.split().without_time_reset();
         let mut m = Machine {
             state: State::List,
             backoff,
@@ -419,6 +421,28 @@ mod tests {
         m.step(Outcome::Listed { rv: "3".into() });
         let (after, _) = backoff(m.step(ended(failed(), "3", false, 1)));
         assert!(after >= Duration::from_secs(30), "{after:?}");
+    }
+
+    #[test]
+    fn repeated_410s_back_off_further_even_when_each_list_takes_minutes() {
+        let mut m = machine();
+        m.step(Outcome::Listed { rv: "1".into() });
+        assert_eq!(m.step(ended(WatchEnd::Gone, "1", false, 0)), &State::List);
+        let mut last = Duration::ZERO;
+        for i in 0..4u32 {
+            // The list takes longer than the back-off's quiet spell, then its watch gets 410 at once.
+            m.backoff.age(Duration::from_secs(150));
+            m.gone_backoff.age(Duration::from_secs(150));
+            m.step(Outcome::Listed {
+                rv: format!("{}", i + 2),
+            });
+            let (delay, then) = backoff(m.step(ended(WatchEnd::Gone, "2", false, 0)));
+            assert_eq!(then, State::List);
+            let base = Duration::from_millis(800) * 2u32.pow(i);
+            assert!(delay >= base && delay > last, "410 #{}: {delay:?}", i + 2);
+            last = delay;
+            m.step(Outcome::Waited);
+        }
     }
 
     #[test]

@@ -101,7 +101,6 @@ impl View {
                 };
                 match self.slice_owner.remove(&format!("{ns}/{name}")) {
                     Some(key) => {
-                        // The service stays known with whatever slices remain (possibly none, so no nodes).
                         self.remove_slice(&key, &name);
                         vec![key]
                     }
@@ -111,9 +110,15 @@ impl View {
         }
     }
 
+    /// Takes a slice from its service. A service left with no slice is gone, as a deleted Endpoints object's is:
+    /// the EndpointSlice controller keeps a slice (possibly empty) for every live service, so none means the
+    /// service was deleted, and keeping it would hold its entries forever while services come and go.
     fn remove_slice(&mut self, key: &str, name: &str) {
         if let Some(Source::Slices(m)) = self.services.get_mut(key) {
             m.remove(name);
+            if m.is_empty() {
+                self.services.remove(key);
+            }
         }
     }
 
@@ -195,11 +200,26 @@ mod tests {
         assert_eq!(v.apply(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
         assert_eq!(v.apply(slice("a-1", None, "10.0.0.1")), vec!["ns/a"]);
         assert_eq!(v.slice_count("ns/a"), 0);
-        assert_eq!(
-            v.ports("ns/a"),
-            Some(Default::default()),
-            "known service, no nodes"
-        );
+        assert_eq!(v.ports("ns/a"), None, "no slice left: no service");
+    }
+
+    #[test]
+    fn a_service_whose_last_slice_is_deleted_is_gone() {
+        let mut v = View::new(None);
+        v.apply(slice("a-1", Some("a"), "10.0.0.1"));
+        v.apply(slice("a-2", Some("a"), "10.0.0.2"));
+        assert_eq!(v.delete(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
+        assert_eq!(v.slice_count("ns/a"), 1, "one slice left");
+        assert!(v.ports("ns/a").is_some());
+        assert_eq!(v.delete(slice("a-2", Some("a"), "10.0.0.2")), vec!["ns/a"]);
+        assert_eq!(v.ports("ns/a"), None);
+        assert_eq!(v.len(), 0);
+        // An empty slice still makes a live service (known, no nodes).
+        let empty = serde_json::json!({"metadata": {"namespace": "ns", "name": "b-1",
+                                        "labels": {"kubernetes.io/service-name": "b"}},
+                                       "addressType": "IPv4", "endpoints": null, "ports": null});
+        v.apply(Object::parse(Resource::EndpointSlices, &empty.to_string()).unwrap());
+        assert_eq!(v.ports("ns/b"), Some(Default::default()));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-# lua/apisix/discovery/kubernetes/schema.lua, the schema APISIX's CLI checks config.yaml against: it must accept
-# every config the library accepts (or APISIX would refuse to start) and reject what is plainly invalid; and it
-# must declare exactly the library's keys with the library's defaults (APISIX's CLI applies the schema's defaults
-# itself, so a default that drifted there would silently override the library's).
+# lua/apisix/discovery/kubernetes/schema.lua, the schema APISIX checks config.yaml against when nginx starts (its
+# CLI checks the same block with APISIX's own schema, see the README): it must accept every config the library
+# accepts (or APISIX would refuse to start) and reject what is plainly invalid; and it must declare exactly the
+# library's keys with the library's defaults (APISIX applies the schema's defaults itself, so a default that
+# drifted there would silently override the library's).
 
 use lib 't/lib';
 use K8sDiscTest fake_api => 0;

@@ -151,7 +151,7 @@ GET /t
 explained: true
 ready: false
 --- error_log eval
-qr{the API server refused our client certificate \(\w+ alert\): client.cert_file must be signed by a CA the API server accepts client certificates from}
+qr{the API server refused our client certificate \([a-z][a-zA-Z ]+ alert\): client.cert_file must be signed by a CA the API server accepts client certificates from}
 
 
 

@@ -1,6 +1,7 @@
 //! Chaos: a seeded driver applies thousands of random mutations to the fake API server while it injects faults
 //! at random; once the faults stop, every lookup of every service must equal what the fake's objects say
-//! (computed independently of the library's model, see `chaos/truth.rs`).
+//! (computed independently of the library's model, see `chaos/truth.rs`). Besides the API server's faults, the
+//! writer process is killed during re-layouts of the slot table and a new watcher started (`chaos/writer_kill.rs`).
 //!
 //! Each variant runs its fixed seed in CI. For longer runs:
 //! `K8S_DISC_CHAOS_SEEDS=1-50 K8S_DISC_CHAOS_MUTATIONS=10000 cargo test --release --test chaos -- --nocapture`
@@ -14,6 +15,8 @@ mod mutate;
 mod rng;
 #[path = "chaos/truth.rs"]
 mod truth;
+#[path = "chaos/writer_kill.rs"]
+mod writer_kill;
 
 mod common;
 
@@ -35,6 +38,8 @@ const DEFAULT_MUTATIONS: u64 = 2000;
 const STEP: Duration = Duration::from_millis(4);
 /// One fault every this many mutations on average.
 const FAULT_EVERY: u64 = 60;
+/// A writer process killed during re-layouts every this many mutations on average (see `chaos/writer_kill.rs`).
+const WRITER_KILL_EVERY: u64 = 400;
 /// Objects created before the watcher starts, so that its first list already spans several pages.
 const INITIAL_OBJECTS: u64 = 40;
 /// How long the watcher may take to converge once the faults stop: the longest back-off step (30 s plus up to
@@ -169,6 +174,13 @@ fn run(v: &Variant, seed: u64, mutations: u64) -> Result<Report, String> {
         if rng.chance(1, FAULT_EVERY) {
             *faults
                 .entry(faults::inject(&s, &mut rng, prefix))
+                .or_default() += 1;
+        }
+        if rng.chance(1, WRITER_KILL_EVERY) {
+            *faults
+                .entry(writer_kill::kill_writer_during_relayouts(
+                    &inst, &mut rng, &names,
+                )?)
                 .or_default() += 1;
         }
         // Readers race the writer all along: a lookup may be busy, but never corrupt.

@@ -9,6 +9,7 @@ mod common;
 use common::{eventually, nodes};
 use k8s_disc::testing::Instance;
 use k8s_disc::testing::Lookup;
+use k8s_disc::testing::Metric;
 use k8s_disc::testing::Node;
 use k8s_fake_apiserver::{FakeApiServer, Fault, Kind, Options};
 use serde_json::{Value, json};
@@ -163,7 +164,8 @@ fn watch_410_relists_and_keeps_serving_meanwhile() {
         nodes(&inst, "ns/a:http") == Some(vec![node("10.2.0.9", 80)])
     });
     eventually("stale key removed", || nodes(&inst, "ns/b:http").is_none());
-    assert!(lists(&inst) > lists_before, "a relist happened");
+    // The list is counted after its writes, in the same batch.
+    eventually("a relist counted", || lists(&inst) > lists_before);
 }
 
 #[test]
@@ -281,15 +283,15 @@ fn endpoint_slices_merge_and_last_slice_deletion() {
     });
     s.delete(Kind::EndpointSlice, "ns", "svc-b");
     eventually("last slice gone", || nodes(&inst, "ns/svc:p1").is_none());
-    // Still a known service (empty), as the dump shows.
-    let dump = k8s_disc::testing::dump(&inst);
-    let names: Vec<&str> = dump["endpoints"][0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert!(names.contains(&"ns/svc"), "{dump}");
+    // No slice left: the service is gone (its marker too), as the dump shows.
+    eventually("the service gone from the dump", || {
+        let dump = k8s_disc::testing::dump(&inst);
+        let listed = dump["endpoints"][0]["endpoints"].as_array().cloned();
+        !listed
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e["name"] == "ns/svc")
+    });
 }
 
 #[test]
@@ -701,9 +703,9 @@ fn the_initial_events_of_a_streaming_list_have_the_list_timeout_deadline() {
         &["10.10.0.2"],
         json!([{"name": "http", "port": 80}]),
     ));
-    // The stream sends its first bytes, then falls silent for longer than list_timeout (but well within
-    // watch_idle_timeout, so only the list deadline can end it).
-    s.inject_fault(Fault::stall("/api/v1/endpoints", 100, Some(15_000)).only_watch(true));
+    // The stream trickles, a byte every 50 ms: never silent, but its initial events take longer than
+    // list_timeout, so only the list deadline can end it.
+    s.inject_fault(Fault::slow_body("/api/v1/endpoints", 1, 50).only_watch(true));
     let inst = start(&s, json!({"list_timeout": 10}));
     eventually("the list deadline reported", || {
         inst.clusters[0]
@@ -831,4 +833,86 @@ fn objects_over_max_object_size_are_skipped_and_the_stream_goes_on() {
     eventually("the big service, shrunk", || {
         nodes(&inst, "ns/big:http").is_some_and(|n| n.len() == 2)
     });
+}
+
+#[test]
+fn services_created_and_deleted_under_one_watch_leave_nothing_behind_in_the_region() {
+    const SERVICES: usize = 100_000;
+    // Room for the history of every change, so that the watch never has to relist (a relist would clean up
+    // whatever the watch left behind and hide it).
+    let s = FakeApiServer::start(Options {
+        history: 4 * SERVICES,
+        ..Options::default()
+    })
+    .unwrap();
+    let eps = json!([{"addresses": ["10.13.0.1"], "conditions": {"ready": true}}]);
+    let http = json!([{"name": "http", "port": 80}]);
+    s.apply(slice("ns", "base-1", "base", eps.clone(), http.clone()));
+    // 1 MiB: room for a few thousand services, not for a hundred thousand.
+    let inst = common::start_against(
+        s.addr().port(),
+        "1m",
+        json!({"watch_endpoint_slices": true}),
+    );
+    eventually("first list", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    let region = &inst.clusters[0].region;
+    let before = region.status();
+    let deleted = |r: &k8s_disc::testing::Region| r.metric(Metric::EventsDeleted);
+    let deleted_before = deleted(region);
+    // Each service gets its slice, then loses it (the service was deleted): a preview environment's life.
+    for i in 0..SERVICES {
+        let (name, svc) = (format!("s{i:06}-x1"), format!("s{i:06}"));
+        s.apply(slice("churn", &name, &svc, eps.clone(), http.clone()));
+        s.delete(Kind::EndpointSlice, "churn", &name);
+    }
+    // One more service, then its deletion: once that is applied, every change before it is too.
+    s.apply(slice("ns", "last-1", "last", eps.clone(), http.clone()));
+    s.delete(Kind::EndpointSlice, "ns", "last-1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while deleted(region) < deleted_before + SERVICES as u64 + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} deletions applied in 600 s",
+            deleted(region) - deleted_before,
+            SERVICES + 1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last event's batch is written just after it is counted.
+    let settled = std::time::Instant::now() + Duration::from_secs(30);
+    let mut after = region.status();
+    while (after.entries, after.heap_used) != (before.entries, before.heap_used)
+        && std::time::Instant::now() < settled
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        after = region.status();
+    }
+    eprintln!(
+        "region before: {} entries, {} of {} heap bytes; after {SERVICES} services came and went: {} entries, \
+         {} bytes, {} held back, {} refused",
+        before.entries,
+        before.heap_used,
+        before.heap_bytes,
+        after.entries,
+        after.heap_used,
+        after.pending_full,
+        after.full_rejections
+    );
+    assert_eq!(after.lists, before.lists, "no relist: the watch did it all");
+    assert_eq!(
+        (after.entries, after.heap_used),
+        (before.entries, before.heap_used),
+        "the region's use is back where it started"
+    );
+    assert_eq!(after.pending_full, 0, "nothing held back");
+    assert_eq!(after.full_rejections, 0, "nothing was ever refused");
+    assert!(nodes(&inst, "churn/s000000:http").is_none());
+    assert!(nodes(&inst, "ns/base:http").is_some());
+    let dump = k8s_disc::testing::dump(&inst);
+    assert_eq!(
+        dump["endpoints"][0]["endpoints"].as_array().map(Vec::len),
+        Some(1),
+        "only the base service is listed"
+    );
 }

@@ -114,8 +114,9 @@ fn the_initial_sync_is_one_watch_request_and_no_list() {
     // It counts as a list, and its connection is now the watch.
     let region = &inst.clusters[0].region;
     assert_eq!(status(&inst).lists, 1);
-    assert_eq!(region.metric(Metric::WatchStarts), 1);
+    // The watch start is counted after the list is published (and before the state shows watching).
     eventually("watching", || status(&inst).state == SyncState::Watching);
+    assert_eq!(region.metric(Metric::WatchStarts), 1);
     s.apply(endpoints("ns", "svc0000", "10.99.0.1"));
     s.delete(Kind::Endpoints, "ns", "svc0001");
     eventually("changes on the same connection", || {
@@ -205,14 +206,33 @@ fn fallback_scenario() {
         1,
         "the fallback is remembered"
     );
-    assert_eq!(s.stats().lists, 2);
-    let relist = requests(&s, "GET /api/v1/endpoints?")
+    // Paged: 1200 services in pages of 500, no response with the whole cluster.
+    assert_eq!(s.stats().lists, 4);
+    let relist: Vec<String> = requests(&s, "GET /api/v1/endpoints?")
         .into_iter()
-        .rfind(|r| !r.contains("watch="))
-        .unwrap();
-    // Not older than what was synced, unpaged (a limit would make it an exact, compactable read).
-    assert!(!relist.contains("limit="), "{relist}");
-    assert!(rv_of(&relist).parse::<u64>().unwrap() > 0, "{relist}");
+        .filter(|r| !r.contains("watch="))
+        .skip(1)
+        .collect();
+    assert_eq!(relist.len(), 3, "{relist:?}");
+    // Not older than what was synced: with a limit, only the match keeps it from being an exact, compactable
+    // read.
+    assert!(
+        relist[0].contains("limit=500&resourceVersion=")
+            && relist[0].contains("&resourceVersionMatch=NotOlderThan"),
+        "{}",
+        relist[0]
+    );
+    assert!(
+        rv_of(&relist[0]).parse::<u64>().unwrap() > 0,
+        "{}",
+        relist[0]
+    );
+    for later in &relist[1..] {
+        assert!(
+            later.contains("limit=500&continue=") && !later.contains("resourceVersion"),
+            "{later}"
+        );
+    }
     // (The count follows the list's writes in the same batch.)
     eventually("counted", || status(&inst).lists == 2);
 }
@@ -260,10 +280,14 @@ fn the_watch_list_strategy_never_falls_back_and_says_why() {
     eventually("a second attempt", || {
         requests(&s, "sendInitialEvents").len() >= 2
     });
+    // The server sees the second request before the watcher has necessarily counted the first failure: wait
+    // for the counter rather than read it once.
+    eventually("both failures counted", || {
+        inst.clusters[0].region.metric(Metric::ListErrors) >= 2
+    });
     assert!(!inst.ready());
     assert_eq!(served(&inst, 0), None);
     assert_eq!(s.stats().lists, 0);
-    assert!(inst.clusters[0].region.metric(Metric::ListErrors) >= 2);
 }
 
 #[test]
@@ -373,4 +397,166 @@ fn the_list_strategy_pages_through_list_requests() {
         "a consistent read: {first}"
     );
     assert_eq!(requests(&s, "continue=").len(), 2);
+}
+
+/// Runs `scenario` in a child process of this test binary (as the test named `test`) and returns what it logged.
+fn logged_by(test: &str, marker: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        &stderr[..stderr.len().min(8192)]
+    );
+    stderr
+}
+
+#[test]
+fn a_malformed_event_is_logged_with_the_bad_value_cut_short() {
+    const MARKER: &str = "K8S_DISC_MALFORMED_CHILD";
+    if std::env::var_os(MARKER).is_some() {
+        malformed_scenario();
+        return;
+    }
+    let stderr = logged_by(
+        "a_malformed_event_is_logged_with_the_bad_value_cut_short",
+        MARKER,
+    );
+    let malformed: Vec<&str> = stderr.lines().filter(|l| l.contains("malformed")).collect();
+    assert!(
+        malformed
+            .iter()
+            .any(|l| l.contains("malformed Endpoints without a readable name"))
+            && malformed
+                .iter()
+                .any(|l| l.contains("malformed Endpoints in a MODIFIED event")),
+        "both the streaming list's and the watch's failures are logged: {} lines",
+        malformed.len()
+    );
+    for line in stderr.lines() {
+        assert!(
+            line.len() < 2048,
+            "a log line of {} bytes: {}...",
+            line.len(),
+            &line[..200]
+        );
+    }
+}
+
+/// A streaming list, then a watch, each meet an object whose `subsets` is a 3 MiB string.
+fn malformed_scenario() {
+    let s = server(true);
+    seed(&s, 2);
+    let huge = "A".repeat(3 << 20);
+    let event = |kind: &str, meta: Value| {
+        let obj =
+            json!({"kind": "Endpoints", "apiVersion": "v1", "metadata": meta, "subsets": huge});
+        format!("{}\n", json!({"type": kind, "object": obj}))
+    };
+    s.inject_fault(
+        Fault::response(PATH, 200)
+            .query_contains("sendInitialEvents")
+            .body(
+                "application/json",
+                &event("ADDED", json!({"namespace": "ns"})),
+            ),
+    );
+    let inst = start(&s, json!({}));
+    eventually("the streaming list failed", || {
+        inst.clusters[0].region.metric(Metric::ListErrors) >= 1
+    });
+    eventually("ready", || inst.ready());
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    // The plain watch that follows the broken stream gets the bad event.
+    s.inject_fault(
+        Fault::response(PATH, 200)
+            .only_watch(true)
+            .query_contains("watch=1&resourceVersion=")
+            .body(
+                "application/json",
+                &event("MODIFIED", json!({"namespace": "ns", "name": "svc0000"})),
+            ),
+    );
+    s.reset_watches();
+    eventually("the watch's bad event made it relist", || {
+        inst.clusters[0].region.metric(Metric::Relists) >= 1
+    });
+}
+
+#[test]
+fn a_403_or_400_on_the_streaming_list_is_retried_and_only_405_or_422_mean_no_support() {
+    for (code, falls_back) in [(403, false), (400, false), (405, true)] {
+        let s = server(true);
+        seed(&s, 3);
+        s.inject_fault(Fault::response(PATH, code).query_contains("sendInitialEvents"));
+        let inst = start(&s, json!({}));
+        eventually("ready", || inst.ready());
+        let stream = requests(&s, "sendInitialEvents").len();
+        if falls_back {
+            assert_eq!(stream, 1, "HTTP {code}");
+            assert_eq!(s.stats().lists, 1, "HTTP {code}: a paged list");
+        } else {
+            // An RBAC or webhook refusal, or a bad request, says nothing about the feature: the failure is
+            // reported, backed off and the streaming list tried again.
+            assert_eq!(stream, 2, "HTTP {code}");
+            assert_eq!(s.stats().lists, 0, "HTTP {code}: never a LIST");
+            eventually("the failure counted", || {
+                inst.clusters[0].region.metric(Metric::ListErrors) == 1
+            });
+        }
+        assert_eq!(served(&inst, 2), Some(node("10.0.2.1")), "HTTP {code}");
+    }
+}
+
+#[test]
+fn a_server_that_ignores_send_initial_events_is_recognised_by_the_silence_before_its_end_bookmark()
+{
+    // An old server or a stripping proxy: the streaming list is served as a plain watch. Its first ordinary
+    // bookmark comes after a minute, as a real server's does, so only the silence can tell in time.
+    let s = FakeApiServer::start(Options {
+        ignore_watch_list_params: true,
+        ..Options::default()
+    })
+    .expect("fake API server starts");
+    seed(&s, 700);
+    let started = Instant::now();
+    let inst = start(&s, json!({}));
+    eventually("ready", || inst.ready());
+    eprintln!("ready after {:?}", started.elapsed());
+    for i in [0, 499, 699] {
+        assert_eq!(
+            served(&inst, i),
+            Some(node(&format!("10.{}.{}.1", i / 250, i % 250)))
+        );
+    }
+    // One streaming list (its 700 events were not taken for a list), then paged LISTs for good.
+    assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
+    assert!(s.stats().lists >= 1);
+    let st = status(&inst);
+    assert_eq!(st.lists, 1);
+    assert_eq!(inst.clusters[0].region.metric(Metric::ListErrors), 0);
+    // The watch that follows is a plain one, and works.
+    s.apply(endpoints("ns", "svc0000", "10.99.0.1"));
+    eventually("watching", || served(&inst, 0) == Some(node("10.99.0.1")));
+    assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
+
+    // With `watch_list`, the same silence is reported, and streaming lists are tried again.
+    let inst = common::start_against(
+        s.addr().port(),
+        "8m",
+        json!({"list_strategy": "watch_list"}),
+    );
+    eventually("the silence reported", || {
+        status(&inst).last_error.contains("fell silent for 5s")
+    });
+    let e = status(&inst).last_error;
+    assert!(
+        e.contains("before the end of its initial events: it ignored sendInitialEvents"),
+        "{e}"
+    );
+    assert!(!inst.ready());
 }

@@ -87,7 +87,7 @@ pub(super) fn parse_host(v: &Value, scope: &Scope<'_>) -> Result<String, ConfigE
         .ok_or_else(|| error(scope.path(field), show(v), rule))?;
     let (resolved, var) = scope.expand(field, s, &show(v))?;
     let trimmed = resolved.trim();
-    normalize_host(trimmed).ok_or_else(|| {
+    crate::host::normalize_host(trimmed).ok_or_else(|| {
         let why = match var {
             Some(name) if trimmed.is_empty() => format!("environment variable {name} is empty"),
             Some(name) => format!(
@@ -105,42 +105,6 @@ pub(super) fn truncate(s: &str) -> String {
         Some((cut, _)) => format!("{}...", &s[..cut]),
         None => s.to_owned(),
     }
-}
-
-/// A valid host, without IPv6 brackets; `None` if invalid.
-pub(crate) fn normalize_host(h: &str) -> Option<String> {
-    if let Some(inner) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        return inner.parse::<Ipv6Addr>().ok().map(|_| inner.to_owned());
-    }
-    if h.contains(':') {
-        return h.parse::<Ipv6Addr>().ok().map(|_| h.to_owned());
-    }
-    if h.parse::<Ipv4Addr>().is_ok() || is_dns_name(h) {
-        return Some(h.to_owned());
-    }
-    None
-}
-
-/// A DNS name, any case: labels of [A-Za-z0-9-] not starting or ending with
-/// '-', at most 63 each and 253 in all. The last label may not be all digits,
-/// so that a malformed IPv4 such as `10.0.0.256` is not taken as a name.
-pub(super) fn is_dns_name(h: &str) -> bool {
-    if h.is_empty() || h.len() > 253 {
-        return false;
-    }
-    let labels_ok = h.split('.').all(|label| {
-        let b = label.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && b.first().is_some_and(u8::is_ascii_alphanumeric)
-            && b.last().is_some_and(u8::is_ascii_alphanumeric)
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-    });
-    let last_numeric = h
-        .rsplit('.')
-        .next()
-        .is_some_and(|l| l.bytes().all(|c| c.is_ascii_digit()));
-    labels_ok && !last_numeric
 }
 
 pub(super) fn parse_port(v: &Value, scope: &Scope<'_>) -> Result<u16, ConfigError> {
@@ -209,7 +173,7 @@ pub(super) fn from_kubeconfig(
         },
     )?;
     Ok(Connection {
-        scheme: k.scheme,
+        scheme: if k.https { Scheme::Https } else { Scheme::Http },
         host: k.host,
         port: k.port,
         ssl_verify: k.ssl_verify,

@@ -25,16 +25,14 @@ mod tests;
 mod values;
 
 use cluster::parse_cluster;
-pub(crate) use connection::normalize_host;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
 use crate::fields::{default_json, keys_under};
 use crate::secret::Secret;
 use crate::selector::{NamespacePattern, NamespaceSelector, validate_label_selector};
-use crate::tls::Pem;
+use crate::tls::{Pem, SettingNames};
 
 // Defaults and the accepted keys come from the configuration table, `crate::fields`.
 
@@ -155,14 +153,6 @@ pub struct ClusterConfig {
     pub list_strategy: ListStrategy,
 }
 
-/// How messages name the settings of a cluster: config fields, or kubeconfig fields when it comes from one.
-pub struct Fields {
-    pub ca: &'static str,
-    pub cert: &'static str,
-    pub key: &'static str,
-    pub host: &'static str,
-}
-
 impl ClusterConfig {
     /// `host:port`, with an IPv6 host bracketed.
     pub fn authority(&self) -> String {
@@ -183,21 +173,36 @@ impl ClusterConfig {
         )
     }
 
-    pub fn source(&self) -> Fields {
+    /// How messages name this cluster's settings: config fields, or kubeconfig fields when it comes from one.
+    pub fn source(&self) -> SettingNames {
         if self.kubeconfig.is_some() {
-            Fields {
+            SettingNames {
                 ca: "the kubeconfig's certificate-authority",
                 cert: "the kubeconfig's client-certificate",
                 key: "client-key",
                 host: "the kubeconfig's server",
             }
         } else {
-            Fields {
+            SettingNames {
                 ca: "client.ca_file",
                 cert: "client.cert_file",
                 key: "client.key_file",
                 host: "service.host",
             }
+        }
+    }
+
+    /// What TLS needs of this cluster's settings.
+    pub fn tls(&self) -> crate::tls::Settings<'_> {
+        crate::tls::Settings {
+            https: self.scheme == Scheme::Https,
+            ssl_verify: self.ssl_verify,
+            host: &self.host,
+            ca: self.ca.as_ref(),
+            client_cert: self.client_cert.as_ref(),
+            client_key: self.client_key.as_ref(),
+            in_cluster_ca: &self.in_cluster_ca,
+            names: self.source(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The region's fixed layout: header, slot table and heap geometry, and how a slot locates its record.
+//! The region's fixed layout: header, the two slot tables and heap geometry, and how a slot locates its record.
 
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
@@ -6,7 +6,7 @@ use super::Metric;
 use super::record::RECORD_HEADER;
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"K8SDISC1");
-pub(super) const LAYOUT_VERSION: u64 = 4;
+pub(super) const LAYOUT_VERSION: u64 = 5;
 /// Bytes reserved at the start of the region for the header and status block.
 pub(super) const HEADER_BYTES: usize = 4096;
 pub(super) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
@@ -20,7 +20,10 @@ pub(super) const READ_RETRIES: u32 = 1000;
 /// Bytes of the last-error message kept in the status block.
 pub(super) const ERROR_TEXT_WORDS: usize = 48;
 pub const ERROR_TEXT_BYTES: usize = ERROR_TEXT_WORDS * 8;
-/// Smallest region we accept: header, a minimal slot table and a little heap.
+/// Slot tables in a region: readers probe the active one while a re-layout builds the other (see
+/// `Header::table_gen`).
+pub(super) const TABLES: usize = 2;
+/// Smallest region we accept: header, two minimal slot tables and a little heap.
 pub const MIN_REGION_BYTES: usize = 64 * 1024;
 
 /// Record kinds.
@@ -40,6 +43,7 @@ pub(super) struct Header {
     pub(super) magic: AtomicU64,
     pub(super) layout: AtomicU64,
     pub(super) size: AtomicU64,
+    /// Slots in each of the two tables.
     pub(super) slot_count: AtomicU64,
     pub(super) heap_start: AtomicU64,
     /// Token of the writer that owns the region (see `make_token`).
@@ -61,9 +65,12 @@ pub(super) struct Header {
     pub(super) entries: AtomicU64,
     pub(super) heap_used: AtomicU64,
     pub(super) status_seq: AtomicU64,
-    /// Odd while the writer re-lays out the slot table (see `Writer::rehash`); a lookup that found nothing
-    /// retries when it changed meanwhile, since the key may have moved past where it looked.
-    pub(super) table_seq: AtomicU64,
+    /// Re-layouts of the slot table so far; its low bit is the active table, the one readers probe. A re-layout
+    /// builds the inactive table, then stores this word once (release): readers move to a complete table in one
+    /// step, and a writer that dies while building leaves the active table untouched. The table being built was
+    /// active before the previous switch, and its slots point at records freed since: a lookup that saw this word
+    /// change while it probed looks again.
+    pub(super) table_gen: AtomicU64,
     pub(super) last_error_ms: AtomicU64,
     pub(super) last_error: [AtomicU64; ERROR_TEXT_WORDS],
     /// Operational counters and gauges, indexed by `Metric` (written by the watcher, read by every worker).
@@ -86,7 +93,8 @@ pub fn key_hash(key: &[u8]) -> u64 {
     h
 }
 
-/// Slot count for a region size: one slot per 256 bytes, a power of two, at least 64.
+/// Slot count of each table for a region size: one slot per 256 bytes, a power of two, at least 64. The two tables
+/// together take 64 bytes per 256 (a quarter of the region) and the heap the rest.
 pub(super) fn slot_count_for(size: usize) -> usize {
     let wanted = (size / 256).max(64);
     let pow = wanted.next_power_of_two();
@@ -114,5 +122,16 @@ pub(super) fn set_slot_loc(s: &Slot, loc: u64) {
     fence(Ordering::Release);
     s.loc.store(loc, Ordering::Relaxed);
     s.version.store(0, Ordering::Relaxed);
+    s.seq.store(seq + 1, Ordering::Release);
+}
+
+/// Fills a slot under its seqlock. A slot left odd by a writer that died inside it becomes even again.
+pub(super) fn write_slot(s: &Slot, hash: u64, version: u64, loc: u64) {
+    let seq = s.seq.load(Ordering::Relaxed) | 1;
+    s.seq.store(seq, Ordering::Relaxed);
+    fence(Ordering::Release);
+    s.hash.store(hash, Ordering::Relaxed);
+    s.version.store(version, Ordering::Relaxed);
+    s.loc.store(loc, Ordering::Relaxed);
     s.seq.store(seq + 1, Ordering::Release);
 }

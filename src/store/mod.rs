@@ -7,8 +7,13 @@
 //!
 //! Layout (all offsets from the region start, everything 8-byte aligned):
 //! ```text
-//! [ Header (HEADER_BYTES) ][ slot table: slot_count x Slot ][ heap: 8-byte words holding records ]
+//! [ Header (HEADER_BYTES) ][ slot table 0 ][ slot table 1 ][ heap: 8-byte words holding records ]
 //! ```
+//! * Two slot tables of `slot_count` slots each; the low bit of the header's `table_gen` names the active one,
+//!   which readers probe and writes change. A re-layout (when tombstones fill the table) builds the other table
+//!   and switches to it with one store of `table_gen`, so readers always probe a complete table and a writer
+//!   killed part way leaves the active table as it was. A reader that saw `table_gen` move while it probed looks
+//!   again in the new table.
 //! * A slot is a seqlock-protected pointer: `{seq, hash, version, loc}`. `loc` packs the record's heap word offset
 //!   (high 32 bits, +1 so that 0 means "empty, never used") and its byte length (low 32 bits); `TOMBSTONE` marks a
 //!   deleted key whose probe chain must continue. Open addressing with linear probing.
@@ -28,7 +33,7 @@
 //! generation grows with every configuration the nginx master loads, so a watcher of an older configuration (an
 //! old worker still draining after a reload) can never claim the region back; within one generation the latest
 //! claimer wins (a respawned watcher). A writer whose token is no longer the owner stops at its next batch. A lock
-//! left by a dead process is taken over; the new writer repairs half-done slots.
+//! left by a dead process is taken over; the new writer rebuilds from the active table and repairs half-done slots.
 
 mod batch;
 mod free_space;

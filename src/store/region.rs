@@ -10,6 +10,9 @@ use super::record::*;
 #[cfg(test)]
 use super::writer::make_token;
 
+/// How many times a dump scans the keys again because the writer switched slot tables while it read.
+const SNAPSHOT_ATTEMPTS: u32 = 64;
+
 /// Outcome of a reader lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -36,7 +39,8 @@ pub enum Lookup {
         /// Bytes the buffer needs.
         need: usize,
     },
-    /// The writer kept changing the slot; try again later.
+    /// The writer kept changing the slot (or died while changing it, until the next writer repairs it); try again
+    /// later. A re-layout of the slot table never causes it.
     Busy,
     /// The record's contents contradict its own header (memory corruption): nothing was copied out.
     Corrupt,
@@ -47,7 +51,7 @@ pub struct Region {
     pub(super) base: *mut u8,
     pub(super) size: usize,
     /// Geometry fixed at creation, kept in process memory: faster than re-reading the header, and a corrupted
-    /// header can then never make an index go out of bounds.
+    /// header can then never make an index go out of bounds. `slots` is the size of each of the two tables.
     pub(super) slots: usize,
     pub(super) heap_start: usize,
 }
@@ -77,7 +81,7 @@ impl Region {
         }
         let size = round_up8(size);
         let slots = slot_count_for(size);
-        let heap_start = HEADER_BYTES + slots * SLOT_BYTES;
+        let heap_start = HEADER_BYTES + TABLES * slots * SLOT_BYTES;
         if heap_start + 4096 > size {
             return Err(StoreError::Region(format!(
                 "size {size} leaves no room for data"
@@ -100,7 +104,7 @@ impl Region {
                 std::io::Error::last_os_error()
             )));
         }
-        // Fresh anonymous pages are zero, which is "empty" for every slot and counter.
+        // Fresh anonymous pages are zero, which is "empty" for every slot and counter, and table 0 active.
         let region = Region {
             base: base.cast(),
             size,
@@ -132,11 +136,18 @@ impl Region {
         self.slots
     }
 
-    pub(super) fn slot(&self, i: usize) -> &Slot {
-        let i = i % self.slots;
-        // SAFETY: `i < slot_count`, and the slot table lies within the mapping by construction in `create`; Slot
-        // is all atomics.
-        unsafe { &*(self.base.add(HEADER_BYTES + i * SLOT_BYTES) as *const Slot) }
+    /// Slot `i` of table `table` (both taken modulo their bounds, so a value read from shared memory can never
+    /// index out of the tables).
+    pub(super) fn slot(&self, table: usize, i: usize) -> &Slot {
+        let index = (table % TABLES) * self.slots + i % self.slots;
+        // SAFETY: `index < TABLES * slot_count`, and the two tables lie within the mapping, between the header and
+        // the heap, by construction in `create`; Slot is all atomics.
+        unsafe { &*(self.base.add(HEADER_BYTES + index * SLOT_BYTES) as *const Slot) }
+    }
+
+    /// The table generation (see `Header::table_gen`): its low bit is the active table.
+    pub(super) fn table_gen(&self) -> u64 {
+        self.header().table_gen.load(Ordering::Acquire)
     }
 
     pub(super) fn heap_words(&self) -> &[AtomicU64] {
@@ -152,14 +163,17 @@ impl Region {
 
     /// Whether `(hint, version)` from an earlier lookup still names the slot's current record (only the hint's low
     /// 32 bits, the slot, are read). Versions are never reused within a region, so equality proves the content is
-    /// unchanged without reading the record.
+    /// unchanged without reading the record. The slot is read in the active table: after a re-layout moved the key
+    /// the answer is false, and the caller's fresh lookup finds it in its new slot.
     pub fn is_current(&self, hint: u64, version: u64) -> bool {
         let slot = hint as u32;
         if version == 0 || slot as usize >= self.slot_count() {
             return false;
         }
-        let s = self.slot(slot as usize);
+        let gen_word = &self.header().table_gen;
         for _ in 0..READ_RETRIES {
+            let generation = gen_word.load(Ordering::Acquire);
+            let s = self.slot(generation as usize, slot as usize);
             let seq = s.seq.load(Ordering::Acquire);
             if seq & 1 == 1 {
                 std::hint::spin_loop();
@@ -167,7 +181,10 @@ impl Region {
             }
             let v = s.version.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            if s.seq.load(Ordering::Relaxed) == seq {
+            // A table switched away from is no longer kept current: its answer only counts if it was still active.
+            if s.seq.load(Ordering::Relaxed) == seq
+                && gen_word.load(Ordering::Relaxed) == generation
+            {
                 return v == version;
             }
         }
@@ -179,34 +196,31 @@ impl Region {
         self.find(key, KIND_PORT, out)
     }
 
-    /// Probes for `key` and copies its record body into `out`.
+    /// Probes the active table for `key` and copies its record body into `out`.
     pub(super) fn find(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
-        let table_seq = &self.header().table_seq;
+        let gen_word = &self.header().table_gen;
         for _ in 0..READ_RETRIES {
-            let before = table_seq.load(Ordering::Acquire);
-            if before & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let found = self.probe(key, kind, out);
-            if !matches!(found, Lookup::NotFound) {
-                // A hit was validated by its slot's own sequence, wherever the key sits now.
-                return found;
-            }
+            let generation = gen_word.load(Ordering::Acquire);
+            let found = self.probe(generation as usize, key, kind, out);
+            // Every answer from the table that was active all along stands. Once the writer has switched tables,
+            // the one probed is rebuilt and its records freed: anything read there may be stale or torn (the
+            // writer's stores that made it so come after the switch, so this load sees the switch), and the
+            // complete new table is probed instead. A re-layout takes far longer than a probe, so this repeats
+            // only for a reader that stalled across one.
             fence(Ordering::Acquire);
-            if table_seq.load(Ordering::Relaxed) == before {
+            if gen_word.load(Ordering::Relaxed) == generation {
                 return found;
             }
         }
         Lookup::Busy
     }
 
-    pub(super) fn probe(&self, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
+    pub(super) fn probe(&self, table: usize, key: &[u8], kind: u16, out: &mut [u8]) -> Lookup {
         let n = self.slot_count();
         let hash = key_hash(key);
         let mut i = (hash as usize) & (n - 1);
         for _ in 0..n {
-            match self.read_slot(i, hash, key, kind, out) {
+            match self.read_slot(table, i, hash, key, kind, out) {
                 SlotRead::Empty => return Lookup::NotFound,
                 SlotRead::Other => {}
                 SlotRead::Busy => return Lookup::Busy,
@@ -219,13 +233,14 @@ impl Region {
 
     pub(super) fn read_slot(
         &self,
+        table: usize,
         i: usize,
         hash: u64,
         key: &[u8],
         kind: u16,
         out: &mut [u8],
     ) -> SlotRead {
-        let s = self.slot(i);
+        let s = self.slot(table, i);
         let words = self.heap_words();
         let mut scratch: Vec<u8> = Vec::new();
         for _ in 0..READ_RETRIES {
@@ -316,30 +331,22 @@ impl Region {
         }
     }
 
-    /// A consistent copy of every live record, for the dump. Skips slots that stay busy.
+    /// A copy of every live record, for the dump: the keys of the active table, then a lookup of each (which
+    /// follows the table wherever a re-layout moves it). Each record is read consistently; skips records that
+    /// stay busy.
     pub fn snapshot(&self) -> Vec<Entry> {
         let mut entries = Vec::new();
         let mut buf = vec![0u8; 4096];
-        for i in 0..self.slot_count() {
-            let s = self.slot(i);
-            let loc = s.loc.load(Ordering::Relaxed);
-            if loc == EMPTY || loc == TOMBSTONE {
-                continue;
-            }
-            // Read the record's key first to know what to look for, then re-read it under the seqlock.
-            let hash = s.hash.load(Ordering::Relaxed);
-            let Some(key) = self.slot_key(i) else {
-                continue;
-            };
+        for key in self.live_keys() {
             for kind in [KIND_SERVICE, KIND_PORT] {
                 loop {
-                    match self.read_slot(i, hash, &key, kind, &mut buf) {
-                        SlotRead::Hit(Lookup::Found {
+                    match self.find(&key, kind, &mut buf) {
+                        Lookup::Found {
                             count,
                             len,
                             version,
                             ..
-                        }) => {
+                        } => {
                             let key = String::from_utf8_lossy(&key).into_owned();
                             let body = &buf[..len];
                             entries.push(if kind == KIND_SERVICE {
@@ -356,7 +363,7 @@ impl Region {
                                 }
                             });
                         }
-                        SlotRead::Hit(Lookup::TooSmall { need }) => {
+                        Lookup::TooSmall { need } => {
                             buf.resize(need, 0);
                             continue;
                         }
@@ -369,16 +376,64 @@ impl Region {
         entries
     }
 
-    /// The key bytes of the record a slot points at (unvalidated; used only to drive a validated re-read).
-    pub(super) fn slot_key(&self, i: usize) -> Option<Vec<u8>> {
-        let words = self.heap_words();
-        let (off, len) = decode_loc(self.slot(i).loc.load(Ordering::Relaxed), words.len())?;
-        let mut bytes = Vec::with_capacity(round_up8(len));
-        for w in &words[off..off + round_up8(len) / 8] {
-            bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    /// The keys the active table points at, sorted. When the writer switches tables during a scan (see `find`),
+    /// the keys read so far are kept and the new table is scanned again, from a different starting slot each time
+    /// so that even back-to-back re-layouts cannot hide the same part of the table every time; after
+    /// `SNAPSHOT_ATTEMPTS` scans the keys gathered so far are used. Every key is looked up before anything is
+    /// reported, so a stale one only costs a miss.
+    fn live_keys(&self) -> Vec<Vec<u8>> {
+        let gen_word = &self.header().table_gen;
+        let n = self.slot_count();
+        let mut keys = Vec::new();
+        for attempt in 0..SNAPSHOT_ATTEMPTS {
+            let generation = gen_word.load(Ordering::Acquire);
+            let table = generation as usize;
+            let start = attempt as usize * (n / SNAPSHOT_ATTEMPTS as usize);
+            for i in 0..n {
+                if let Some(key) = self.slot_key(table, (start + i) % n) {
+                    keys.push(key);
+                }
+            }
+            fence(Ordering::Acquire);
+            if gen_word.load(Ordering::Relaxed) == generation {
+                break;
+            }
         }
-        let rec = RecordView::parse(&bytes[..len])?;
-        Some(rec.key.to_vec())
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// The key of the record a slot points at, read under the slot's seqlock (None for an empty slot, a
+    /// tombstone, an unreadable record, or a slot the writer keeps changing).
+    pub(super) fn slot_key(&self, table: usize, i: usize) -> Option<Vec<u8>> {
+        let s = self.slot(table, i);
+        let words = self.heap_words();
+        for _ in 0..READ_RETRIES {
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let loc = s.loc.load(Ordering::Relaxed);
+            let mut bytes = Vec::new();
+            let place = decode_loc(loc, words.len());
+            if let Some((off, len)) = place {
+                bytes.reserve(round_up8(len));
+                for w in &words[off..off + round_up8(len) / 8] {
+                    bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+                }
+                bytes.truncate(len);
+            }
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) != seq {
+                continue;
+            }
+            // The copy is consistent; now it may be interpreted.
+            place?;
+            return RecordView::parse(&bytes).map(|rec| rec.key.to_vec());
+        }
+        None
     }
 
     /// Every word of the mapping, header included: the fuzzer fills them with arbitrary bytes, which readers must

@@ -71,7 +71,13 @@ fn put_lookup_unchanged_and_remove() {
 /// Overwrites byte `at` of the record that `key` points to.
 fn corrupt_record(r: &Region, key: &str, at: usize, value: u8) {
     let (off, _) = (0..r.slot_count())
-        .filter_map(|i| decode_loc(r.slot(i).loc.load(Ordering::Relaxed), r.heap_words().len()))
+        .filter_map(|i| {
+            let loc = r
+                .slot(r.table_gen() as usize, i)
+                .loc
+                .load(Ordering::Relaxed);
+            decode_loc(loc, r.heap_words().len())
+        })
         .find(|&(off, len)| {
             let bytes: Vec<u8> = r.heap_words()[off..off + round_up8(len) / 8]
                 .iter()
@@ -115,26 +121,45 @@ fn a_record_contradicting_its_header_is_reported_corrupt_not_read() {
 }
 
 #[test]
-fn a_writer_that_died_inside_a_status_or_table_update_is_repaired() {
+fn a_writer_that_died_inside_a_status_update_or_a_relayout_is_repaired() {
     let r = Region::create(1 << 20).unwrap();
     let h = r.header();
-    // A dead writer's odd sequences: the status block and the slot table were being changed.
+    let mut w = Writer::claim(&r, 1).unwrap();
+    {
+        let mut b = w.batch().unwrap();
+        b.put_port("ns/a:80", &nodes(1, 80));
+        b.put_port("ns/b:80", &nodes(2, 80));
+    }
+    w.relayout().unwrap();
+    assert_eq!(r.table_gen(), 1, "table 1 is active");
+    // A dead writer's leftovers: an odd status sequence, and table 0 half built by a re-layout it did not finish
+    // (slots pointing anywhere, one slot left odd).
     h.status_seq.store(5, Ordering::Relaxed);
-    h.table_seq.store(3, Ordering::Relaxed);
+    for i in (0..r.slot_count()).step_by(3) {
+        write_slot(r.slot(0, i), 0xdead, 7, encode_loc(i, 40));
+    }
+    r.slot(0, 5).seq.store(9, Ordering::Relaxed);
     let mut w = Writer::claim(&r, 1).unwrap();
     assert_eq!(h.status_seq.load(Ordering::Relaxed) & 1, 0);
-    assert_eq!(h.table_seq.load(Ordering::Relaxed) & 1, 0);
+    assert_eq!(r.table_gen(), 1, "claiming does not switch tables");
+    assert_eq!(w.keys().count(), 2, "the index comes from the active table");
+    assert_eq!(get(&r, "ns/b:80").unwrap().2, nodes(2, 80));
+    // The next re-layout builds table 0 afresh: only the live keys, no odd slot.
+    w.relayout().unwrap();
+    assert_eq!(r.table_gen(), 2);
+    let used: Vec<usize> = (0..r.slot_count())
+        .filter(|&i| r.slot(0, i).loc.load(Ordering::Relaxed) != EMPTY)
+        .collect();
+    assert_eq!(used.len(), 2, "table 0 holds the two keys: {used:?}");
+    assert!((0..r.slot_count()).all(|i| r.slot(0, i).seq.load(Ordering::Relaxed) & 1 == 0));
     let mut b = w.batch().unwrap();
     b.set_error("list failed: 503");
-    b.put_port("ns/a:80", &nodes(1, 80));
+    b.put_port("ns/a:80", &nodes(3, 80));
     drop(b);
     assert_eq!(h.status_seq.load(Ordering::Relaxed) & 1, 0);
     assert_eq!(r.status().last_error, "list failed: 503");
-    let mut buf = vec![0u8; 4096];
-    assert!(matches!(
-        r.lookup(b"ns/a:80", &mut buf),
-        Lookup::Found { count: 1, .. }
-    ));
+    assert_eq!(get(&r, "ns/a:80").unwrap().2, nodes(3, 80));
+    assert_eq!(get(&r, "ns/b:80").unwrap().2, nodes(2, 80));
 }
 
 #[test]
@@ -392,7 +417,9 @@ fn lock_of_dead_process_is_taken_over_and_half_done_slot_repaired() {
     let h = r.header();
     h.lock.store((1 << 40) | child as u64, Ordering::SeqCst);
     let slot = a.keys[b"ns/a:80".as_slice()].slot;
-    r.slot(slot).seq.fetch_add(1, Ordering::SeqCst);
+    r.slot(r.table_gen() as usize, slot)
+        .seq
+        .fetch_add(1, Ordering::SeqCst);
     let mut buf = [0u8; 256];
     assert_eq!(r.lookup(b"ns/a:80", &mut buf), Lookup::Busy);
     let mut b = Writer::claim(&r, 1).unwrap();
@@ -434,7 +461,7 @@ fn a_forked_reader_never_misses_a_live_key_while_the_table_is_rehashed() {
                             break 'read;
                         }
                     }
-                    Lookup::Busy => {}
+                    // Busy or missing: neither may happen because the table is being laid out afresh.
                     _ => missed += 1,
                 }
             }
@@ -463,7 +490,7 @@ fn a_forked_reader_never_misses_a_live_key_while_the_table_is_rehashed() {
         assert_eq!(b.put_port(&key, &nodes(1, 80)), Put::Written);
         live.push(key);
     }
-    let rehashes = r.header().table_seq.load(Ordering::Relaxed) / 2;
+    let rehashes = r.table_gen();
     w.batch().unwrap().put_port("ns/hot0:80", &nodes(1, 9));
     let mut status = 0;
     // SAFETY: waiting for our own child.
@@ -474,7 +501,7 @@ fn a_forked_reader_never_misses_a_live_key_while_the_table_is_rehashed() {
     );
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child saw a live key missing (status {status})"
+        "child saw a live key missing or busy (status {status})"
     );
 }
 
@@ -571,4 +598,319 @@ fn reader_in_forked_process_sees_only_whole_records() {
         _ => "the child crashed or timed out",
     };
     assert_eq!(code, 0, "{meaning}");
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Key `i` of the re-layout tests and its content, both derived from `i` so that a reader can check any key.
+fn relayout_key(i: usize) -> (String, Vec<Node>) {
+    (
+        format!("ns{}/svc{i}:http", i % 40),
+        nodes(1 + i % 4, (i % 60_000) as u16 + 1),
+    )
+}
+
+fn put_relayout_keys(w: &mut Writer, keys: usize) {
+    let mut b = w.batch().unwrap();
+    for i in 0..keys {
+        let (key, nodes) = relayout_key(i);
+        assert_eq!(b.put_port(&key, &nodes), Put::Written);
+    }
+}
+
+/// How lookups of the re-layout keys `0..keys` went: (found with the right content, missing, busy, other).
+fn check_relayout_keys(r: &Region, keys: usize) -> (usize, usize, usize, usize) {
+    let mut buf = vec![0u8; 4096];
+    let mut tally = (0, 0, 0, 0);
+    for i in 0..keys {
+        let (key, want) = relayout_key(i);
+        match r.lookup(key.as_bytes(), &mut buf) {
+            Lookup::Found { count, len, .. } if decode_nodes(&buf[..len], count) == want => {
+                tally.0 += 1
+            }
+            Lookup::NotFound => tally.1 += 1,
+            Lookup::Busy => tally.2 += 1,
+            _ => tally.3 += 1,
+        }
+    }
+    tally
+}
+
+/// Forks a child that runs `f` (given the write end of a pipe to tell the parent it is ready) and leaves with the
+/// exit code `f` returns. Returns the child's pid and the read end of the pipe.
+fn fork_child(f: impl FnOnce(i32) -> i32) -> (libc::pid_t, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe for the child to report readiness (and results) to the parent.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fork in a test. The child only touches the shared mapping and its own memory, and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let code = f(fds[1]);
+        // SAFETY: leave the child without running the test harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: closing the parent's copy of the write end, so a dead child shows as end of file.
+    unsafe { libc::close(fds[1]) };
+    (child, fds[0])
+}
+
+fn write_words(fd: i32, words: &[u64]) {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    // SAFETY: writing our own buffer to our end of the pipe.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Reads exactly `n` words from the pipe, or fewer if the writer died first.
+fn read_words(fd: i32, n: usize) -> Vec<u64> {
+    let mut bytes = vec![0u8; n * 8];
+    let mut got = 0;
+    while got < bytes.len() {
+        // SAFETY: reading into the unfilled part of our own buffer.
+        let rc = unsafe { libc::read(fd, bytes[got..].as_mut_ptr().cast(), bytes.len() - got) };
+        if rc <= 0 {
+            break;
+        }
+        got += rc as usize;
+    }
+    bytes[..got - got % 8]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn kill_and_reap(child: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, &mut status, 0);
+    }
+    status
+}
+
+/// A writer process killed at a random point of a re-layout (kill -9: nothing of it runs afterwards) leaves every
+/// key readable, both before the next writer claims the region and after.
+#[test]
+fn a_writer_killed_at_any_point_of_a_relayout_loses_nothing() {
+    const KEYS: usize = 20_000;
+    const KILLS: u32 = 40;
+    // 8 MiB: 32,768 slots, so the keys fill 61 % of the table.
+    let r = Region::create(8 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    put_relayout_keys(&mut w, KEYS);
+    // The kills land anywhere within two re-layouts' time after the child starts laying out.
+    let t = std::time::Instant::now();
+    w.relayout().unwrap();
+    let span = t.elapsed() * 2;
+    drop(w);
+    let mut rng = 0x853c_49e6_748f_ea9bu64;
+    let mut inside = 0;
+    for kill in 0..KILLS {
+        let (child, fd) = fork_child(|ready| {
+            let mut w = loop {
+                match Writer::claim(&r, 1) {
+                    Ok(w) => break w,
+                    Err(StoreError::Locked) => std::thread::yield_now(),
+                    Err(_) => return 3,
+                }
+            };
+            write_words(ready, &[1]);
+            loop {
+                if w.relayout().is_err() {
+                    return 4;
+                }
+            }
+        });
+        assert_eq!(read_words(fd, 1), [1], "the child claimed the region");
+        // SAFETY: closing our end of the pipe.
+        unsafe { libc::close(fd) };
+        let delay = span.mul_f64((xorshift(&mut rng) % 1000) as f64 / 1000.0);
+        std::thread::sleep(delay);
+        kill_and_reap(child);
+        // Killed inside a re-layout when the dead child still holds the batch lock.
+        if r.lock_holder_pid() == child as u32 {
+            inside += 1;
+        }
+        let before = check_relayout_keys(&r, KEYS);
+        let mut next = Writer::claim(&r, 1).unwrap();
+        let after = check_relayout_keys(&r, KEYS);
+        assert!(
+            before == (KEYS, 0, 0, 0) && after == (KEYS, 0, 0, 0),
+            "kill {kill}, {delay:?} into the re-layouts: (found, missing, busy, other) of {KEYS} keys: \
+             {before:?} before the next writer claimed the region, {after:?} after"
+        );
+        assert_eq!(
+            next.batch().unwrap().put_port("ns/after:80", &nodes(1, 80)),
+            Put::Written,
+            "the next writer carries on"
+        );
+        assert!(next.batch().unwrap().remove("ns/after:80"));
+    }
+    assert!(
+        inside >= KILLS / 2,
+        "only {inside} of {KILLS} kills landed inside a re-layout"
+    );
+}
+
+/// A reader in another process, looking keys up afresh all along 100 re-layouts, finds every present key at
+/// once: never missing, never busy.
+#[test]
+fn a_forked_reader_finds_every_present_key_at_once_during_100_relayouts() {
+    const KEYS: usize = 10_000;
+    const RELAYOUTS: u32 = 100;
+    // 4 MiB: 16,384 slots, 61 % used.
+    let r = Region::create(4 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    put_relayout_keys(&mut w, KEYS);
+    let (child, fd) = fork_child(|out| {
+        let mut buf = vec![0u8; 4096];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut tally = [0u64; 4];
+        write_words(out, &[1]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if matches!(r.lookup(b"ctl/stop:80", &mut buf), Lookup::Found { .. }) {
+                break;
+            }
+            for _ in 0..64 {
+                let (key, want) = relayout_key((xorshift(&mut rng) % KEYS as u64) as usize);
+                let at = match r.lookup(key.as_bytes(), &mut buf) {
+                    Lookup::Found { count, len, .. }
+                        if decode_nodes(&buf[..len], count) == want =>
+                    {
+                        0
+                    }
+                    Lookup::NotFound => 1,
+                    Lookup::Busy => 2,
+                    _ => 3,
+                };
+                tally[at] += 1;
+            }
+        }
+        write_words(out, &tally);
+        0
+    });
+    assert_eq!(read_words(fd, 1), [1], "the child is reading");
+    for n in 0..RELAYOUTS {
+        // Churn between re-layouts, so that each lays out a different table.
+        let mut b = w.batch().unwrap();
+        for j in 0..20 {
+            b.put_port(&format!("ctl/churn{n}-{j}:80"), &nodes(1, 80));
+        }
+        for j in 0..20 {
+            b.remove(&format!("ctl/churn{n}-{j}:80"));
+        }
+        drop(b);
+        w.relayout().unwrap();
+    }
+    w.batch().unwrap().put_port("ctl/stop:80", &nodes(1, 80));
+    let tally = read_words(fd, 4);
+    // SAFETY: closing our end of the pipe.
+    unsafe { libc::close(fd) };
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert_eq!(tally.len(), 4, "the child reported (status {status})");
+    let (found, missing, busy, other) = (tally[0], tally[1], tally[2], tally[3]);
+    assert!(
+        missing == 0 && busy == 0 && other == 0,
+        "during {RELAYOUTS} re-layouts the reader found {found} keys, and got missing {missing}, busy {busy}, \
+         wrong or corrupt {other}"
+    );
+    assert!(
+        found >= 1000,
+        "the reader overlapped the re-layouts: {found} lookups"
+    );
+}
+
+/// A (hint, version) pair from before a re-layout is never taken for current once the key changed, in whichever
+/// table the hint's slot now lies; a fresh lookup finds the key in its new place.
+#[test]
+fn a_cached_pair_follows_the_active_table_across_relayouts() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    put_relayout_keys(&mut w, 500);
+    let before: Vec<(u64, u64)> = (0..500)
+        .map(|i| {
+            let (hint, version, _) = get(&r, &relayout_key(i).0).unwrap();
+            (hint, version)
+        })
+        .collect();
+    for round in 1..=3u16 {
+        // Churn so that the keys land elsewhere in the next table.
+        {
+            let mut b = w.batch().unwrap();
+            for j in 0..50 {
+                b.put_port(&format!("ctl/churn{round}-{j}:80"), &nodes(1, 80));
+            }
+        }
+        w.relayout().unwrap();
+        for (i, &(hint, version)) in before.iter().enumerate() {
+            let (key, want) = relayout_key(i);
+            let (new_hint, new_version, got) = get(&r, &key).unwrap();
+            assert_eq!(got, want, "{key} after re-layout {round}");
+            assert_eq!(
+                new_version, version,
+                "a re-layout keeps each record's version"
+            );
+            assert!(r.is_current(new_hint, new_version));
+            assert_eq!(r.is_current(hint, version), hint == new_hint);
+        }
+    }
+    // A change after the switch: the old pair is stale wherever it points.
+    let (key, _) = relayout_key(7);
+    let (hint, version, _) = get(&r, &key).unwrap();
+    w.batch().unwrap().put_port(&key, &nodes(9, 99));
+    assert!(!r.is_current(hint, version));
+    assert!(!r.is_current(before[7].0, before[7].1));
+    assert_eq!(get(&r, &key).unwrap().2, nodes(9, 99));
+}
+
+/// A dump taken while the writer re-lays the table out again and again holds every key once, with its content.
+#[test]
+fn a_dump_during_relayouts_holds_every_key_once() {
+    const KEYS: usize = 2000;
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    put_relayout_keys(&mut w, KEYS);
+    let mut want: Vec<(String, Vec<Node>)> = (0..KEYS).map(relayout_key).collect();
+    want.sort();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (relayouts, dumps) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                w.relayout().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let dumps: Vec<usize> = (0..30)
+            .map(|_| {
+                let mut seen: Vec<(String, Vec<Node>)> = r
+                    .snapshot()
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        Entry::Port { key, nodes, .. } => Some((key, nodes)),
+                        Entry::Service { .. } => None,
+                    })
+                    .collect();
+                seen.sort();
+                if seen == want { usize::MAX } else { seen.len() }
+            })
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        (writer.join().unwrap(), dumps)
+    });
+    assert!(
+        dumps.iter().all(|&d| d == usize::MAX),
+        "entries of the dumps that were not exactly the {KEYS} keys (the others are usize::MAX): {dumps:?}"
+    );
+    assert!(relayouts >= 30, "{relayouts} re-layouts during the dumps");
 }

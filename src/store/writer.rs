@@ -52,6 +52,8 @@ pub struct Writer<'r> {
     pub(super) token: u64,
     pub(super) free: FreeSpace,
     pub(super) keys: HashMap<Vec<u8>, Known>,
+    /// The active slot table (0 or 1), the one `Known::slot` indexes; the other is built by a re-layout.
+    pub(super) table: usize,
     /// Non-empty slots (live or tombstone); bounds the probe-chain load factor.
     pub(super) used_slots: usize,
     /// Keys whose latest content did not fit; they keep old content and are retried when space frees.
@@ -115,6 +117,7 @@ impl<'r> Writer<'r> {
             token,
             free: FreeSpace::default(),
             keys: HashMap::new(),
+            table: 0,
             used_slots: 0,
             held_back: HashMap::new(),
             freed_since_full: false,
@@ -169,16 +172,24 @@ impl<'r> Writer<'r> {
         );
     }
 
-    /// Rebuilds the private index and free map from the region, repairing slots a dead writer left half-updated:
-    /// a slot whose record is unreadable, overlaps another record or repeats a key becomes a tombstone.
+    /// Slot `i` of the active table.
+    pub(super) fn slot(&self, i: usize) -> &'r Slot {
+        self.region.slot(self.table, i)
+    }
+
+    /// Rebuilds the private index and free map from the region's active table, repairing slots a dead writer left
+    /// half-updated: a slot whose record is unreadable, overlaps another record or repeats a key becomes a
+    /// tombstone. The inactive table is ignored: a writer that died during a re-layout left it half built, and the
+    /// next re-layout builds it again from scratch.
     pub(super) fn rebuild(&mut self) {
         let r = self.region;
+        self.table = r.table_gen() as usize % TABLES;
         let words = r.heap_words();
         // (offset in words, length in bytes, slot, key, kind, count) of every readable record.
         let mut found: Vec<(usize, usize, usize, Vec<u8>, u16, u32)> = Vec::new();
         let mut unreadable = Vec::new();
         for i in 0..r.slot_count() {
-            let s = r.slot(i);
+            let s = self.slot(i);
             let loc = s.loc.load(Ordering::Relaxed);
             if loc == EMPTY || loc == TOMBSTONE {
                 continue;
@@ -228,14 +239,14 @@ impl<'r> Writer<'r> {
             self.held.add(k);
         }
         for i in unreadable {
-            set_slot_loc(r.slot(i), TOMBSTONE);
+            set_slot_loc(self.slot(i), TOMBSTONE);
         }
-        // A writer that died mid-update left an odd sequence: make every slot, the status block and the table
-        // readable again.
+        // A writer that died mid-update left an odd sequence: make every slot of the active table and the status
+        // block readable again.
         let h = r.header();
         for seq in (0..r.slot_count())
-            .map(|i| &r.slot(i).seq)
-            .chain([&h.status_seq, &h.table_seq])
+            .map(|i| &self.slot(i).seq)
+            .chain([&h.status_seq])
         {
             let v = seq.load(Ordering::Relaxed);
             if v & 1 == 1 {
@@ -243,10 +254,10 @@ impl<'r> Writer<'r> {
             }
         }
         self.used_slots = (0..r.slot_count())
-            .filter(|&i| r.slot(i).loc.load(Ordering::Relaxed) != EMPTY)
+            .filter(|&i| self.slot(i).loc.load(Ordering::Relaxed) != EMPTY)
             .count();
         for i in 0..r.slot_count() {
-            if r.slot(i).loc.load(Ordering::Relaxed) == EMPTY {
+            if self.slot(i).loc.load(Ordering::Relaxed) == EMPTY {
                 self.reclaim_tombstones_before(i);
             }
         }
@@ -255,44 +266,50 @@ impl<'r> Writer<'r> {
 
     /// Lays the slot table out afresh: every live key at the first free slot of its probe chain, no tombstones.
     /// Runs when tombstones fill the table (churn deletes keys inside probe chains, where they cannot simply be
-    /// emptied). Readers keep working: each slot change goes through the slot's seqlock, and `table_seq` tells a
-    /// lookup that found nothing to look again.
+    /// emptied). The new layout is built in the inactive table while readers keep probing the active one, which
+    /// does not change meanwhile; one store of the table generation then switches readers to it. A writer killed
+    /// part way leaves the active table as it was, and the next writer claims from it.
     pub(super) fn rehash(&mut self) {
         let r = self.region;
         let n = r.slot_count();
-        let table_seq = &r.header().table_seq;
-        let seq = table_seq.load(Ordering::Relaxed);
-        table_seq.store(seq | 1, Ordering::Relaxed);
+        let next = (self.table + 1) % TABLES;
+        // The table about to be rebuilt was active before the last switch, and a reader that started then may still
+        // be probing it. Every store below comes after this fence, so such a reader that sees any of them also sees
+        // the generation has moved on since it started, and looks again (see `Region::find`).
         fence(Ordering::Release);
-        let versions: HashMap<usize, u64> = self
-            .keys
-            .values()
-            .map(|k| (k.slot, r.slot(k.slot).version.load(Ordering::Relaxed)))
-            .collect();
         for i in 0..n {
-            if r.slot(i).loc.load(Ordering::Relaxed) != EMPTY {
-                set_slot_loc(r.slot(i), EMPTY);
+            let s = r.slot(next, i);
+            if s.loc.load(Ordering::Relaxed) != EMPTY || s.seq.load(Ordering::Relaxed) & 1 == 1 {
+                write_slot(s, 0, 0, EMPTY);
             }
         }
         for (key, k) in self.keys.iter_mut() {
             let hash = key_hash(key);
             let mut i = (hash as usize) & (n - 1);
-            while r.slot(i).loc.load(Ordering::Relaxed) != EMPTY {
+            while r.slot(next, i).loc.load(Ordering::Relaxed) != EMPTY {
                 i = (i + 1) & (n - 1);
             }
-            let s = r.slot(i);
-            let slot_seq = s.seq.load(Ordering::Relaxed);
-            s.seq.store(slot_seq + 1, Ordering::Relaxed);
-            fence(Ordering::Release);
-            s.hash.store(hash, Ordering::Relaxed);
-            s.version.store(versions[&k.slot], Ordering::Relaxed);
-            s.loc.store(encode_loc(k.off, k.len), Ordering::Relaxed);
-            s.seq.store(slot_seq + 2, Ordering::Release);
+            // The version moves with the record: a reader's (hint, version) of an unchanged key stays meaningful.
+            let version = r.slot(self.table, k.slot).version.load(Ordering::Relaxed);
+            write_slot(r.slot(next, i), hash, version, encode_loc(k.off, k.len));
             k.slot = i;
         }
+        // The switch: readers that load the new generation (acquire) see the complete table built above.
+        let table_gen = &r.header().table_gen;
+        let generation = table_gen.load(Ordering::Relaxed);
+        table_gen.store(generation + 1, Ordering::Release);
+        self.table = next;
         self.used_slots = self.keys.len();
         self.freed_since_full = true;
-        table_seq.store((seq | 1) + 1, Ordering::Release);
+    }
+
+    /// Lays the slot table out afresh now, as one batch. The writer does this on its own when tombstones fill the
+    /// table; benchmarks and fault tests call it to time a re-layout or to interrupt one.
+    #[doc(hidden)]
+    pub fn relayout(&mut self) -> Result<(), StoreError> {
+        let b = self.batch()?;
+        b.w.rehash();
+        Ok(())
     }
 
     /// Turns the run of tombstones just before an empty slot back into empty slots. Safe for readers: no probe
@@ -302,7 +319,7 @@ impl<'r> Writer<'r> {
         let n = r.slot_count();
         let mut i = (empty + n - 1) & (n - 1);
         for _ in 0..n {
-            let s = r.slot(i);
+            let s = self.slot(i);
             if s.loc.load(Ordering::Relaxed) != TOMBSTONE {
                 break;
             }
@@ -393,7 +410,7 @@ impl<'r> Writer<'r> {
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
         let version = r.header().next_version.fetch_add(1, Ordering::Relaxed);
-        let s = r.slot(slot);
+        let s = self.slot(slot);
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq + 1, Ordering::Relaxed);
         fence(Ordering::Release);
@@ -444,7 +461,7 @@ impl<'r> Writer<'r> {
         let n = r.slot_count();
         let mut i = (key_hash(key) as usize) & (n - 1);
         for _ in 0..n {
-            let loc = r.slot(i).loc.load(Ordering::Relaxed);
+            let loc = self.slot(i).loc.load(Ordering::Relaxed);
             if loc == TOMBSTONE {
                 return Some((i, false));
             }
@@ -471,9 +488,9 @@ impl<'r> Writer<'r> {
         };
         self.held.remove(&k);
         let r = self.region;
-        set_slot_loc(r.slot(k.slot), TOMBSTONE);
+        set_slot_loc(self.slot(k.slot), TOMBSTONE);
         let next = (k.slot + 1) & (r.slot_count() - 1);
-        if r.slot(next).loc.load(Ordering::Relaxed) == EMPTY {
+        if self.slot(next).loc.load(Ordering::Relaxed) == EMPTY {
             self.reclaim_tombstones_before(next);
         }
         self.heap_used -= round_up8(k.len);

@@ -12,11 +12,38 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ClusterConfig, Scheme};
 use crate::secret::{MAX_PEM_FILE_BYTES, ReadError, SecretBytes, read_capped};
 
 mod explain;
-pub use explain::explain;
+mod identity;
+pub use explain::{describe, explain};
+pub use identity::check_identity;
+
+/// How messages name a cluster's settings: config fields, or kubeconfig fields when it comes from one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingNames {
+    pub ca: &'static str,
+    pub cert: &'static str,
+    pub key: &'static str,
+    pub host: &'static str,
+}
+
+/// What TLS needs of one cluster's settings, however they were configured.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings<'a> {
+    /// The API server is reached over https (else plain http: no TLS at all).
+    pub https: bool,
+    /// Verify the server's certificate.
+    pub ssl_verify: bool,
+    /// The server's host (what its certificate must name).
+    pub host: &'a str,
+    pub ca: Option<&'a Pem>,
+    pub client_cert: Option<&'a Pem>,
+    pub client_key: Option<&'a Pem>,
+    /// Where the in-cluster service-account CA would be.
+    pub in_cluster_ca: &'a Path,
+    pub names: SettingNames,
+}
 
 /// The service-account CA mounted into every pod.
 pub const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -96,6 +123,8 @@ pub enum PemError {
     InvalidKeyPem,
     /// The key does not belong to the first certificate.
     KeyMismatch,
+    /// The certificate's DER structure cannot be walked to its public key.
+    MalformedCertificate,
     /// The key's algorithm is not one that can sign (RSA, ECDSA P-256/P-384, Ed25519).
     UnsupportedKey,
     /// The certificate and key are refused for another reason.
@@ -118,10 +147,13 @@ impl fmt::Display for PemError {
             PemError::KeyMismatch => {
                 f.write_str("the private key does not belong to the certificate")
             }
+            PemError::MalformedCertificate => {
+                f.write_str("the certificate is not a well-formed X.509 certificate")
+            }
             PemError::UnsupportedKey => f.write_str(
                 "unsupported private key (RSA, ECDSA P-256/P-384 and Ed25519 are supported)",
             ),
-            PemError::Unusable(e) => write!(f, "unusable certificate or key: {e}"),
+            PemError::Unusable(e) => write!(f, "unusable certificate or key: {}", describe(e)),
         }
     }
 }
@@ -143,8 +175,8 @@ impl From<ReadError> for PemError {
     }
 }
 
-/// Why a cluster's TLS material cannot be loaded or used. Settings are named as `ClusterConfig::source` names
-/// them (config fields, or kubeconfig fields).
+/// Why a cluster's TLS material cannot be loaded or used. Settings are named as `Settings::names` names them
+/// (config fields, or kubeconfig fields).
 #[derive(Debug)]
 pub enum TlsError {
     /// A configured CA, client certificate or key is unusable.
@@ -197,8 +229,6 @@ pub enum TlsError {
         /// Why it is refused.
         source: rustls::Error,
     },
-    /// The client certificate and key are refused.
-    ClientAuth(rustls::Error),
 }
 
 impl fmt::Display for TlsError {
@@ -235,11 +265,14 @@ impl fmt::Display for TlsError {
                 cert_setting,
                 key_setting,
             } => write!(f, "{cert_setting} and {key_setting} go together"),
-            TlsError::Setup(e) => write!(f, "TLS setup: {e}"),
+            TlsError::Setup(e) => write!(f, "TLS setup: {}", describe(e)),
             TlsError::UnusableCa { anchors, source } => {
-                write!(f, "{anchors}: unusable CA certificate: {source}")
+                write!(
+                    f,
+                    "{anchors}: unusable CA certificate: {}",
+                    describe(source)
+                )
             }
-            TlsError::ClientAuth(e) => write!(f, "client certificate: {e}"),
         }
     }
 }
@@ -249,9 +282,7 @@ impl std::error::Error for TlsError {
         match self {
             TlsError::Setting { source, .. } | TlsError::InClusterCa { source, .. } => Some(source),
             TlsError::Identity { source, .. } => Some(source.as_ref()),
-            TlsError::Setup(e)
-            | TlsError::ClientAuth(e)
-            | TlsError::UnusableCa { source: e, .. } => Some(e),
+            TlsError::Setup(e) | TlsError::UnusableCa { source: e, .. } => Some(e),
             TlsError::NoTrustAnchors { .. } | TlsError::HalfIdentity { .. } => None,
         }
     }
@@ -282,24 +313,6 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Checks that the key is usable (RSA, ECDSA P-256/P-384 or Ed25519) and belongs to the first certificate.
-pub fn check_identity(
-    certs: &[CertificateDer<'static>],
-    key: &PrivateKeyDer<'static>,
-) -> Result<(), PemError> {
-    rustls::sign::CertifiedKey::from_der(certs.to_vec(), key.clone_key(), &provider())
-        .map(|_| ())
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => PemError::KeyMismatch,
-            rustls::Error::General(m)
-                if m.contains("unsupported") || m.contains("failed to parse") =>
-            {
-                PemError::UnsupportedKey
-            }
-            other => PemError::Unusable(other),
-        })
-}
-
 /// Which trust anchors are in use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Anchors {
@@ -327,29 +340,29 @@ impl fmt::Display for Anchors {
 pub struct Material {
     pub anchors: Anchors,
     roots: Vec<CertificateDer<'static>>,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<Arc<rustls::sign::CertifiedKey>>,
     /// A digest of everything read, to notice changed content.
     pub digest: u64,
 }
 
 /// The files whose change means the TLS material must be read again.
-pub fn watched_files(cfg: &ClusterConfig) -> Vec<PathBuf> {
-    if cfg.scheme != Scheme::Https {
+pub fn watched_files(cfg: &Settings<'_>) -> Vec<PathBuf> {
+    if !cfg.https {
         return Vec::new();
     }
-    let mut out: Vec<PathBuf> = [&cfg.ca, &cfg.client_cert, &cfg.client_key]
+    let mut out: Vec<PathBuf> = [cfg.ca, cfg.client_cert, cfg.client_key]
         .into_iter()
         .flatten()
         .filter_map(|p| p.path().map(Path::to_path_buf))
         .collect();
     if cfg.ca.is_none() && cfg.ssl_verify {
-        out.push(cfg.in_cluster_ca.clone());
+        out.push(cfg.in_cluster_ca.to_path_buf());
     }
     out
 }
 
 /// Reads the cluster's TLS material. Errors name the setting and the file.
-pub fn load(cfg: &ClusterConfig) -> Result<Material, TlsError> {
+pub fn load(cfg: &Settings<'_>) -> Result<Material, TlsError> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let mut m = Material {
         anchors: Anchors::None,
@@ -357,29 +370,29 @@ pub fn load(cfg: &ClusterConfig) -> Result<Material, TlsError> {
         identity: None,
         digest: 0,
     };
-    if cfg.scheme != Scheme::Https {
+    if !cfg.https {
         return Ok(m);
     }
-    let from = cfg.source();
+    let from = cfg.names;
     if cfg.ssl_verify {
-        if let Some(ca) = &cfg.ca {
+        if let Some(ca) = cfg.ca {
             let bytes = ca
                 .read()
                 .map_err(PemError::from)
                 .map_err(in_setting(from.ca, ca))?;
             bytes.hash(&mut hasher);
             m.roots = parse_certs(&bytes).map_err(in_setting(from.ca, ca))?;
-            m.anchors = Anchors::Configured(format!("{} {ca:?}", from.ca));
+            m.anchors = Anchors::Configured(format!("{} {}", from.ca, ca.origin()));
         } else if cfg.in_cluster_ca.exists() {
-            let p = &cfg.in_cluster_ca;
+            let p = cfg.in_cluster_ca;
             let in_cluster = |source| TlsError::InClusterCa {
-                path: p.clone(),
+                path: p.to_path_buf(),
                 source,
             };
             let bytes = read_capped(p, MAX_PEM_FILE_BYTES).map_err(|e| in_cluster(e.into()))?;
             bytes.hash(&mut hasher);
             m.roots = parse_certs(&bytes).map_err(in_cluster)?;
-            m.anchors = Anchors::InCluster(p.clone());
+            m.anchors = Anchors::InCluster(p.to_path_buf());
         } else {
             m.roots = rustls_native_certs::load_native_certs().certs;
             m.anchors = Anchors::System;
@@ -390,7 +403,7 @@ pub fn load(cfg: &ClusterConfig) -> Result<Material, TlsError> {
             }
         }
     }
-    match (&cfg.client_cert, &cfg.client_key) {
+    match (cfg.client_cert, cfg.client_key) {
         (Some(c), Some(k)) => {
             let cb = c
                 .read()
@@ -404,14 +417,15 @@ pub fn load(cfg: &ClusterConfig) -> Result<Material, TlsError> {
             kb.hash(&mut hasher);
             let certs = parse_certs(&cb).map_err(in_setting(from.cert, c))?;
             let key = parse_key(&kb).map_err(in_setting(from.key, k))?;
-            check_identity(&certs, &key).map_err(|source| TlsError::Identity {
-                cert_setting: from.cert,
-                cert: c.origin(),
-                key_setting: from.key,
-                key: k.origin(),
-                source: Box::new(source),
-            })?;
-            m.identity = Some((certs, key));
+            let identity =
+                identity::certified_key(&certs, &key).map_err(|source| TlsError::Identity {
+                    cert_setting: from.cert,
+                    cert: c.origin(),
+                    key_setting: from.key,
+                    key: k.origin(),
+                    source: Box::new(source),
+                })?;
+            m.identity = Some(identity);
         }
         (None, None) => {}
         _ => {
@@ -435,12 +449,12 @@ fn in_setting<'a>(setting: &'static str, pem: &'a Pem) -> impl FnOnce(PemError) 
 }
 
 /// Builds the rustls configuration from loaded material.
-pub fn client_config(cfg: &ClusterConfig, m: &Material) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(cfg: &Settings<'_>, m: &Material) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Setup)?;
-    let builder = if cfg.scheme == Scheme::Https && !cfg.ssl_verify {
+    let builder = if cfg.https && !cfg.ssl_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
@@ -462,9 +476,10 @@ pub fn client_config(cfg: &ClusterConfig, m: &Material) -> Result<rustls::Client
         builder.with_root_certificates(roots)
     };
     match &m.identity {
-        Some((certs, key)) => builder
-            .with_client_auth_cert(certs.clone(), key.clone_key())
-            .map_err(TlsError::ClientAuth),
+        // Not `with_client_auth_cert`: it parses the certificate fully and refuses X.509 v1 (see `identity`).
+        Some(key) => Ok(builder.with_client_cert_resolver(Arc::new(
+            rustls::sign::SingleCertAndKey::from(key.clone()),
+        ))),
         None => Ok(builder.with_no_client_auth()),
     }
 }
@@ -522,14 +537,23 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 mod tests {
     use super::*;
 
-    /// A verified https cluster to a private address (`explain`'s tests use it too).
-    pub(super) fn cfg() -> ClusterConfig {
-        let c = crate::config::parse(
-            r#"{"service":{"host":"10.0.0.1","port":443},"client":{"token":"t"}}"#,
-            &|_| None,
-        )
-        .expect("valid");
-        c.clusters[0].clone()
+    /// A verified https cluster to a private address, named by config fields (`explain`'s tests use it too).
+    pub(super) fn cfg() -> Settings<'static> {
+        Settings {
+            https: true,
+            ssl_verify: true,
+            host: "10.0.0.1",
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            in_cluster_ca: Path::new(IN_CLUSTER_CA),
+            names: SettingNames {
+                ca: "client.ca_file",
+                cert: "client.cert_file",
+                key: "client.key_file",
+                host: "service.host",
+            },
+        }
     }
 
     #[test]
@@ -554,8 +578,11 @@ mod tests {
 
     #[test]
     fn errors_name_inline_data_by_size_only() {
-        let mut c = cfg();
-        c.ca = Some(Pem::Inline(SecretBytes::new(b"c2VjcmV0".to_vec())));
+        let inline = Pem::Inline(SecretBytes::new(b"c2VjcmV0".to_vec()));
+        let c = Settings {
+            ca: Some(&inline),
+            ..cfg()
+        };
         let e = load(&c).err().expect("no certificate in the inline CA");
         assert!(matches!(
             &e,

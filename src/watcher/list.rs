@@ -11,7 +11,7 @@ use crate::view::View;
 use serde_json::value::RawValue;
 use std::time::Duration;
 
-use super::{Watcher, owner_lost};
+use super::{Watcher, decode_error_text, owner_lost};
 
 /// Items per LIST page.
 const PAGE_SIZE: u32 = 500;
@@ -65,16 +65,18 @@ impl Watcher {
     /// Lists every page into a fresh view. A continue token that expired restarts the list from the beginning,
     /// unpaged: a paged list that cannot finish within the token lifetime would otherwise never finish.
     ///
-    /// `from` sets the first request's resourceVersion: unset (the latest state, paged), "0" (the server's
-    /// watch cache, which ignores `limit` and answers everything at once) or N (not older than N; unpaged, since
-    /// with a limit it would mean exactly N and fail once N is compacted). Later pages carry only the continue
-    /// token, which holds the list's resourceVersion.
+    /// `from` sets the first request's resourceVersion: unset (the latest state), "0" (the server's watch cache,
+    /// which ignores `limit` and answers everything at once) or N with `resourceVersionMatch=NotOlderThan` (not
+    /// older than N: without the match a limit would make it exactly N, which fails once N is compacted). All
+    /// are paged, so no response holds the whole cluster; later pages carry only the continue token, which holds
+    /// the list's resourceVersion.
     pub(super) async fn list(&self, from: &ListFrom) -> Result<(View, String), ApiError> {
-        let (first_rv, mut paged) = match from {
-            ListFrom::Latest => (None, true),
-            ListFrom::Any => (Some("0"), true),
-            ListFrom::NotOlderThan(rv) => (Some(rv.as_str()), false),
+        let (first_rv, rv_match) = match from {
+            ListFrom::Latest => (None, None),
+            ListFrom::Any => (Some("0"), None),
+            ListFrom::NotOlderThan(rv) => (Some(rv.as_str()), Some("NotOlderThan")),
         };
+        let mut paged = true;
         'restart: loop {
             let mut view = View::new(self.selector.clone());
             let mut cont: Option<String> = None;
@@ -90,6 +92,9 @@ impl Watcher {
                     None => {
                         if let Some(r) = first_rv {
                             params.push(("resourceVersion", r));
+                        }
+                        if let Some(m) = rv_match {
+                            params.push(("resourceVersionMatch", m));
                         }
                     }
                 }
@@ -108,8 +113,13 @@ impl Watcher {
                 let body = read_body(resp.into_body(), MAX_BODY_BYTES, LIST_READ_TIMEOUT).await?;
                 // Items stay raw text sliced from the body until each is parsed on its own: no tree of the whole
                 // page is ever built.
-                let page: List<&RawValue> = serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::Decode(format!("{} list: {e}", self.resource.name())))?;
+                let page: List<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::Decode(format!(
+                        "{} list: {}",
+                        self.resource.name(),
+                        decode_error_text(e)
+                    ))
+                })?;
                 // A 200 that is not a list of the expected kind (a proxy's page, a Status) must never be taken
                 // for an empty cluster: that would delete everything.
                 let expected_kind = format!("{}List", self.resource.name());
@@ -134,8 +144,9 @@ impl Watcher {
                             Some((ns, name)) => self.keep_previous(&mut view, &ns, &name, &e),
                             None => {
                                 return Err(ApiError::Decode(format!(
-                                    "malformed {} without a readable name: {e}",
-                                    self.resource.name()
+                                    "malformed {} without a readable name: {}",
+                                    self.resource.name(),
+                                    decode_error_text(e)
                                 )));
                             }
                         },

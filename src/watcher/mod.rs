@@ -326,6 +326,12 @@ async fn owner_lost(p: &Publisher<'_>) {
     }
 }
 
+/// A decoding error as logged and shown: serde's message quotes the offending value (a string of megabytes where
+/// an array was expected), so it is escaped and capped like any other text from the server.
+fn decode_error_text(e: impl std::fmt::Display) -> String {
+    escape_server_text(&e.to_string(), crate::client::MAX_SERVER_TEXT)
+}
+
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
 fn encode_query_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());

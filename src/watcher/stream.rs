@@ -16,7 +16,15 @@ use crate::store::{Metric, StoreError};
 use crate::sync_state::{ListFrom, Outcome};
 use crate::view::View;
 
-use super::{EVENT_ENVELOPE_BYTES, Watcher, owner_lost};
+use super::{EVENT_ENVELOPE_BYTES, Watcher, decode_error_text, owner_lost};
+
+/// The longest silence a streaming list may keep before its end bookmark. A server that serves streaming lists
+/// sends its initial events back to back from its watch cache and the end bookmark right after them (waiting at
+/// most about 3 s first for the cache to catch up); one that ignored `sendInitialEvents` (a server older than the
+/// feature, or a proxy that strips parameters it does not know) serves a plain watch instead, which falls silent
+/// once it has sent what it has and never sends that bookmark. Recognised by this silence, such a server costs a
+/// starting gateway seconds rather than the minute until its first ordinary bookmark.
+const INITIAL_EVENTS_SILENCE: Duration = Duration::from_secs(5);
 
 /// A streaming list through its end bookmark: the complete view, its resourceVersion, and the connection (with
 /// what was read beyond the bookmark) that goes on as the watch.
@@ -123,7 +131,16 @@ impl Watcher {
             ("timeoutSeconds", &timeout_s),
         ]);
         let resp = self.client.get(&path).await.map_err(|e| {
-            if refuses_streaming_lists(&e) {
+            // A server without the WatchList feature refuses the parameters (422 Invalid), a proxy that allows
+            // no streaming may answer 405. Anything else is a failure to retry: a 403 is RBAC or a webhook
+            // saying no to this request now, and a 400 is no statement about the feature either.
+            if matches!(
+                e,
+                ApiError::Status {
+                    code: 405 | 422,
+                    ..
+                }
+            ) {
                 Streamed::Unsupported(e)
             } else {
                 Streamed::Failed(e)
@@ -142,11 +159,13 @@ impl Watcher {
             if let Some(prefix) = lines.overflow() {
                 self.skipped_initial_object(&prefix, &mut view);
             }
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
+            let silence = INITIAL_EVENTS_SILENCE.min(idle);
+            let frame = match tokio::time::timeout(silence, body.frame()).await {
                 Err(_) => {
-                    return Err(Streamed::Failed(ApiError::Transport(format!(
-                        "no data for {}s before the end of the initial events",
-                        idle.as_secs()
+                    return Err(Streamed::Unsupported(ApiError::Decode(format!(
+                        "the stream fell silent for {}s before the end of its initial events: it ignored \
+                         sendInitialEvents",
+                        silence.as_secs()
                     ))));
                 }
                 Ok(None) => {
@@ -175,7 +194,10 @@ impl Watcher {
         view: &mut View,
     ) -> Result<Option<String>, Streamed> {
         let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| {
-            Streamed::Failed(ApiError::Decode(format!("malformed watch event ({e})")))
+            Streamed::Failed(ApiError::Decode(format!(
+                "malformed watch event ({})",
+                decode_error_text(e)
+            )))
         })?;
         match ev.type_.as_str() {
             // Only ADDED is expected before the end bookmark; a MODIFIED or DELETED still says where the
@@ -198,8 +220,9 @@ impl Watcher {
                         Some((ns, name)) => self.keep_previous(view, &ns, &name, &e),
                         None => {
                             return Err(Streamed::Failed(ApiError::Decode(format!(
-                                "malformed {} without a readable name: {e}",
-                                self.resource.name()
+                                "malformed {} without a readable name: {}",
+                                self.resource.name(),
+                                decode_error_text(e)
                             ))));
                         }
                     },
@@ -208,7 +231,10 @@ impl Watcher {
             }
             "BOOKMARK" => {
                 let b: Bookmark = serde_json::from_str(ev.object_text()).map_err(|e| {
-                    Streamed::Failed(ApiError::Decode(format!("malformed bookmark ({e})")))
+                    Streamed::Failed(ApiError::Decode(format!(
+                        "malformed bookmark ({})",
+                        decode_error_text(e)
+                    )))
                 })?;
                 if !b.is_initial_events_end() {
                     // A server that ignores `sendInitialEvents` sends a plain watch: its bookmarks never carry
@@ -266,58 +292,5 @@ impl Watcher {
             escape_server_text(why, 256)
         );
         view.keep_previous(ns, name);
-    }
-}
-
-/// Whether a refused streaming list means that the server does not serve them: a server without the WatchList
-/// feature refuses the parameters (422 Invalid); proxies and old servers may answer 400, 403 or 405. Kubernetes
-/// authorization's own 403 ("... cannot watch resource ...") is not such a refusal: the same user could not watch
-/// after a fallback either, and once a Role grants the watch the streaming list works, so it is retried.
-fn refuses_streaming_lists(e: &ApiError) -> bool {
-    match e {
-        ApiError::Status {
-            code: 403, message, ..
-        } => !message.contains(" cannot watch resource "),
-        ApiError::Status {
-            code: 400 | 405 | 422,
-            ..
-        } => true,
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::refuses_streaming_lists;
-    use crate::client::ApiError;
-
-    fn status(code: u16, message: &str) -> ApiError {
-        ApiError::Status {
-            code,
-            reason: String::new(),
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    #[test]
-    fn an_rbac_refusal_is_not_a_server_without_streaming_lists() {
-        // kube-apiserver's answer to a user without the watch verb.
-        let rbac = "endpoints is forbidden: User \"reader\" cannot watch resource \"endpoints\" in API group \"\" \
-                    in the namespace \"shop\"";
-        assert!(!refuses_streaming_lists(&status(403, rbac)));
-        assert!(
-            refuses_streaming_lists(&status(403, "Forbidden")),
-            "a proxy's 403"
-        );
-        for code in [400, 405, 422] {
-            assert!(refuses_streaming_lists(&status(code, "")), "{code}");
-        }
-        for code in [401, 404, 410, 429, 500, 503] {
-            assert!(!refuses_streaming_lists(&status(code, "")), "{code}");
-        }
-        assert!(!refuses_streaming_lists(&ApiError::Transport(
-            "reset".into()
-        )));
     }
 }

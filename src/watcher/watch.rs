@@ -14,7 +14,7 @@ use crate::publish::Publisher;
 use crate::store::{Metric, StoreError};
 use crate::sync_state::{Outcome, WatchEnd};
 
-use super::{EVENT_ENVELOPE_BYTES, Ended, Watcher, owner_lost};
+use super::{EVENT_ENVELOPE_BYTES, Ended, Watcher, decode_error_text, owner_lost};
 
 /// What one watch event line contributed.
 enum Progress {
@@ -201,8 +201,9 @@ impl Watcher {
     /// Applies one watch event line. Returns how the watch ends for ERROR events and for events that cannot be
     /// understood (skipping one would leave its object stale with nothing to correct it, so those relist).
     fn event(&mut self, line: &[u8], affected: &mut BTreeSet<String>) -> Result<Progress, Ended> {
-        let ev: WatchEvent = serde_json::from_slice(line)
-            .map_err(|e| Ended::Gone(format!("malformed watch event ({e})")))?;
+        let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| {
+            Ended::Gone(format!("malformed watch event ({})", decode_error_text(e)))
+        })?;
         match ev.type_.as_str() {
             // A line that arrived whole in one frame escaped the line buffer's limit: skip it the same way.
             "ADDED" | "MODIFIED" | "DELETED" if ev.object_text().len() > self.max_object_size => {
@@ -212,9 +213,10 @@ impl Watcher {
             "ADDED" | "MODIFIED" | "DELETED" => {
                 let obj = Object::parse(self.resource, ev.object_text()).map_err(|e| {
                     Ended::Gone(format!(
-                        "malformed {} in a {} event ({e})",
+                        "malformed {} in a {} event ({})",
                         self.resource.name(),
-                        ev.type_
+                        ev.type_,
+                        decode_error_text(e)
                     ))
                 })?;
                 if let Some(rv) = obj.resource_version().filter(|r| !r.is_empty()) {

@@ -66,6 +66,10 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// The WatchList feature (`sendInitialEvents`); off ⇒ 422 on streaming-list requests.
     pub watch_list: bool,
+    /// Drop `sendInitialEvents` and `resourceVersionMatch` from watch requests unread, as a server older than
+    /// the WatchList feature or a proxy that strips unknown parameters does: a streaming list becomes a plain
+    /// watch, which never sends the initial-events-end bookmark.
+    pub ignore_watch_list_params: bool,
     /// Continue tokens older than this get 410 Expired (None: only on compaction/expiry calls).
     pub continue_ttl: Option<Duration>,
     /// Split watch events across chunk boundaries and merge several per chunk.
@@ -94,6 +98,7 @@ impl Default for Options {
             history: 10_000,
             bookmark_interval: Duration::from_secs(60),
             watch_list: true,
+            ignore_watch_list_params: false,
             // Roughly etcd's 5-minute compaction window.
             continue_ttl: Some(Duration::from_secs(300)),
             fuzz_chunks: false,

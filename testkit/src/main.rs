@@ -27,6 +27,7 @@ Options:
   --continue-ttl SECS        continue-token lifetime; `none` = until compaction (default 300)
   --max-page-size N          at most N items per LIST page when the client sets a limit
   --no-watch-list            disable sendInitialEvents (streaming lists get 422)
+  --ignore-watch-list        drop sendInitialEvents and resourceVersionMatch from watches unread (no end bookmark)
   --fuzz-chunks              split/merge watch events across chunk boundaries
   --no-warnings              omit the v1 Endpoints deprecation Warning header
   --quiet                    do not log requests to stderr
@@ -123,6 +124,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
                 );
             }
             "--no-watch-list" => opts.watch_list = false,
+            "--ignore-watch-list" => opts.ignore_watch_list_params = true,
             "--fuzz-chunks" => opts.fuzz_chunks = true,
             "--no-warnings" => opts.endpoints_warning = false,
             "--quiet" => opts.log_requests = false,

@@ -718,6 +718,41 @@ fn watch_list_initial_events_end_bookmark() {
 }
 
 #[test]
+fn a_server_that_ignores_the_watch_list_parameters_serves_a_plain_watch() {
+    let s = server(|o| o.ignore_watch_list_params = true);
+    s.apply(slice("ns", "s1", "web", &[]));
+    s.apply(slice("ns", "s2", "web", &[]));
+    let rv = s.resource_version();
+    let stream =
+        "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
+    // From "": the legacy synthetic ADDED events, then nothing (no end bookmark, no 422).
+    let mut w = watch(
+        s.addr(),
+        &format!("{SLICES}?{stream}&resourceVersion="),
+        &[],
+    );
+    assert_eq!(summary(&w.event()).1, "s1");
+    assert_eq!(summary(&w.event()).1, "s2");
+    w.set_timeout(Duration::from_millis(300));
+    assert_eq!(w.next(), Next::Timeout);
+    // From N: only the changes after N, as a plain watch.
+    let mut w = watch(
+        s.addr(),
+        &format!("{SLICES}?{stream}&resourceVersion={rv}"),
+        &[],
+    );
+    w.set_timeout(Duration::from_millis(300));
+    assert_eq!(w.next(), Next::Timeout);
+    s.apply(slice("ns", "s3", "web", &[]));
+    w.set_timeout(Duration::from_secs(5));
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), summary(&ev).1.as_str()),
+        (Some("ADDED"), "s3")
+    );
+}
+
+#[test]
 fn watch_list_from_a_compacted_rv_serves_the_state_not_older_than_it() {
     // sendInitialEvents with resourceVersionMatch=NotOlderThan needs no history: the server sends its current
     // state (at least as new as the RV asked for), unlike a plain watch from that RV, which gets ERROR 410.

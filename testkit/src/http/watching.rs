@@ -14,8 +14,10 @@ use super::resource::{Ctx, Handled};
 impl Ctx<'_> {
     pub(super) fn watch(&self, filter: Filter) -> Handled {
         let q = &self.q;
-        let send_initial = q.opt_bool("sendInitialEvents");
-        let rvm = q.non_empty("resourceVersionMatch");
+        // A server without the feature (or behind a proxy that strips what it does not know) never sees them.
+        let ignore = self.shared.opts.ignore_watch_list_params;
+        let send_initial = q.opt_bool("sendInitialEvents").filter(|_| !ignore);
+        let rvm = q.non_empty("resourceVersionMatch").filter(|_| !ignore);
         let cont = q.non_empty("continue");
         let mut causes = Vec::new();
         let forbid = |d: String| Cause {
@@ -67,7 +69,9 @@ impl Ctx<'_> {
         // With the WatchList feature on, a plain watch from ""/"0" is defaulted to a
         // streaming list (so it also gets the initial-events-end bookmark).
         let send_initial = match send_initial {
-            None if rvm.is_none() && self.shared.opts.watch_list && from.is_none() => Some(true),
+            None if rvm.is_none() && self.shared.opts.watch_list && !ignore && from.is_none() => {
+                Some(true)
+            }
             s => s,
         };
         let start = match (send_initial, from) {

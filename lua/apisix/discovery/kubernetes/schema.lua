@@ -1,6 +1,23 @@
--- JSON schema of discovery.kubernetes, checked by the APISIX CLI at `apisix init`. It accepts everything the
--- library accepts (IPv6 and uppercase hosts, integer ports) and sets the same defaults; the library re-validates
--- the config at start with messages naming field, value and rule, so this schema stays deliberately simple.
+-- JSON schema of discovery.kubernetes for APISIX. It accepts everything the library accepts (IPv6 and uppercase
+-- hosts, integer ports) and sets the same defaults; the library re-validates the config at start with messages
+-- naming field, value and rule, so this schema stays deliberately simple.
+--
+-- APISIX checks config.yaml twice. At start, in init_by_lua, with this file (found through `extra_lua_path`): it
+-- fills in the defaults and refuses what it does not allow (see the end). Before that, its CLI (`apisix init`,
+-- `start`, `reload`) checks with the discovery schema on the CLI's own package.path, which has no
+-- `extra_lua_path`: APISIX's built-in schema, unless this file is installed over APISIX's tree. That schema is
+-- stricter; the forms that pass both (README, "What APISIX's CLI checks"; e2e/apisix-cli/check-config.py runs
+-- them through the CLI of APISIX 3.8 and 3.18):
+--   service.port  a quoted string ("6443") or ${VAR}. An integer passes here but APISIX's CLI then fails while
+--                 rendering nginx.conf (it takes the length of the port to find ${VAR} references).
+--   service.host  a lower-case DNS name, IPv4 or ${VAR}; an IPv6 API server through ${VAR} (the address in the
+--                 environment) or `kubeconfig` (the CLI does not open the file).
+--   ${VAR}        in host, port and token: a name ending in a letter or `_`.
+--   shared_size   1m to 99m on APISIX 3.8 (any size on 3.18); APISIX also sizes an unused
+--                 `lua_shared_dict kubernetes` with it.
+--   id            8 characters at most on APISIX 3.8.
+--   several clusters: `service`, and `client` with `token` or `token_file`, in every cluster (no kubeconfig-only
+--                 or certificate-only clusters).
 
 local env_ref = [[^\$\{[_A-Za-z][_A-Za-z0-9]*\}$]]
 
@@ -164,6 +181,30 @@ local multi = {
     },
 }
 
+-- A copy of a schema that checks the same but fills in nothing, and, with `drop_type`, takes any JSON type.
+local function checks_only(schema, drop_type)
+    if type(schema) ~= "table" then
+        return schema
+    end
+    local out = {}
+    for k, v in pairs(schema) do
+        if k ~= "default" and not (drop_type and k == "type") then
+            out[k] = checks_only(v)
+        end
+    end
+    return out
+end
+
+-- APISIX loads this schema at run time (core/config_local.lua checks config.yaml with it in init_by_lua) and, for
+-- a value that fails `anyOf`, reports only `object matches none of the required`. The same checks for each form
+-- under `allOf` run first and name the field and the rule instead, e.g. `allOf 1 failed: property
+-- "watch_idle_timeout" validation failed: expected 5 to be at least 10`: the single-cluster properties (which an
+-- array does not have) and the multi-cluster items (which an object does not have). `anyOf` then fills in the
+-- defaults.
 return {
+    allOf = {
+        checks_only(single, true),
+        { items = checks_only(multi.items) },
+    },
     anyOf = { single, multi },
 }
