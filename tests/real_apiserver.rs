@@ -303,11 +303,7 @@ fn a_restarted_api_server_answers_410_and_the_relist_keeps_serving() {
     served.check();
     assert!(inst.ready());
     // The relist is a streaming list not older than what was synced, which the new cache serves.
-    let streams: Vec<_> = env
-        .audit(&format!("/api/v1/namespaces/{ns}/endpoints"))
-        .into_iter()
-        .filter(|r| r.uri.contains("sendInitialEvents=true") && r.stage == "ResponseStarted")
-        .collect();
+    let streams = env.streaming_lists(&format!("/api/v1/namespaces/{ns}/endpoints"));
     assert!(streams.len() >= 2, "{streams:?}");
     assert!(streams.iter().all(|r| r.code == 200), "{streams:?}");
     assert_relist_semantics(&streams);
@@ -354,11 +350,7 @@ fn without_the_watch_cache_an_etcd_compaction_answers_410_and_the_relist_keeps_s
         })
         .collect();
     assert!(!watches.is_empty(), "resumed at least once before the 410");
-    let streams: Vec<_> = env
-        .audit(&format!("/api/v1/namespaces/{ns}/endpoints"))
-        .into_iter()
-        .filter(|r| r.uri.contains("sendInitialEvents=true") && r.stage == "ResponseStarted")
-        .collect();
+    let streams = env.streaming_lists(&format!("/api/v1/namespaces/{ns}/endpoints"));
     assert!(
         streams.len() >= 2 && streams.iter().all(|r| r.code == 200),
         "{streams:?}"

@@ -187,6 +187,14 @@ impl Env {
             .collect()
     }
 
+    /// The streaming lists (`sendInitialEvents=true`) to `path_part` that the server started answering, in order.
+    pub fn streaming_lists(&self, path_part: &str) -> Vec<Audit> {
+        self.audit(path_part)
+            .into_iter()
+            .filter(|r| r.uri.contains("sendInitialEvents=true") && r.stage == "ResponseStarted")
+            .collect()
+    }
+
     /// POST /compact on etcd's admin endpoint: compacts at the current revision, which it returns.
     pub fn compact_etcd(&self) -> u64 {
         let url = std::fs::read_to_string(self.dir.join("etcd-admin.url")).unwrap();
