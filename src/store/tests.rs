@@ -163,6 +163,42 @@ fn a_writer_that_died_inside_a_status_update_or_a_relayout_is_repaired() {
 }
 
 #[test]
+fn a_writer_killed_inside_a_slot_leaves_no_cached_pair_that_vouches_for_it() {
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    {
+        let mut b = w.batch().unwrap();
+        for i in 0..3 {
+            b.put_port(&format!("ns/k{i}:80"), &nodes(i + 1, 80));
+        }
+    }
+    let (gone_hint, gone_version, _) = get(&r, "ns/k0:80").unwrap();
+    let (kept_hint, kept_version, kept_nodes) = get(&r, "ns/k1:80").unwrap();
+    let slot = |hint: u64| r.slot(r.table_gen() as usize, hint as u32 as usize);
+    // A writer killed inside the removal of k0, after the tombstone and before the version was cleared, and inside
+    // a rewrite of k1's slot, after its sequence went odd: both slots keep a version that workers have cached.
+    let s = slot(gone_hint);
+    s.seq.fetch_or(1, Ordering::Relaxed);
+    s.loc.store(TOMBSTONE, Ordering::Relaxed);
+    slot(kept_hint).seq.fetch_or(1, Ordering::Relaxed);
+    drop(w);
+    let _w = Writer::claim(&r, 1).unwrap();
+    assert!(
+        !r.is_current(gone_hint, gone_version),
+        "a removed key's cached pair is stale"
+    );
+    assert_eq!(get(&r, "ns/k0:80"), None);
+    assert!(
+        !r.is_current(kept_hint, kept_version),
+        "a repaired slot gets a version never handed out"
+    );
+    let (_, version, served) = get(&r, "ns/k1:80").unwrap();
+    assert_ne!(version, kept_version);
+    assert_eq!(served, kept_nodes);
+    assert_eq!(get(&r, "ns/k2:80").unwrap().2, nodes(3, 80));
+}
+
+#[test]
 fn a_live_lock_holder_makes_claim_and_batch_fail_at_once_and_a_panic_releases_the_lock() {
     let r = Region::create(1 << 20).unwrap();
     let mut w = Writer::claim(&r, 1).unwrap();

@@ -241,17 +241,28 @@ impl<'r> Writer<'r> {
         for i in unreadable {
             set_slot_loc(self.slot(i), TOMBSTONE);
         }
-        // A writer that died mid-update left an odd sequence: make every slot of the active table and the status
-        // block readable again.
+        // A writer that died inside a slot left its sequence odd and its words part old, part new: a version that
+        // workers have cached may sit beside a tombstone or another record. Rewrite such a slot whole, a live one
+        // with a version never handed out, so no cached (slot, version) pair can vouch for it any more.
         let h = r.header();
-        for seq in (0..r.slot_count())
-            .map(|i| &self.slot(i).seq)
-            .chain([&h.status_seq])
-        {
-            let v = seq.load(Ordering::Relaxed);
-            if v & 1 == 1 {
-                seq.store(v + 1, Ordering::Release);
+        for i in 0..r.slot_count() {
+            let s = self.slot(i);
+            if s.seq.load(Ordering::Relaxed) & 1 == 0 {
+                continue;
             }
+            let (hash, loc) = (
+                s.hash.load(Ordering::Relaxed),
+                s.loc.load(Ordering::Relaxed),
+            );
+            if loc == EMPTY || loc == TOMBSTONE {
+                write_slot(s, 0, 0, loc);
+            } else {
+                write_slot(s, hash, h.next_version.fetch_add(1, Ordering::Relaxed), loc);
+            }
+        }
+        let v = h.status_seq.load(Ordering::Relaxed);
+        if v & 1 == 1 {
+            h.status_seq.store(v + 1, Ordering::Release);
         }
         self.used_slots = (0..r.slot_count())
             .filter(|&i| self.slot(i).loc.load(Ordering::Relaxed) != EMPTY)
