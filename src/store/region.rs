@@ -384,14 +384,15 @@ impl Region {
     fn live_keys(&self) -> Vec<Vec<u8>> {
         let gen_word = &self.header().table_gen;
         let n = self.slot_count();
-        let mut keys = Vec::new();
+        // A set, so that repeated scans cost memory in keys, not in keys times scans.
+        let mut keys = std::collections::BTreeSet::new();
         for attempt in 0..SNAPSHOT_ATTEMPTS {
             let generation = gen_word.load(Ordering::Acquire);
             let table = generation as usize;
             let start = attempt as usize * (n / SNAPSHOT_ATTEMPTS as usize);
             for i in 0..n {
                 if let Some(key) = self.slot_key(table, (start + i) % n) {
-                    keys.push(key);
+                    keys.insert(key);
                 }
             }
             fence(Ordering::Acquire);
@@ -399,9 +400,7 @@ impl Region {
                 break;
             }
         }
-        keys.sort_unstable();
-        keys.dedup();
-        keys
+        keys.into_iter().collect()
     }
 
     /// The key of the record a slot points at, read under the slot's seqlock (None for an empty slot, a
