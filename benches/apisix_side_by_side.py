@@ -163,6 +163,7 @@ def measure_module(args, size, module):
     bench.log(f"== APISIX 3.18.0, {'k8s-disc' if module == 'ours' else 'built-in module'}: size {size}, "
               f"{ds.services} services, {ds.endpoints} endpoints")
     out = {}
+    began = time.monotonic()
     with ApisixRun(args, ds, size, module) as run:
         ready = run.wait_ready()
         out["ready_ms"] = (ready - run.t_start) / 1e6
@@ -213,6 +214,7 @@ def measure_module(args, size, module):
         out["error_lines"] = len(errors)
         if errors:
             bench.log(f"   {len(errors)} error lines, first: {errors[0][:300]}")
+    out["seconds"] = time.monotonic() - began
     return out
 
 
@@ -224,10 +226,13 @@ def measure(args):
     if not os.path.exists(os.path.join(args.apisix_dist, "apisix", "bin", "apisix")):
         return {"skipped": f"{args.apisix_dist} is not an APISIX build (no apisix/bin/apisix)"}
     out = {"dist": args.apisix_dist, "sizes": {}}
+    t0 = time.monotonic()
     for size in [s for s in args.apisix_sizes.split(",") if s]:
         if size not in bench.SIZES:
             raise SystemExit(f"unknown size {size!r}; sizes: {', '.join(bench.SIZES)}")
         out["sizes"][size] = {m: measure_module(args, size, m) for m in MODULES}
+    out["seconds"] = time.monotonic() - t0
+    bench.log(f"== APISIX side by side took {out['seconds']:.0f} s")
     return out
 
 
@@ -237,14 +242,14 @@ def measure(args):
 FIGURES = [
     # (key, label, unit)
     ("unchanged_ns", f"nodes(), unchanged key (median of {MICRO_REQUESTS})", "ns"),
-    ("unchanged_ns_min", "  lowest", "ns"),
-    ("unchanged_ns_max", "  highest", "ns"),
+    ("unchanged_ns_min", f"  unchanged key, lowest of {MICRO_REQUESTS}", "ns"),
+    ("unchanged_ns_max", f"  unchanged key, highest of {MICRO_REQUESTS}", "ns"),
     ("unknown_ns", f"nodes(), unknown key (median of {MICRO_REQUESTS})", "ns"),
     ("first_call_us", "first nodes() per key, fresh worker", "us"),
     ("first_call_gc_bytes", "  Lua heap growth per key over the walk", "B"),
     ("propagation_idle.first_call_p50_us", "first nodes() after a change, p50", "us"),
     ("ready_ms", "ready: `apisix start` to the first full sync", "ms"),
-    ("ready_after_cli_ms", "  from `apisix start` returning", "ms"),
+    ("ready_after_cli_ms", "  ready from `apisix start` returning", "ms"),
     ("propagation_idle.p50_us", "propagation idle p50", "us"),
     ("propagation_idle.p99_us", "propagation idle p99", "us"),
     ("propagation_idle.floor_p50_us", "  raw watch client p50 (floor)", "us"),
@@ -260,7 +265,7 @@ FIGURES = [
     ("pss_walk_mib", "gateway PSS after a walk of every name in each worker", "MiB"),
     ("pss_churn_mib", "gateway PSS after churn", "MiB"),
     ("sync_requests", "API server requests for the initial sync", ""),
-    ("sync_lists", "  of which LIST pages", ""),
+    ("sync_lists", "  LIST pages among them", ""),
 ]
 
 
