@@ -25,14 +25,20 @@ MODULES = ("ours", "builtin")
 MICRO_REQUESTS = 6  # /bench/micro requests per gateway, each the best of 5 rounds in one worker
 
 
-def _e2e(name):
-    """A module of the end-to-end harness, by file (its gateway.py would shadow the benchmark's)."""
-    if E2E not in sys.path:
-        sys.path.append(E2E)  # for its own bare imports (procs, yamlout)
-    spec = importlib.util.spec_from_file_location(f"e2e_apisix_{name}", os.path.join(E2E, f"{name}.py"))
+sys.path.append(E2E)  # the harness's own modules import each other by bare name
+import procs  # noqa: E402  (e2e/apisix/procs.py)
+import yamlout  # noqa: E402  (e2e/apisix/yamlout.py)
+
+
+def _load_e2e_gateway():
+    """e2e/apisix/gateway.py, loaded by file: its name would shadow the benchmark's gateway.py."""
+    spec = importlib.util.spec_from_file_location("e2e_apisix_gateway", os.path.join(E2E, "gateway.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+e2e_gateway = _load_e2e_gateway()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -41,7 +47,6 @@ def _e2e(name):
 
 def gateway_processes(master):
     """The master, the workers and the privileged agent (not the cache manager and loader): {pid: role}."""
-    procs = _e2e_procs()
     out = {master: "master"}
     for pid, cmd in procs.children(master):
         if "worker process" in cmd:
@@ -70,16 +75,6 @@ def process_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-_procs = None
-
-
-def _e2e_procs():
-    global _procs
-    if _procs is None:
-        _procs = _e2e("procs")
-    return _procs
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # One APISIX instance with one module
 
@@ -101,9 +96,7 @@ class ApisixRun:
 
     def __enter__(self):
         self.api = bench.FakeApiServer(self.run, self.seed)
-        apisix_mod = _e2e("gateway")
-        self.yamlout = _e2e("yamlout")
-        self.ax = apisix_mod.Apisix(self.args.apisix_dist, "3.18.0", self.module, ROOT,
+        self.ax = e2e_gateway.Apisix(self.args.apisix_dist, "3.18.0", self.module, ROOT,
                                     os.path.join(self.run, "apisix"))
         self.ax.proxy_mode = "http"  # as the main benchmark: one subsystem, so one watch for either module
         cfg = self.ax.config({
@@ -119,7 +112,7 @@ class ApisixRun:
         cfg["plugins"].append("k8s-disc-bench")
         cfg["plugin_attr"] = {"k8s-disc-bench": {"keys": self.keys, "module": self.module}}
         cfg["nginx_config"]["http"] = {"custom_lua_shared_dict": {"bench": "1m"}}
-        self.ax.write_config(None, raw_text=self.yamlout.dump(cfg))
+        self.ax.write_config(None, raw_text=yamlout.dump(cfg))
         self.ax.write_routes([{"id": "1", "uri": "/*", "upstream": {
             "type": "roundrobin", "discovery_type": "kubernetes", "service_name": "bench/svc0:http"}}])
         self.port = self.ax.control_port
@@ -189,9 +182,9 @@ def measure_module(args, size, module):
         for key in ("unchanged_ns", "unknown_ns"):
             values = [m[key] for m in micro]
             out[key], out[key + "_min"], out[key + "_max"] = statistics.median(values), min(values), max(values)
-        procs = run.processes()
-        workers = [p for p, role in procs.items() if role == "worker"]
-        agent = next(p for p, role in procs.items() if role == "agent")
+        roles = run.processes()
+        workers = [p for p, role in roles.items() if role == "worker"]
+        agent = next(p for p, role in roles.items() if role == "agent")
         probe = "svc1"
         out["propagation_idle"] = bench.propagation(run.api, run.port, ds, probe, args.apisix_samples, 0, workers)
         churn = bench.Churn(run.api.port, ds, args.churn_rate, probe)
