@@ -96,6 +96,13 @@ class ApisixRun:
 
     def __enter__(self):
         self.api = bench.FakeApiServer(self.run, self.seed)
+        try:
+            return self._start()
+        except BaseException:
+            self.api.stop()  # __exit__ is not called when __enter__ fails
+            raise
+
+    def _start(self):
         self.ax = e2e_gateway.Apisix(self.args.apisix_dist, "3.18.0", self.module, ROOT,
                                     os.path.join(self.run, "apisix"))
         self.ax.proxy_mode = "http"  # as the main benchmark: one subsystem, so one watch for either module
