@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The benchmark: builds the release library, the fake API server and the parse-floor program, then runs
 # benches/gateway.py (real nginx workers against the fake API server at 1k, 10k, 50k and 150k endpoints). Prints
-# each figure beside its target and writes target/bench/results.json. Options go to the driver, e.g.
+# each figure beside its target and writes target/bench/results.json and .md. Options go to the driver, e.g.
 #   ./scripts/bench.sh --sizes 1k,10k --samples 50
-# Takes about 5 minutes for every size on 2 cores.
+# Then real APISIX 3.18.0 with k8s-disc and with APISIX's built-in kubernetes module side by side (10k and 150k
+# endpoints; --apisix-sizes, --no-apisix), when the shared build tool is found ($K8S_DISC_SHARED, else ../shared or
+# ../../shared): APISIX is built into target/apisix-3.18.0 (reused when built); otherwise that part is skipped and
+# the reason printed.
+# Takes about 4 to 5 minutes on 2 cores, of which about 1.5 minutes for the APISIX side by side (plus about 70 s
+# to build APISIX the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 ./scripts/setup.sh >/dev/null
 if ! command -v wrk >/dev/null; then
     echo "bench: installing wrk (gateway throughput)"
@@ -16,4 +22,30 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --quiet -p k8s-disc --lib --example parse_floor
 cargo build --release --quiet -p k8s-fake-apiserver
-exec python3 benches/gateway.py "$@"
+
+apisix=()
+case " $* " in
+*" --no-apisix "* | *" --apisix-dist "* | *" --apisix-dist="*) ;;
+*)
+    shared=${K8S_DISC_SHARED:-}
+    if [ -z "$shared" ]; then
+        for d in ../shared ../../shared; do
+            [ -d "$d" ] && { shared=$(cd "$d" && pwd); break; }
+        done
+    fi
+    tool=${shared:-../shared}/tools/build-apisix.sh
+    if [ -x "$tool" ]; then
+        t0=$SECONDS
+        echo "bench: building APISIX 3.18.0 ($tool)" >&2
+        if dist=$("$tool" --version 3.18.0 "$root/target/apisix-3.18.0" | tail -n 1); then
+            echo "bench: APISIX 3.18.0 ready in $((SECONDS - t0)) s: $dist" >&2
+            apisix=(--apisix-dist "$dist")
+        else
+            apisix=(--apisix-skip "the APISIX 3.18.0 build failed ($tool)")
+        fi
+    else
+        apisix=(--apisix-skip "$tool not found (set K8S_DISC_SHARED to the shared test material)")
+    fi
+    ;;
+esac
+exec python3 benches/gateway.py "${apisix[@]}" "$@"

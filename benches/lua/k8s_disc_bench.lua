@@ -1,5 +1,7 @@
 -- The nginx side of the benchmark (benches/gateway.py): timings taken inside the workers, where nodes() runs.
 -- Every handler answers one JSON document. Times are CLOCK_MONOTONIC nanoseconds, the clock the driver reads too.
+-- The discovery measured is resty.k8s_disc unless init_worker is given another one with the same nodes() and
+-- ready() (inside APISIX: either kubernetes discovery module, through the k8s-disc-bench plugin).
 
 local ffi = require("ffi")
 local cjson = require("cjson.safe")
@@ -7,7 +9,7 @@ local ok_new_tab, new_tab = pcall(require, "table.new")
 if not ok_new_tab then
     new_tab = function() return {} end
 end
-local disc = require("resty.k8s_disc")
+local disc  -- the discovery measured, set by init_worker
 
 ffi.cdef [[
 struct k8s_disc_bench_ts { long sec; long nsec; };
@@ -50,7 +52,8 @@ local function reply(doc)
 end
 
 -- init_worker: note when this worker first sees discovery ready (polled every millisecond).
-function _M.init_worker(keys_path)
+function _M.init_worker(keys_path, discovery)
+    disc = discovery or require("resty.k8s_disc")
     keys = read_keys(keys_path)
     local dict = ngx.shared.bench
     local function poll(premature)
