@@ -360,11 +360,12 @@ pub static FIELDS: &[Field] = &[
         doc: "how the first sync and every relist fetch the complete state. `auto`: a streaming list (one watch \
               request with `sendInitialEvents=true`, served from the API server's watch cache, whose connection \
               then goes on as the watch), falling back for good to paged LISTs when the server refuses it (422 \
-              while its WatchList feature is off, or 405) or ignores it (its stream falls silent for 5 s before \
-              the end of the initial events); logged once at warn; any other failure, a 403 included, is retried \
-              with back-off; `watch_list`: streaming \
-              lists only (a refusal is logged as an error and retried with back-off; the cluster never becomes \
-              ready); `list`: paged LISTs of 500 items, consistent reads",
+              while its WatchList feature is off, or 405) or ignores it (a plain bookmark before the end of the \
+              initial events), logged once at warn; a stream silent for 5 s before the end of its initial events \
+              (a server that ignores the parameters, or a pause) is listed with paged LISTs that once, and the \
+              next relist streams again; any other failure, a 403 included, is retried with back-off; \
+              `watch_list`: streaming lists only (a refusal is logged as an error and retried with back-off; the \
+              cluster never becomes ready); `list`: paged LISTs of 500 items, consistent reads",
         apisix: "APISIX always pages through LISTs (consistent reads of 120 items)",
         examples: &[r#""auto""#, r#""watch_list""#, r#""list""#],
         with: "",

@@ -2,7 +2,7 @@
 //! no I/O and no clock reads, so every transition is tested directly; `watcher` performs the steps.
 //!
 //! ```text
-//!                       StreamUnsupported (auto: once, for good)
+//!                       StreamUnsupported (auto: once, for good); StreamSilent (auto: this list only)
 //!   StreamList ──────────────────────────────────────────▶ List
 //!    │  ▲  │ Listed(rv): the end bookmark; the same           │ Listed(rv)
 //!    │  │  │ connection goes on as the watch                   ▼
@@ -92,8 +92,11 @@ pub enum Outcome {
         gone: bool,
     },
     /// The server does not support streaming lists (422 or 405 for the request, or a stream that ignored
-    /// `sendInitialEvents`: a bookmark, or a silence of seconds, before the end of the initial events).
+    /// `sendInitialEvents`: a plain bookmark before the end of the initial events).
     StreamUnsupported { retry_after: Option<Duration> },
+    /// A streaming list fell silent for seconds before its end bookmark: a server that ignored `sendInitialEvents`
+    /// and serves a plain watch, or one that paused. `auto` lists with paged LISTs this once.
+    StreamSilent,
     /// A watch ended. `rv` is the last resourceVersion it reached; `progressed` whether it delivered changes
     /// or bookmarks; `lasted` how long it was open.
     WatchEnded {
@@ -205,6 +208,13 @@ impl Machine {
                     self.gone()
                 } else {
                     self.back_off(retry_after, self.relist())
+                }
+            }
+            (State::StreamList, Outcome::StreamSilent) => {
+                if self.strategy == ListStrategy::Auto {
+                    State::List
+                } else {
+                    self.back_off(None, State::StreamList)
                 }
             }
             (State::StreamList, Outcome::StreamUnsupported { retry_after }) => {
@@ -537,6 +547,25 @@ mod tests {
             assert_eq!(m.step(Outcome::Waited), &State::StreamList);
         }
         assert!(!m.fell_back());
+    }
+
+    #[test]
+    fn a_silent_streaming_list_is_listed_with_pages_once_and_streamed_again_at_the_next_relist() {
+        let mut m = streaming(ListStrategy::Auto);
+        assert_eq!(m.step(Outcome::StreamSilent), &State::List, "at once");
+        assert!(
+            !m.fell_back(),
+            "a pause is no proof that the server lacks streaming lists"
+        );
+        assert_eq!(m.list_from(), ListFrom::Latest);
+        m.step(Outcome::Listed { rv: "10".into() });
+        assert_eq!(
+            m.step(ended(WatchEnd::Gone, "12", false, 0)),
+            &State::StreamList
+        );
+        let mut m = streaming(ListStrategy::WatchList);
+        let (_, then) = backoff(m.step(Outcome::StreamSilent));
+        assert_eq!(then, State::StreamList, "watch_list never lists with pages");
     }
 
     #[test]

@@ -273,7 +273,9 @@ fn the_watch_list_strategy_never_falls_back_and_says_why() {
     assert!(
         e.starts_with("list Endpoints failed: HTTP 422 Invalid")
             && e.contains("sendInitialEvents is forbidden for watch")
-            && e.contains("the server refused a streaming list; list_strategy watch_list never"),
+            && e.contains(
+                "the server refused or ignored a streaming list; list_strategy watch_list never"
+            ),
         "{e}"
     );
     // It backs off and tries again (0.8-1.6 s), never listing.
@@ -513,6 +515,37 @@ fn a_403_or_400_on_the_streaming_list_is_retried_and_only_405_or_422_mean_no_sup
 }
 
 #[test]
+fn a_pause_of_over_5_s_in_a_streaming_list_is_listed_with_pages_once_and_streamed_again_at_the_next_relist()
+ {
+    // A server that does serve streaming lists, paused (a loaded server, a network stall) past the silence
+    // that marks a server ignoring sendInitialEvents: this sync is listed with pages, the next one streams.
+    let s = server(true);
+    seed(&s, 600);
+    s.inject_fault(Fault::stall(PATH, 6000, Some(6500)).only_watch(true));
+    let inst = start(&s, json!({}));
+    eventually("ready", || inst.ready());
+    assert_eq!(
+        served(&inst, 599),
+        Some(node(&format!("10.{}.{}.1", 599 / 250, 599 % 250)))
+    );
+    assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
+    assert!(s.stats().lists >= 1, "this sync was paged");
+    // A 410 makes it relist: with a streaming list again, which now goes through.
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    s.reset_watches();
+    s.delete(Kind::Endpoints, "ns", "svc0000");
+    s.compact();
+    eventually("relisted", || served(&inst, 0).is_none());
+    eventually("a streaming list again", || {
+        requests(&s, "sendInitialEvents").len() == 2
+    });
+    let lists = s.stats().lists;
+    s.apply(endpoints("ns", "svc0001", "10.99.0.1"));
+    eventually("watching", || served(&inst, 1) == Some(node("10.99.0.1")));
+    assert_eq!(s.stats().lists, lists, "no paged list since");
+}
+
+#[test]
 fn a_server_that_ignores_send_initial_events_is_recognised_by_the_silence_before_its_end_bookmark()
 {
     // An old server or a stripping proxy: the streaming list is served as a plain watch. Its first ordinary
@@ -533,7 +566,7 @@ fn a_server_that_ignores_send_initial_events_is_recognised_by_the_silence_before
             Some(node(&format!("10.{}.{}.1", i / 250, i % 250)))
         );
     }
-    // One streaming list (its 700 events were not taken for a list), then paged LISTs for good.
+    // One streaming list (its 700 events were not taken for a list), then a paged LIST.
     assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
     assert!(s.stats().lists >= 1);
     let st = status(&inst);
@@ -555,7 +588,7 @@ fn a_server_that_ignores_send_initial_events_is_recognised_by_the_silence_before
     });
     let e = status(&inst).last_error;
     assert!(
-        e.contains("before the end of its initial events: it ignored sendInitialEvents"),
+        e.contains("before the end of its initial events: the server ignored sendInitialEvents"),
         "{e}"
     );
     assert!(!inst.ready());

@@ -34,6 +34,8 @@ pub(super) type StreamListed = (View, String, hyper::body::Incoming, Lines);
 pub(super) enum Streamed {
     /// The server does not serve streaming lists.
     Unsupported(ApiError),
+    /// The stream fell silent before its end bookmark: a server that ignored `sendInitialEvents`, or a pause.
+    Silent(ApiError),
     Failed(ApiError),
 }
 
@@ -66,10 +68,21 @@ impl Watcher {
                     retry_after: e.retry_after(),
                 });
             }
-            Err(Streamed::Unsupported(e)) => {
+            Err(Streamed::Silent(e)) if self.strategy == ListStrategy::Auto => {
+                // Only this sync: a pause of a server that does serve streaming lists must not cost them for good
+                // (a server that ignores the parameters is recognised for good by its first plain bookmark).
+                log_at!(
+                    Warn,
+                    "{}: {e}; listing with paged LIST requests this time, and with a streaming list again at the \
+                     next relist",
+                    self.label
+                );
+                return Ok(Outcome::StreamSilent);
+            }
+            Err(Streamed::Unsupported(e) | Streamed::Silent(e)) => {
                 let msg = format!(
-                    "list {} failed: {e} (the server refused a streaming list; list_strategy watch_list never \
-                     falls back to LIST)",
+                    "list {} failed: {e} (the server refused or ignored a streaming list; list_strategy watch_list \
+                     never falls back to LIST)",
                     self.resource.name()
                 );
                 self.list_failed(p, &msg).await?;
@@ -162,9 +175,9 @@ impl Watcher {
             let silence = INITIAL_EVENTS_SILENCE.min(idle);
             let frame = match tokio::time::timeout(silence, body.frame()).await {
                 Err(_) => {
-                    return Err(Streamed::Unsupported(ApiError::Decode(format!(
-                        "the stream fell silent for {}s before the end of its initial events: it ignored \
-                         sendInitialEvents",
+                    return Err(Streamed::Silent(ApiError::Decode(format!(
+                        "the stream fell silent for {}s before the end of its initial events: the server \
+                         ignored sendInitialEvents, or paused",
                         silence.as_secs()
                     ))));
                 }
