@@ -51,14 +51,27 @@ local function reply(doc)
     ngx.say(cjson.encode(doc))
 end
 
--- init_worker: note when this worker first sees discovery ready (polled every millisecond).
-function _M.init_worker(keys_path, discovery)
+-- Notes, the first time any worker sees it, when each cluster reports ready in the metrics (k8s_disc_ready).
+local function note_ready_clusters(dict)
+    for id, ready in disc.metrics():gmatch('k8s_disc_ready{cluster="([^"]*)"} (%d)') do
+        if ready == "1" then
+            dict:add("cluster:" .. id, now_ns())
+        end
+    end
+end
+
+-- init_worker: note when this worker first sees discovery ready (polled every millisecond); with `per_cluster`,
+-- also when each cluster does.
+function _M.init_worker(keys_path, discovery, per_cluster)
     disc = discovery or require("resty.k8s_disc")
     keys = read_keys(keys_path)
     local dict = ngx.shared.bench
     local function poll(premature)
         if premature then
             return
+        end
+        if per_cluster then
+            note_ready_clusters(dict)
         end
         if disc.ready() then
             dict:set("ready:" .. ngx.worker.id(), now_ns())
@@ -79,6 +92,33 @@ function _M.sync()
         end
     end
     reply(out)
+end
+
+-- GET /bench/clusters: {cluster id: monotonic ns when a worker first saw it ready} (per_cluster only).
+function _M.clusters()
+    local out = {}
+    for _, k in ipairs(ngx.shared.bench:get_keys(0)) do
+        local id = k:match("^cluster:(.*)$")
+        if id then
+            out[id] = ngx.shared.bench:get(k)
+        end
+    end
+    reply(out)
+end
+
+-- GET /bench/first?key=K: one nodes() call on K, timed; "fresh" when it is this worker's first call on K.
+local called = {}
+function _M.first()
+    local key = ngx.var.arg_key
+    local fresh = not called[key]
+    called[key] = true
+    collectgarbage("collect")
+    local gc_before = collectgarbage("count")
+    local t0 = now_ns()
+    local nodes = disc.nodes(key)
+    local elapsed = now_ns() - t0
+    reply({ worker = ngx.worker.id(), fresh = fresh, ns = elapsed, nodes = nodes and #nodes or 0,
+            gc_kib = collectgarbage("count") - gc_before })
 end
 
 -- GET /bench/walk: the first nodes() call on every regular key in this worker (what every key costs a worker
