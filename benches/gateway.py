@@ -749,6 +749,7 @@ def measure_size(args, name):
         out["walk_lua_heap_kib"] = statistics.median(w["gc_kib"] for w in walks)
         out["first_call_per_key_us"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
         out["first_call_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in walks)
+        out["gateway_pss_after_walk_kib"] = gw.pss_kib()
         probe = "svc1"
         workers = worker_pids(gw.nginx)
         out["propagation_idle"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 0, workers)
@@ -851,12 +852,17 @@ SCALE_ROWS = [
     ("shared region used", "shared_bytes_used", None, "MiB", "total"),
     ("watcher process private RSS after sync", "watcher_rss_anon_kib", "watcher_rss_anon_kib", "KiB", "total"),
     ("whole gateway PSS after sync", "gateway_pss_kib", "gateway_pss_kib", "KiB", "total"),
+    ("whole gateway PSS after a walk of every key", "gateway_pss_after_walk_kib", "gateway_pss_after_walk_kib", "KiB",
+     "total"),
     ("first nodes() per key, fresh worker", "first_call_per_key_us", "first_call_per_key_us", "us", "same"),
-    ("first nodes() on the big service", "big_first_call_us", "first_call_per_key_us", "us", "service"),
+    ("first nodes() on the big service (single: per regular key)", "big_first_call_us", "first_call_per_key_us",
+     "us", "service"),
     ("unchanged nodes(), big service (single: a regular key)", "big_unchanged_ns", "small_unchanged_ns", "ns",
      "service"),
     ("propagation under churn p50", "propagation_churn.p50_us", "propagation_churn.p50_us", "us", "total"),
     ("propagation under churn p99", "propagation_churn.p99_us", "propagation_churn.p99_us", "us", "total"),
+    ("  p99 over the raw watch client", "propagation_churn.over_floor_p99_us", "propagation_churn.over_floor_p99_us",
+     "us", "total"),
     ("watcher CPU per event", "watcher_cpu_us_per_event", "watcher_cpu_us_per_event", "us", "same"),
 ]
 LINEAR_SLACK = 1.1  # per-endpoint ratios up to this count as linear: the run-to-run noise on a shared machine
@@ -880,7 +886,8 @@ def scale_rows(results):
             v, b = v / (1 << 20), b / (1 << 20)
         n = {"total": scale["endpoints"] / base["endpoints"], "same": 1,
              "service": scale["big_service_endpoints"] / per_key}[kind]
-        rows.append((label, unit, b, v, n, None if v is None or not b else (v / n) / b))
+        # No ratio to a figure at or below zero (a latency over its floor can be, within the noise).
+        rows.append((label, unit, b, v, n, None if v is None or b is None or b <= 0 else (v / n) / b))
     notes = [label for label, _, _, _, _, r in rows if r is not None and r > LINEAR_SLACK]
     return rows, notes
 
@@ -894,13 +901,13 @@ def report_scale(results):
           f"({s['endpoints']:,}), and one service of {s['big_service_endpoints']:,} endpoints, beside the "
           f"{s['base_size']} single cluster; per-endpoint ratio = (scale / endpoints ratio) / single, "
           f"<= {LINEAR_SLACK} counts as linear:")
-    print(f"  {'':58s}{'single':>10s}{'scale':>12s}{'endpoints':>11s}{'per-endp.':>11s}")
+    print(f"  {'':64s}{'single':>10s}{'scale':>12s}{'endpoints':>11s}{'per-endp.':>11s}")
     for label, unit, b, v, n, r in rows:
         verdict = "" if r is None else ("  linear or better" if r <= LINEAR_SLACK else "  WORSE than linear")
-        print(f"  {label + ' (' + unit + ')':58s}{fmt(b):>10s}{fmt(v):>12s}{fmt(n) + 'x':>11s}"
+        print(f"  {label + ' (' + unit + ')':64s}{fmt(b):>10s}{fmt(v):>12s}{fmt(n) + 'x':>11s}"
               f"{fmt(r):>11s}{verdict}")
     print(f"  churn achieved: {fmt(s['churn_events_per_s'])} ev/s over {s['clusters']} clusters; whole gateway PSS "
-          f"after the walk {fmt(s['gateway_pss_after_walk_kib'])} KiB, after churn "
+          f"after churn "
           f"{fmt(s['gateway_pss_after_churn_kib'])} KiB; big service sync {fmt(s['big_service_sync_ms'])} ms, "
           f"first call allocates {fmt(s['big_first_call_gc_kib'])} KiB of Lua heap")
     print("  worse than linear: " + (", ".join(worse) if worse else "nothing"))
@@ -915,7 +922,7 @@ def markdown_scale(results):
                f"{s['big_service_endpoints']:,} | {s['base_size']} single cluster | scale | endpoints | "
                f"per-endpoint ratio |", "|---|---:|---:|---:|---:|"]
     for label, unit, b, v, n, r in rows:
-        out.append(f"| {label} ({unit}) | {fmt(b)} | {fmt(v)} | {fmt(n)}x | {fmt(r)} |")
+        out.append(f"| {label.strip()} ({unit}) | {fmt(b)} | {fmt(v)} | {fmt(n)}x | {fmt(r)} |")
     return "\n".join(out) + "\n"
 
 
@@ -1052,6 +1059,7 @@ TARGETS = [
     ("worker_rss_anon_kib", "other worker private RSS after sync", "KiB", None, None),
     ("gateway_pss_kib", "whole gateway PSS after sync", "KiB", None, None),
     ("walk_lua_heap_kib", "worker Lua heap after the first walk", "KiB", None, None),
+    ("gateway_pss_after_walk_kib", "whole gateway PSS after the walk", "KiB", None, None),
     ("worker_rss_growth_kib", "worker RSS growth over the lookups", "KiB", None, None),
     ("propagation_idle.p50_us", "propagation idle p50", "us", None, None),
     ("propagation_idle.p99_us", "propagation idle p99", "us", None, None),
