@@ -250,15 +250,11 @@ http {{
     lua_package_cpath "{root}/target/release/?.so;;";
     lua_shared_dict bench 1m;
     init_by_lua_block {{
-        require("resty.k8s_disc").init({{
-            service = {{ schema = "http", host = "127.0.0.1", port = "{api_port}" }},
-            client = {{ token = "bench" }}, watch_endpoint_slices = true, shared_size = "{shared_size}",
-            {extra_conf}
-        }})
+        require("resty.k8s_disc").init({discovery})
     }}
     init_worker_by_lua_block {{
         require("resty.k8s_disc").init_worker()
-        require("k8s_disc_bench").init_worker("{run}/keys.json")
+        require("k8s_disc_bench").init_worker("{run}/keys.json", nil, {per_cluster})
     }}
     upstream discovered {{
         server 0.0.0.1;
@@ -387,6 +383,15 @@ def watcher_pid(pids):
     return None
 
 
+def pss_kib(pid):
+    """Proportional set size of one process in KiB (/proc/PID/smaps_rollup)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
 def metric(text, name):
     """The value of the first sample of `name` (a name with labels, as printed) in Prometheus text."""
     for line in text.splitlines():
@@ -495,7 +500,7 @@ def set_nice(pids, nice):
             pass
 
 
-def propagation(api, http_port, ds, key_svc, samples, seq_base, workers=()):
+def propagation(api, http_port, ds, key_svc, samples, seq_base, workers=(), prefix=""):
     """Latency from an API write to the change being seen by nodes() in a worker, and to a raw watch client.
 
     The worker that waits for the change calls nodes() in a loop, which keeps a core busy; on a small machine
@@ -503,12 +508,12 @@ def propagation(api, http_port, ds, key_svc, samples, seq_base, workers=()):
     """
     set_nice(workers, 19)
     try:
-        return _propagation(api, http_port, ds, key_svc, samples, seq_base)
+        return _propagation(api, http_port, ds, key_svc, samples, seq_base, prefix)
     finally:
         set_nice(workers, 0)
 
 
-def _propagation(api, http_port, ds, key_svc, samples, seq_base):
+def _propagation(api, http_port, ds, key_svc, samples, seq_base, prefix):
     rv = api.stats()["resourceVersion"]
     raw = RawWatch(api.port, rv)
     raw.start()
@@ -518,7 +523,7 @@ def _propagation(api, http_port, ds, key_svc, samples, seq_base):
     for i in range(samples):
         seq = seq_base + i
         conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
-        conn.request("GET", f"/bench/await?key=bench/{key_svc}:http&timeout=5")
+        conn.request("GET", f"/bench/await?key={prefix}bench/{key_svc}:http&timeout=5")
         resp = conn.getresponse()
         if resp.readline().strip() != b"armed":
             raise RuntimeError("await did not arm")
@@ -560,30 +565,57 @@ def fresh_walks(http_port, workers=2, attempts=60, what="walk"):
     return list(walks.values())
 
 
-class Gateway:
-    """nginx + k8s-disc against a seeded fake API server; a context manager."""
+def shared_size_for(endpoints):
+    """A cluster's shared_size: about 20 B per endpoint are used, so 64 B per endpoint plus 16 MiB for the key
+    tables leaves ample room for churn."""
+    return f"{max(16, endpoints * 64 // (1 << 20) + 16)}m"
 
-    def __init__(self, args, ds, label, backend_port=0, fake_args=(), extra_conf="", proxy=False):
+
+def cluster_conf(api_port, shared_size, extra_conf="", cluster_id=None):
+    """One cluster's discovery config, as Lua table text."""
+    ident = f'id = "{cluster_id}", ' if cluster_id else ""
+    return (f'{{ {ident}service = {{ schema = "http", host = "127.0.0.1", port = "{api_port}" }}, '
+            f'client = {{ token = "bench" }}, watch_endpoint_slices = true, shared_size = "{shared_size}", '
+            f"{extra_conf} }}")
+
+
+class Gateway:
+    """nginx + k8s-disc against a seeded fake API server; a context manager.
+
+    With `clusters` (ids), one fake API server per cluster, each seeded with the same dataset, in one multi-cluster
+    config; the workers' keys are then `id/ns/name:port` for every cluster, and `self.apis` holds the servers in
+    the order of the ids (`self.api` is the first).
+    """
+
+    def __init__(self, args, ds, label, backend_port=0, fake_args=(), extra_conf="", proxy=False, clusters=()):
         self.args, self.ds, self.label = args, ds, label
         self.fake_args, self.extra_conf, self.use_proxy = list(fake_args), extra_conf, proxy
+        self.clusters = list(clusters)
         self.run = tempfile.mkdtemp(prefix=f"k8s-disc-bench-{label}-")
         os.chmod(self.run, 0o755)  # nginx workers may run as another user (root's master drops to nobody)
         with open(os.path.join(self.run, "seed.json"), "w") as f:
             json.dump(ds.objects, f)
+        keys = [[f"{c}/{k}", n] for c in self.clusters for k, n in ds.keys] if self.clusters else ds.keys
         with open(os.path.join(self.run, "keys.json"), "w") as f:
-            json.dump(ds.keys, f)
+            json.dump(keys, f)
         self.backend_port = backend_port or free_port()
 
     def __enter__(self):
-        self.api = FakeApiServer(self.run, os.path.join(self.run, "seed.json"), self.fake_args)
+        seed = os.path.join(self.run, "seed.json")
+        self.apis = [FakeApiServer(self.run, seed, self.fake_args) for _ in self.clusters or [None]]
+        self.api = self.apis[0]
         self.proxy = CountingProxy(self.api.port) if self.use_proxy else None
         api_port = self.proxy.port if self.proxy else self.api.port
         self.http_port = free_port()
-        shared = max(16, self.ds.endpoints * 64 // (1 << 20) + 16)
+        shared = shared_size_for(self.ds.endpoints)
+        if self.clusters:
+            discovery = "{ " + ", ".join(cluster_conf(api.port, shared, self.extra_conf, c)
+                                         for c, api in zip(self.clusters, self.apis)) + " }"
+        else:
+            discovery = cluster_conf(api_port, shared, self.extra_conf)
         conf = NGINX_CONF.format(modules="" if self.args.static_nginx else MODULES, root=ROOT,
-                                 api_port=api_port, shared_size=f"{shared}m", run=self.run,
-                                 extra_conf=self.extra_conf,
-                                 http_port=self.http_port, backend_port=self.backend_port,
+                                 discovery=discovery, per_cluster="true" if self.clusters else "false",
+                                 run=self.run, http_port=self.http_port, backend_port=self.backend_port,
                                  jit_lib=jit_lib())
         self.nginx = Nginx(self.args.nginx, os.path.join(self.run, "nginx"), conf)
         self.t_start = now_ns()
@@ -615,9 +647,23 @@ class Gateway:
         children = worker_pids(self.nginx)
         return master, children, watcher_pid(children)
 
+    def cluster_ready_ms(self):
+        """Per cluster id: ms from nginx's start to the first time a worker saw that cluster ready; and the ms the
+        workers spent reading the metrics to tell."""
+        ready = get_json(self.http_port, "/bench/clusters")
+        poll_ns = ready.pop("poll_ns", 0) or 0
+        return {c: (ns - self.t_start) / 1e6 for c, ns in ready.items()}, poll_ns / 1e6
+
+    def pss_kib(self):
+        """The whole gateway's proportional set size (master + workers + helpers), shared pages divided among the
+        processes that map them."""
+        master, children, _ = self.processes()
+        return sum(pss_kib(p) for p in [master, *children])
+
     def __exit__(self, *exc):
         self.nginx.stop()
-        self.api.stop()
+        for api in self.apis:
+            api.stop()
         if not self.args.keep:
             shutil.rmtree(self.run, ignore_errors=True)
 
@@ -701,10 +747,12 @@ def measure_size(args, name):
         out["watcher_rss_anon_kib"] = proc_status(writer, "RssAnon")
         others = [proc_status(p, "RssAnon") for p in children if p != writer]
         out["worker_rss_anon_kib"] = max(others) if others else None
+        out["gateway_pss_kib"] = gw.pss_kib()
         walks = fresh_walks(gw.http_port)
         out["walk_lua_heap_kib"] = statistics.median(w["gc_kib"] for w in walks)
         out["first_call_per_key_us"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
         out["first_call_gc_bytes_per_key"] = statistics.median(w["gc_kib"] * 1024 / w["keys"] for w in walks)
+        out["gateway_pss_after_walk_kib"] = gw.pss_kib()
         probe = "svc1"
         workers = worker_pids(gw.nginx)
         out["propagation_idle"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 0, workers)
@@ -725,6 +773,160 @@ def measure_size(args, name):
         out["worker_rss_growth_kib"] = lookups["rss_anon_kib_after"] - lookups["rss_anon_kib_before"]
         out["lookup_cycle_ns"] = lookups["ns"] / lookups["calls"]
     return out
+
+
+def fresh_first_calls(http_port, key, workers=2, attempts=60):
+    """The first nodes() call on `key` in each worker (new connections until every worker answered fresh)."""
+    calls = {}
+    for _ in range(attempts):
+        r = get_json(http_port, f"/bench/first?key={key}")
+        if r["fresh"]:
+            calls[r["worker"]] = r
+        if len(calls) == workers:
+            break
+    return list(calls.values())
+
+
+def measure_scale(args):
+    """Several clusters of one size in one gateway (multi-cluster config, one fake API server each, seeded alike),
+    then one service of `--scale-service` endpoints in a gateway of its own."""
+    regular, per, huge = SIZES[args.scale_size]
+    ds = Dataset(regular, per, huge)
+    ids = [f"c{i + 1}" for i in range(args.scale_clusters)]
+    total = ds.endpoints * len(ids)
+    log(f"== scale: {len(ids)} clusters x {ds.endpoints} endpoints ({total}), {ds.services} services each")
+    out = {"clusters": len(ids), "endpoints": total, "endpoints_per_cluster": ds.endpoints,
+           "services": ds.services * len(ids)}
+    with Gateway(args, ds, "scale", clusters=ids) as gw:
+        out["sync_ms"] = gw.wait_ready(timeout=900) / 1e6
+        ready, out["cluster_poll_ms"] = gw.cluster_ready_ms()
+        out["cluster_sync_ms"] = {c: ready.get(c) for c in ids}
+        text = gw.metrics()
+        out["shared_bytes_used"] = sum(metric(text, f'k8s_disc_shared_bytes{{cluster="{c}",state="used"}}')
+                                       for c in ids)
+        _, children, writer = gw.processes()
+        out["watcher_rss_anon_kib"] = proc_status(writer, "RssAnon")
+        out["gateway_pss_kib"] = gw.pss_kib()
+        walks = fresh_walks(gw.http_port)
+        out["first_call_per_key_us"] = statistics.median(w["ns"] / w["keys"] for w in walks) / 1e3
+        out["walk_keys"] = walks[0]["keys"]
+        out["gateway_pss_after_walk_kib"] = gw.pss_kib()
+        # Churn spread over the clusters at the single-cluster rate in total; the probe is in the first cluster.
+        probe, workers = "svc1", worker_pids(gw.nginx)
+        churns = [Churn(api.port, ds, args.churn_rate / len(ids), probe) for api in gw.apis]
+        cpu0, t0 = watcher_thread_cpu_s(writer), time.monotonic()
+        for c in churns:
+            c.start()
+        out["propagation_churn"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 100000, workers,
+                                               prefix=f"{ids[0]}/")
+        time.sleep(max(0.0, args.churn_seconds - (time.monotonic() - t0)))
+        for c in churns:
+            c.stop_flag.set()
+        for c in churns:
+            c.join()
+        elapsed = time.monotonic() - t0
+        cpu = watcher_thread_cpu_s(writer) - cpu0
+        events = sum(c.writes for c in churns) + args.samples
+        out["churn_events_per_s"] = events / elapsed
+        out["watcher_cpu_us_per_event"] = 1e6 * cpu / events
+        out["gateway_pss_after_churn_kib"] = gw.pss_kib()
+    # One big service, beside a small one of the regular size, in a gateway of their own.
+    big = Dataset(1, per, [args.scale_service])
+    log(f"== scale: one service of {args.scale_service} endpoints ({len(big.objects)} slices)")
+    with Gateway(args, big, "bigsvc") as gw:
+        out["big_service_sync_ms"] = gw.wait_ready(timeout=600) / 1e6
+        for name, key, count in (("big", "bench/huge0:http", args.scale_service), ("small", "bench/svc0:http", per)):
+            calls = fresh_first_calls(gw.http_port, key)
+            bad = [c for c in calls if c["nodes"] != count]
+            if bad:
+                raise RuntimeError(f"{key}: {bad[0]['nodes']} nodes, expected {count}")
+            out[f"{name}_first_call_us"] = statistics.median(c["ns"] for c in calls) / 1e3
+            out[f"{name}_first_call_gc_kib"] = statistics.median(c["gc_kib"] for c in calls)
+            out[f"{name}_unchanged_ns"] = get_json(gw.http_port, f"/bench/micro?key={key}")["unchanged_ns"]
+    out["big_service_endpoints"] = args.scale_service
+    return out
+
+
+# (label, key in the scale results, key in the single-cluster results, unit, how the endpoints compare: "total"
+# for figures of the whole dataset, "same" for per-key or per-event figures, "service" for the big service against a
+# regular key, None for no ratio: a difference of two p99s swings around zero from run to run)
+SCALE_ROWS = [
+    ("initial sync, all clusters ready", "sync_ms", "sync_ms", "ms", "total"),
+    ("shared region used", "shared_bytes_used", None, "MiB", "total"),
+    ("watcher process private RSS after sync", "watcher_rss_anon_kib", "watcher_rss_anon_kib", "KiB", "total"),
+    ("whole gateway PSS after sync", "gateway_pss_kib", "gateway_pss_kib", "KiB", "total"),
+    ("whole gateway PSS after a walk of every key", "gateway_pss_after_walk_kib", "gateway_pss_after_walk_kib", "KiB",
+     "total"),
+    ("first nodes() per key, fresh worker", "first_call_per_key_us", "first_call_per_key_us", "us", "same"),
+    ("first nodes() on the big service (single: per regular key)", "big_first_call_us", "first_call_per_key_us",
+     "us", "service"),
+    ("unchanged nodes(), big service (single: a regular key)", "big_unchanged_ns", "small_unchanged_ns", "ns",
+     "service"),
+    ("propagation under churn p50", "propagation_churn.p50_us", "propagation_churn.p50_us", "us", "total"),
+    ("propagation under churn p99", "propagation_churn.p99_us", "propagation_churn.p99_us", "us", "total"),
+    ("  p99 over the raw watch client", "propagation_churn.over_floor_p99_us", "propagation_churn.over_floor_p99_us",
+     "us", None),
+    ("watcher CPU per event", "watcher_cpu_us_per_event", "watcher_cpu_us_per_event", "us", "same"),
+]
+LINEAR_SLACK = 1.1  # per-endpoint ratios up to this count as linear: the run-to-run noise on a shared machine
+
+
+def scale_rows(results):
+    """[(label, unit, single-cluster value, scale value, endpoints ratio, per-endpoint ratio)] and the notes."""
+    scale, base = results["scale"], results["sizes"].get(results["scale"]["base_size"])
+    if not base:
+        return [], []
+    base = dict(base)
+    base["shared_bytes_used"] = base["shared_bytes_per_endpoint"] * base["endpoints"]
+    base["small_unchanged_ns"] = scale["small_unchanged_ns"]
+    per_key = SIZES[scale["base_size"]][1]  # endpoints of a regular key
+    rows = [("per-cluster sync (" + ", ".join(f"{c} {fmt(v)}" for c, v in scale["cluster_sync_ms"].items())
+             + ")", "ms", base["sync_ms"], max(v for v in scale["cluster_sync_ms"].values() if v is not None),
+             None, None)]
+    for label, key, base_key, unit, kind in SCALE_ROWS:
+        v, b = lookup(scale, key), lookup(base, base_key or key)
+        if unit == "MiB":
+            v, b = v / (1 << 20), b / (1 << 20)
+        n = {"total": scale["endpoints"] / base["endpoints"], "same": 1,
+             "service": scale["big_service_endpoints"] / per_key, None: None}[kind]
+        rows.append((label, unit, b, v, n, None if n is None or v is None or not b else (v / n) / b))
+    notes = [label.strip() for label, _, _, _, _, r in rows if r is not None and r > LINEAR_SLACK]
+    return rows, notes
+
+
+def report_scale(results):
+    rows, worse = scale_rows(results)
+    if not rows:
+        return
+    s = results["scale"]
+    print(f"\nLarger scale: {s['clusters']} clusters x {s['endpoints_per_cluster']:,} endpoints in one gateway "
+          f"({s['endpoints']:,}), and one service of {s['big_service_endpoints']:,} endpoints, beside the "
+          f"{s['base_size']} single cluster; per-endpoint ratio = (scale / endpoints ratio) / single, "
+          f"<= {LINEAR_SLACK} counts as linear:")
+    print(f"  {'':64s}{'single':>10s}{'scale':>12s}{'endpoints':>11s}{'per-endp.':>11s}")
+    for label, unit, b, v, n, r in rows:
+        verdict = "" if r is None else ("  linear or better" if r <= LINEAR_SLACK else "  WORSE than linear")
+        print(f"  {label + ' (' + unit + ')':64s}{fmt(b):>10s}{fmt(v):>12s}{fmt(n) + ('x' if n else ''):>11s}"
+              f"{fmt(r):>11s}{verdict}")
+    print(f"  churn achieved: {fmt(s['churn_events_per_s'])} ev/s over {s['clusters']} clusters; whole gateway PSS "
+          f"after churn {fmt(s['gateway_pss_after_churn_kib'])} KiB; per-cluster ready read from the metrics "
+          f"every 5 ms in one worker, which took it {fmt(s['cluster_poll_ms'])} ms during the sync; "
+          f"big service sync {fmt(s['big_service_sync_ms'])} ms, "
+          f"first call allocates {fmt(s['big_first_call_gc_kib'])} KiB of Lua heap")
+    print("  worse than linear: " + (", ".join(worse) if worse else "nothing"))
+
+
+def markdown_scale(results):
+    rows, worse = scale_rows(results)
+    if not rows:
+        return ""
+    s = results["scale"]
+    out = ["", f"| larger scale: {s['clusters']} x {s['endpoints_per_cluster']:,} endpoints, one service of "
+               f"{s['big_service_endpoints']:,} | {s['base_size']} single cluster | scale | endpoints | "
+               f"per-endpoint ratio |", "|---|---:|---:|---:|---:|"]
+    for label, unit, b, v, n, r in rows:
+        out.append(f"| {label.strip()} ({unit}) | {fmt(b)} | {fmt(v)} | {fmt(n) + ('x' if n else '')} | {fmt(r)} |")
+    return "\n".join(out) + "\n"
 
 
 # The steady state with the default configuration: a watch lasts timeoutSeconds, drawn uniformly from
@@ -858,7 +1060,9 @@ TARGETS = [
     ("shared_bytes_per_endpoint", "shared memory per endpoint", "B", None, None),
     ("watcher_rss_anon_kib", "watcher process private RSS after sync", "KiB", None, None),
     ("worker_rss_anon_kib", "other worker private RSS after sync", "KiB", None, None),
+    ("gateway_pss_kib", "whole gateway PSS after sync", "KiB", None, None),
     ("walk_lua_heap_kib", "worker Lua heap after the first walk", "KiB", None, None),
+    ("gateway_pss_after_walk_kib", "whole gateway PSS after the walk", "KiB", None, None),
     ("worker_rss_growth_kib", "worker RSS growth over the lookups", "KiB", None, None),
     ("propagation_idle.p50_us", "propagation idle p50", "us", None, None),
     ("propagation_idle.p99_us", "propagation idle p99", "us", None, None),
@@ -1000,6 +1204,12 @@ def main():
     ap.add_argument("--no-apisix", action="store_true", help="skip the APISIX side by side")
     ap.add_argument("--apisix-sizes", default="10k,150k", help="sizes of the APISIX side by side")
     ap.add_argument("--apisix-samples", type=int, default=200, help="propagation samples per condition in APISIX")
+    ap.add_argument("--scale", action="store_true",
+                    help="also the larger scale: --scale-clusters clusters of --scale-size in one gateway and one "
+                         "service of --scale-service endpoints, beside the single-cluster size (run too)")
+    ap.add_argument("--scale-clusters", type=int, default=4)
+    ap.add_argument("--scale-size", default="150k", help="each cluster's size, one of " + ",".join(SIZES))
+    ap.add_argument("--scale-service", type=int, default=50000, help="endpoints of the one big service")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     args = ap.parse_args()
@@ -1007,10 +1217,16 @@ def main():
     results = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
                            "nginx": args.nginx},
                "date": time.strftime("%Y-%m-%d"), "sizes": {}}
-    for name in [s for s in args.sizes.split(",") if s]:
+    sizes = [s for s in args.sizes.split(",") if s]
+    if args.scale and args.scale_size not in sizes:
+        sizes.append(args.scale_size)  # the single-cluster figures the scale is read against
+    for name in sizes:
         if name not in SIZES:
             raise SystemExit(f"unknown size {name!r}; sizes: {', '.join(SIZES)}")
         results["sizes"][name] = measure_size(args, name)
+    if args.scale:
+        results["scale"] = measure_scale(args)
+        results["scale"]["base_size"] = args.scale_size
     if not args.no_micro:
         results["micro"] = measure_micro(args)
     if not args.no_api_cost:
@@ -1023,9 +1239,12 @@ def main():
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     report(results)
+    if "scale" in results:
+        report_scale(results)
     apisix_side_by_side.report(results["apisix"])
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(markdown(results) + apisix_side_by_side.markdown(results["apisix"]))
+        f.write(markdown(results) + (markdown_scale(results) if "scale" in results else "")
+                + apisix_side_by_side.markdown(results["apisix"]))
     print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['cpus']} cpus; JSON: {args.out}; "
           f"Markdown: {os.path.splitext(args.out)[0]}.md")
 

@@ -7,6 +7,10 @@
 # endpoints; --apisix-sizes, --no-apisix), when the shared build tool is found ($K8S_DISC_SHARED, else ../shared or
 # ../../shared): APISIX is built into target/apisix-3.18.0 (reused when built); otherwise that part is skipped and
 # the reason printed.
+# --scale adds the larger scale: 4 clusters of the 150k size in one gateway (600k endpoints, one fake API server
+# each) and one service of 50k endpoints, each figure beside the 150k single cluster with its per-endpoint ratio
+# (--scale-clusters, --scale-size, --scale-service); about 30 s on 2 cores with only that, e.g.
+#   ./scripts/bench.sh --sizes 150k --scale --no-micro --no-api-cost --no-apisix
 # Takes about 4 to 5 minutes on 2 cores, of which about 1.5 minutes for the APISIX side by side (plus about 70 s
 # to build APISIX the first time).
 set -euo pipefail

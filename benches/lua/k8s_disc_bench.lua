@@ -51,16 +51,37 @@ local function reply(doc)
     ngx.say(cjson.encode(doc))
 end
 
--- init_worker: note when this worker first sees discovery ready (polled every millisecond).
-function _M.init_worker(keys_path, discovery)
+-- Notes, the first time any worker sees it, when each cluster reports ready in the metrics (k8s_disc_ready), and
+-- what reading the metrics cost the workers meanwhile (it competes with the sync for the cores).
+local function note_ready_clusters(dict)
+    local t0 = now_ns()
+    for id, ready in disc.metrics():gmatch('k8s_disc_ready{cluster="([^"]*)"} (%d)') do
+        if ready == "1" then
+            dict:add("cluster:" .. id, now_ns())
+        end
+    end
+    dict:incr("poll_ns", now_ns() - t0, 0)
+end
+
+-- init_worker: note when this worker first sees discovery ready (polled every millisecond); with `per_cluster`,
+-- also when each cluster does, read every 5 ms by the last worker only (the watcher runs in worker 0 or the agent),
+-- as rendering the metrics costs tens of microseconds.
+function _M.init_worker(keys_path, discovery, per_cluster)
     disc = discovery or require("resty.k8s_disc")
     keys = read_keys(keys_path)
     local dict = ngx.shared.bench
+    local per_cluster_here = per_cluster and ngx.worker.id() == ngx.worker.count() - 1
+    local ticks = 0
     local function poll(premature)
         if premature then
             return
         end
-        if disc.ready() then
+        local ready = disc.ready()
+        if per_cluster_here and (ready or ticks % 5 == 0) then
+            note_ready_clusters(dict)
+        end
+        ticks = ticks + 1
+        if ready then
             dict:set("ready:" .. ngx.worker.id(), now_ns())
             return
         end
@@ -79,6 +100,34 @@ function _M.sync()
         end
     end
     reply(out)
+end
+
+-- GET /bench/clusters: {cluster id: monotonic ns when a worker first saw it ready} (per_cluster only), and
+-- poll_ns: the workers' time spent reading the metrics for it.
+function _M.clusters()
+    local out = { poll_ns = ngx.shared.bench:get("poll_ns") }
+    for _, k in ipairs(ngx.shared.bench:get_keys(0)) do
+        local id = k:match("^cluster:(.*)$")
+        if id then
+            out[id] = ngx.shared.bench:get(k)
+        end
+    end
+    reply(out)
+end
+
+-- GET /bench/first?key=K: one nodes() call on K, timed; "fresh" when it is this worker's first call on K.
+local called = {}
+function _M.first()
+    local key = ngx.var.arg_key
+    local fresh = not called[key]
+    called[key] = true
+    collectgarbage("collect")
+    local gc_before = collectgarbage("count")
+    local t0 = now_ns()
+    local nodes = disc.nodes(key)
+    local elapsed = now_ns() - t0
+    reply({ worker = ngx.worker.id(), fresh = fresh, ns = elapsed, nodes = nodes and #nodes or 0,
+            gc_kib = collectgarbage("count") - gc_before })
 end
 
 -- GET /bench/walk: the first nodes() call on every regular key in this worker (what every key costs a worker
