@@ -59,15 +59,6 @@ def gateway_processes(master):
     return out
 
 
-def pss_kib(pid):
-    """Proportional set size: shared pages divided among the processes that map them."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
-
-
 def process_cpu_s(pid):
     """CPU seconds (user + system) of every thread of `pid`."""
     with open(f"/proc/{pid}/stat") as f:
@@ -147,7 +138,7 @@ class ApisixRun:
         return gateway_processes(self.ax.master_pid())
 
     def pss_mib(self):
-        return sum(pss_kib(pid) for pid in self.processes()) / 1024
+        return sum(bench.pss_kib(pid) for pid in self.processes()) / 1024
 
     def __exit__(self, *exc):
         try:
