@@ -256,6 +256,27 @@ fn rv_param(uri: &str) -> &str {
         .unwrap_or_default()
 }
 
+/// After a 410: the streaming lists to `ns` were all served, the relist with the resourceVersion semantics below,
+/// and the watch that follows delivers a change of `ns/a` to `ip`.
+fn relisted_by_stream_then_watching(
+    env: &Env,
+    kube: &real::Kube,
+    inst: &Instance,
+    ns: &str,
+    ip: &str,
+) {
+    let streams = env.streaming_lists(&format!("/api/v1/namespaces/{ns}/endpoints"));
+    assert!(
+        streams.len() >= 2 && streams.iter().all(|r| r.code == 200),
+        "{streams:?}"
+    );
+    assert_relist_semantics(&streams);
+    kube.apply(&endpoints(ns, "a", &[ip]));
+    eventually_within(60, "watching again", || {
+        hosts(inst, &format!("{ns}/a:http")) == Some(vec![ip.to_string()])
+    });
+}
+
 /// The first streaming list is a consistent read (resourceVersion ""); the relist after a watch's 410 asks for
 /// a state not older than the one synced (resourceVersion=N with NotOlderThan), and the server serves it.
 fn assert_relist_semantics(streams: &[real::Audit]) {
@@ -303,14 +324,7 @@ fn a_restarted_api_server_answers_410_and_the_relist_keeps_serving() {
     served.check();
     assert!(inst.ready());
     // The relist is a streaming list not older than what was synced, which the new cache serves.
-    let streams = env.streaming_lists(&format!("/api/v1/namespaces/{ns}/endpoints"));
-    assert!(streams.len() >= 2, "{streams:?}");
-    assert!(streams.iter().all(|r| r.code == 200), "{streams:?}");
-    assert_relist_semantics(&streams);
-    kube.apply(&endpoints(&ns, "a", &["10.23.0.4"]));
-    eventually_within(60, "watching again", || {
-        hosts(&inst, &format!("{ns}/a:http")) == Some(vec!["10.23.0.4".into()])
-    });
+    relisted_by_stream_then_watching(&env, &kube, &inst, &ns, "10.23.0.4");
 }
 
 #[test]
@@ -350,16 +364,7 @@ fn without_the_watch_cache_an_etcd_compaction_answers_410_and_the_relist_keeps_s
         })
         .collect();
     assert!(!watches.is_empty(), "resumed at least once before the 410");
-    let streams = env.streaming_lists(&format!("/api/v1/namespaces/{ns}/endpoints"));
-    assert!(
-        streams.len() >= 2 && streams.iter().all(|r| r.code == 200),
-        "{streams:?}"
-    );
-    assert_relist_semantics(&streams);
-    kube.apply(&endpoints(&ns, "a", &["10.24.0.2"]));
-    eventually_within(60, "watching again", || {
-        hosts(&inst, &format!("{ns}/a:http")) == Some(vec!["10.24.0.2".into()])
-    });
+    relisted_by_stream_then_watching(&env, &kube, &inst, &ns, "10.24.0.2");
 }
 
 #[test]

@@ -90,29 +90,26 @@ function _M.init_worker(keys_path, discovery, per_cluster)
     ngx.timer.at(0, poll)
 end
 
--- GET /bench/sync: {worker id: monotonic ns when it first saw ready}.
-function _M.sync()
-    local out = {}
+-- Adds to `out` every stamp of the bench dict whose key matches `pattern`, under the pattern's capture.
+local function stamps(pattern, out)
     for _, k in ipairs(ngx.shared.bench:get_keys(0)) do
-        local id = k:match("^ready:(%d+)$")
+        local id = k:match(pattern)
         if id then
             out[id] = ngx.shared.bench:get(k)
         end
     end
-    reply(out)
+    return out
+end
+
+-- GET /bench/sync: {worker id: monotonic ns when it first saw ready}.
+function _M.sync()
+    reply(stamps("^ready:(%d+)$", {}))
 end
 
 -- GET /bench/clusters: {cluster id: monotonic ns when a worker first saw it ready} (per_cluster only), and
 -- poll_ns: the workers' time spent reading the metrics for it.
 function _M.clusters()
-    local out = { poll_ns = ngx.shared.bench:get("poll_ns") }
-    for _, k in ipairs(ngx.shared.bench:get_keys(0)) do
-        local id = k:match("^cluster:(.*)$")
-        if id then
-            out[id] = ngx.shared.bench:get(k)
-        end
-    end
-    reply(out)
+    reply(stamps("^cluster:(.*)$", { poll_ns = ngx.shared.bench:get("poll_ns") }))
 end
 
 -- GET /bench/first?key=K: one nodes() call on K, timed; "fresh" when it is this worker's first call on K.
