@@ -31,13 +31,7 @@ apisix=()
 case " $* " in
 *" --no-apisix "* | *" --apisix-dist "* | *" --apisix-dist="*) ;;
 *)
-    shared=${K8S_DISC_SHARED:-}
-    if [ -z "$shared" ]; then
-        for d in ../shared ../../shared; do
-            [ -d "$d" ] && { shared=$(cd "$d" && pwd); break; }
-        done
-    fi
-    tool=${shared:-../shared}/tools/build-apisix.sh
+    tool=$(scripts/shared-material.sh)/tools/build-apisix.sh
     if [ -x "$tool" ]; then
         t0=$SECONDS
         echo "bench: building APISIX 3.18.0 ($tool)" >&2

@@ -12,13 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-shared=${K8S_DISC_SHARED:-}
-if [ -z "$shared" ]; then
-    for d in ../shared ../../shared; do
-        [ -d "$d" ] && { shared=$(cd "$d" && pwd); break; }
-    done
-fi
-tool=${shared:-../shared}/tools/build-apisix.sh
+tool=$(scripts/shared-material.sh)/tools/build-apisix.sh
 if [ ! -x "$tool" ]; then
     echo "test-apisix: skipped"
     echo "$tool not found (set K8S_DISC_SHARED to the shared test material)"

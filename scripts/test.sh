@@ -78,13 +78,7 @@ if wanted cargo; then
 fi
 
 # The shared test material: the real Test::Nginx, the OpenResty-like nginx build, real APISIX, the real-server facts.
-shared=${K8S_DISC_SHARED:-}
-if [ -z "$shared" ]; then
-    for d in ../shared ../../shared; do
-        [ -d "$d" ] && { shared=$(cd "$d" && pwd); break; }
-    done
-    shared=${shared:-../shared}
-fi
+shared=$(scripts/shared-material.sh)
 export K8S_DISC_SHARED=$shared
 
 suite() {   # suite NAME LABEL [VAR=VALUE...]: prove -r t/ with the given environment
