@@ -107,14 +107,20 @@ fn watch_line(resource: Resource, view: &mut View, line: &[u8]) -> Result<(), ()
 
 /// Decodes `data` as an Endpoints, a list of EndpointSlices (or one) and a list page, and converts them to nodes.
 pub fn objects(data: &[u8]) {
-    if let Ok(e) = serde_json::from_slice::<Endpoints>(data) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(e) = Endpoints::parse(text) {
         check_ports(&model::endpoints_ports(&e));
     }
-    let slices: Option<Vec<EndpointSlice>> = serde_json::from_slice(data).ok().or_else(|| {
-        serde_json::from_slice::<EndpointSlice>(data)
-            .ok()
-            .map(|s| vec![s])
-    });
+    let slices: Option<Vec<EndpointSlice>> =
+        match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
+            Ok(items) => items
+                .iter()
+                .map(|i| EndpointSlice::parse(i.get()).ok())
+                .collect(),
+            Err(_) => EndpointSlice::parse(text).ok().map(|s| vec![s]),
+        };
     if let Some(slices) = slices {
         let ports = model::slices_ports(&slices);
         check_ports(&ports);
@@ -127,7 +133,7 @@ pub fn objects(data: &[u8]) {
             assert_eq!(ports, model::slices_ports(slices.iter().rev()));
         }
         for s in &slices {
-            let _ = model::slice_service_name(s);
+            assert!(s.metadata.service.as_ref().is_none_or(|n| !n.is_empty()));
         }
     }
     if let Ok(page) = serde_json::from_slice::<List<&serde_json::value::RawValue>>(data) {

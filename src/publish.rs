@@ -18,7 +18,7 @@ pub struct Publisher<'r> {
     /// Ports published per service, to know which port keys to drop when a port disappears. This is what the
     /// publisher has asked the region to hold, which differs from the writer's slot index while a region-full
     /// condition holds updates back; the writer's index is a hash of keys and cannot list one service's ports.
-    stored: HashMap<String, BTreeSet<String>>,
+    stored: HashMap<String, PortNames>,
     /// How log lines name the cluster.
     label: String,
     /// Whether the status currently shows an error.
@@ -26,6 +26,9 @@ pub struct Publisher<'r> {
     /// Whether a "region full" condition was already logged (logged once per episode, not per event).
     full_logged: bool,
 }
+
+/// The port keys of one stored service, sorted: boxed, as a service has few and there are many services.
+type PortNames = Box<[Box<str>]>;
 
 fn port_key(service: &str, port: &str) -> String {
     format!("{service}:{port}")
@@ -45,6 +48,10 @@ impl<'r> Publisher<'r> {
                     .insert(port.to_string());
             }
         }
+        let stored = stored
+            .into_iter()
+            .map(|(svc, ports)| (svc, ports.into_iter().map(String::into_boxed_str).collect()))
+            .collect();
         Publisher {
             writer,
             region,
@@ -215,7 +222,7 @@ fn log_stale(label: &str, gone: &[String]) {
 /// Writes one service; returns how many of its entries did not fit.
 fn write_service(
     b: &mut Batch<'_, '_>,
-    stored: &mut HashMap<String, BTreeSet<String>>,
+    stored: &mut HashMap<String, PortNames>,
     key: &str,
     ports: Option<&PortNodes>,
 ) -> usize {
@@ -233,14 +240,17 @@ fn write_service(
             full += 1;
         }
     }
-    for p in old.iter().filter(|p| !ports.contains_key(*p)) {
+    for p in old.iter().filter(|p| !ports.contains_key(&***p)) {
         b.remove(&port_key(key, p));
     }
     let names: Vec<&str> = ports.keys().map(String::as_str).collect();
     if b.put_service(key, &names) == Put::Full {
         full += 1;
     }
-    stored.insert(key.to_string(), ports.keys().cloned().collect());
+    stored.insert(
+        key.to_string(),
+        ports.keys().map(|p| p.as_str().into()).collect(),
+    );
     full
 }
 

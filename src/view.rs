@@ -1,15 +1,16 @@
 //! The watcher's in-memory view of one cluster: the Kubernetes objects it watches, grouped by service, and the
 //! node lists derived from them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use crate::model::{self, EndpointSlice, Object, PortNodes};
+use crate::model::{self, Object, PortNodes, Slice, Subsets};
 use crate::selector::NamespaceSelector;
 
+/// What a service's nodes come from, in the dense form the model parses objects into.
 enum Source {
-    Endpoints(PortNodes),
-    /// Slices by name; all slices of one service are merged.
-    Slices(BTreeMap<String, EndpointSlice>),
+    Endpoints(Subsets),
+    /// Slices in name order (a service has few; a map would cost more than it saves); all are merged.
+    Slices(Vec<Slice>),
 }
 
 /// Objects grouped by service key `ns/name`.
@@ -40,7 +41,7 @@ impl View {
                     return Vec::new();
                 };
                 self.services
-                    .insert(key.clone(), Source::Endpoints(model::endpoints_ports(&e)));
+                    .insert(key.clone(), Source::Endpoints(e.subsets));
                 vec![key]
             }
             Object::Slice(s) => {
@@ -50,9 +51,7 @@ impl View {
                 };
                 let slice_id = format!("{ns}/{name}");
                 // A slice that lost its service label (or no longer passes the selector) leaves its old service.
-                let Some(key) = model::slice_service_name(&s)
-                    .and_then(|svc| self.admitted_key(Some(&ns), Some(svc)))
-                else {
+                let Some(key) = self.admitted_key(Some(&ns), s.metadata.service.as_deref()) else {
                     return match self.slice_owner.remove(&slice_id) {
                         Some(prev) => {
                             self.remove_slice(&prev, &name);
@@ -71,11 +70,12 @@ impl View {
                 match self
                     .services
                     .entry(key)
-                    .or_insert_with(|| Source::Slices(BTreeMap::new()))
+                    .or_insert_with(|| Source::Slices(Vec::new()))
                 {
-                    Source::Slices(m) => {
-                        m.insert(name, s);
-                    }
+                    Source::Slices(v) => match v.binary_search_by(|x| x.name().cmp(&name)) {
+                        Ok(i) => v[i] = s.slice,
+                        Err(i) => v.insert(i, s.slice),
+                    },
                     // A service key cannot hold both kinds: one cluster watches one resource.
                     Source::Endpoints(_) => {}
                 }
@@ -114,9 +114,9 @@ impl View {
     /// the EndpointSlice controller keeps a slice (possibly empty) for every live service, so none means the
     /// service was deleted, and keeping it would hold its entries forever while services come and go.
     fn remove_slice(&mut self, key: &str, name: &str) {
-        if let Some(Source::Slices(m)) = self.services.get_mut(key) {
-            m.remove(name);
-            if m.is_empty() {
+        if let Some(Source::Slices(v)) = self.services.get_mut(key) {
+            v.retain(|s| s.name() != name);
+            if v.is_empty() {
                 self.services.remove(key);
             }
         }
@@ -154,7 +154,7 @@ impl View {
     #[cfg(test)]
     fn slice_count(&self, key: &str) -> usize {
         match self.services.get(key) {
-            Some(Source::Slices(m)) => m.len(),
+            Some(Source::Slices(v)) => v.len(),
             _ => 0,
         }
     }
@@ -162,8 +162,8 @@ impl View {
     /// The ports and nodes of a service, or None if the service is not (or no longer) known.
     pub fn ports(&self, key: &str) -> Option<PortNodes> {
         Some(match self.services.get(key)? {
-            Source::Endpoints(p) => p.clone(),
-            Source::Slices(m) => model::slices_ports(m.values()),
+            Source::Endpoints(subsets) => model::endpoints_ports(subsets),
+            Source::Slices(v) => model::slices_ports(v),
         })
     }
 

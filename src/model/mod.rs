@@ -1,41 +1,19 @@
-//! Kubernetes wire types (the few fields we read) and their conversion to
-//! upstream nodes.
+//! Kubernetes wire types (the few fields we read), the dense form the watcher keeps of each watched object, and
+//! its conversion to upstream nodes.
 //!
-//! Parsing is lenient on purpose: unknown fields are ignored, every optional
-//! field and every list may be missing or `null` (real apiservers emit
-//! `"endpoints": null` and `"ports": null` for empty slices, and an Endpoints
-//! object without backends has no `subsets` at all). For lists, missing,
-//! `null` and `[]` are all accepted and mean the same thing; the conversion
-//! functions never distinguish them.
-//!
-//! The conversion output is canonical (ports in key order, nodes sorted and
-//! de-duplicated), so that equal content always produces equal records, and the
-//! store can tell an unchanged entry from a changed one by comparing bytes.
+//! Watched objects are parsed straight from their JSON text (`wire`, borrowing strings) into the dense form
+//! (`dense`); no tree or per-endpoint string is ever built. `nodes` turns dense objects into canonical nodes.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+use wire::null_as_default;
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Annotation on the bookmark that ends a streaming list's initial events.
 pub const INITIAL_EVENTS_END_ANNOTATION: &str = "k8s.io/initial-events-end";
-
-/// Deserializes `null` as `T::default()`, for non-`Option` fields such as
-/// `metadata` that may still arrive as `null` from odd producers.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// The items of an optional list; missing and `null` read as empty.
-fn items<T>(list: &Option<Vec<T>>) -> &[T] {
-    list.as_deref().unwrap_or_default()
-}
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
@@ -79,102 +57,6 @@ pub struct List<T> {
     pub metadata: ListMeta,
     #[serde(default = "Option::default")]
     pub items: Option<Vec<T>>,
-}
-
-// ---- core/v1 Endpoints ----
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Endpoints {
-    #[serde(deserialize_with = "null_as_default")]
-    pub metadata: ObjectMeta,
-    pub subsets: Option<Vec<EndpointSubset>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct EndpointSubset {
-    /// Ready addresses: the only ones served.
-    pub addresses: Option<Vec<EndpointAddress>>,
-    /// Never served; parsed so that callers can log or count them.
-    pub not_ready_addresses: Option<Vec<EndpointAddress>>,
-    pub ports: Option<Vec<EndpointPort>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct EndpointAddress {
-    pub ip: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct EndpointPort {
-    pub name: Option<String>,
-    pub port: Option<i64>,
-    pub protocol: Option<String>,
-}
-
-// ---- discovery.k8s.io/v1 EndpointSlice ----
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct EndpointSlice {
-    #[serde(deserialize_with = "null_as_default")]
-    pub metadata: ObjectMeta,
-    pub address_type: Option<String>,
-    pub endpoints: Option<Vec<SliceEndpoint>>,
-    pub ports: Option<Vec<SlicePort>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SliceEndpoint {
-    pub addresses: Option<Vec<String>>,
-    pub conditions: Option<Conditions>,
-}
-
-/// Endpoint conditions. Kubernetes defines nil `ready`/`serving` as true and
-/// nil `terminating` as false; use the accessors rather than the fields.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Conditions {
-    pub ready: Option<bool>,
-    pub serving: Option<bool>,
-    pub terminating: Option<bool>,
-}
-
-impl SliceEndpoint {
-    pub fn is_ready(&self) -> bool {
-        self.conditions
-            .as_ref()
-            .and_then(|c| c.ready)
-            .unwrap_or(true)
-    }
-
-    pub fn is_serving(&self) -> bool {
-        self.conditions
-            .as_ref()
-            .and_then(|c| c.serving)
-            .unwrap_or(true)
-    }
-
-    pub fn is_terminating(&self) -> bool {
-        self.conditions
-            .as_ref()
-            .and_then(|c| c.terminating)
-            .unwrap_or(false)
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SlicePort {
-    pub name: Option<String>,
-    /// `None` means "all ports"; never produced for Service-owned slices and
-    /// not usable as an upstream, so such ports are skipped.
-    pub port: Option<i64>,
-    pub protocol: Option<String>,
 }
 
 // ---- watch stream, errors, bookmarks ----
@@ -262,18 +144,18 @@ impl Resource {
     }
 }
 
-/// One watched object.
+/// One watched object, parsed.
 pub enum Object {
     Endpoints(Endpoints),
     Slice(EndpointSlice),
 }
 
 impl Object {
-    /// Parses an object of `resource` from its JSON text straight into the typed model.
+    /// Parses an object of `resource` from its JSON text straight into its dense form.
     pub fn parse(resource: Resource, json: &str) -> Result<Object, serde_json::Error> {
         Ok(match resource {
-            Resource::Endpoints => Object::Endpoints(serde_json::from_str(json)?),
-            Resource::EndpointSlices => Object::Slice(serde_json::from_str(json)?),
+            Resource::Endpoints => Object::Endpoints(Endpoints::parse(json)?),
+            Resource::EndpointSlices => Object::Slice(EndpointSlice::parse(json)?),
         })
     }
 
@@ -283,6 +165,120 @@ impl Object {
             Object::Slice(s) => &s.metadata,
         };
         meta.resource_version.as_deref()
+    }
+}
+
+/// The metadata of a watched object that says where it belongs; read once, not kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub resource_version: Option<String>,
+    /// The `kubernetes.io/service-name` label (EndpointSlices), non-empty.
+    pub service: Option<String>,
+}
+
+impl Meta {
+    fn of(m: &wire::Meta<'_>) -> Meta {
+        let text = |t: &Option<wire::Str<'_>>| t.as_deref().map(str::to_owned);
+        Meta {
+            name: text(&m.name),
+            namespace: text(&m.namespace),
+            resource_version: text(&m.resource_version),
+            service: text(&m.labels.0).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// A core/v1 Endpoints object: where it belongs, and its subsets as kept.
+pub struct Endpoints {
+    pub metadata: Meta,
+    pub subsets: Subsets,
+}
+
+/// The subsets of an Endpoints object, as the watcher keeps them: ports and ready addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subsets(Box<[dense::Subset]>);
+
+impl Endpoints {
+    pub fn parse(json: &str) -> Result<Endpoints, serde_json::Error> {
+        let w: wire::Endpoints = serde_json::from_str(json)?;
+        Ok(Endpoints {
+            metadata: Meta::of(&w.metadata),
+            subsets: Subsets(wire::items(&w.subsets).iter().map(dense::subset).collect()),
+        })
+    }
+}
+
+impl AsRef<Subsets> for Endpoints {
+    fn as_ref(&self) -> &Subsets {
+        &self.subsets
+    }
+}
+
+impl AsRef<Subsets> for Subsets {
+    fn as_ref(&self) -> &Subsets {
+        self
+    }
+}
+
+/// A discovery.k8s.io/v1 EndpointSlice: where it belongs, and its content as kept.
+pub struct EndpointSlice {
+    pub metadata: Meta,
+    pub slice: Slice,
+}
+
+/// An EndpointSlice as the watcher keeps it: its name (slices of a service merge in name order), its usable
+/// ports, and its endpoints packed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slice {
+    name: Box<str>,
+    ports: Box<[dense::Port]>,
+    endpoints: dense::Addresses,
+}
+
+impl EndpointSlice {
+    pub fn parse(json: &str) -> Result<EndpointSlice, serde_json::Error> {
+        let w: wire::EndpointSlice = serde_json::from_str(json)?;
+        let endpoints = dense::slice_endpoints(&w);
+        // A slice of another address type serves nothing, not even a known port.
+        let ports = if endpoints_usable(&w) {
+            dense::ports(&w.ports)
+        } else {
+            Box::default()
+        };
+        let metadata = Meta::of(&w.metadata);
+        Ok(EndpointSlice {
+            slice: Slice {
+                name: metadata.name.as_deref().unwrap_or_default().into(),
+                ports,
+                endpoints,
+            },
+            metadata,
+        })
+    }
+}
+
+/// Only IPv4 and IPv6 slices serve: FQDN has no defined meaning for an upstream.
+fn endpoints_usable(w: &wire::EndpointSlice<'_>) -> bool {
+    matches!(w.address_type.as_deref(), Some("IPv4" | "IPv6"))
+}
+
+impl Slice {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl AsRef<Slice> for EndpointSlice {
+    fn as_ref(&self) -> &Slice {
+        &self.slice
+    }
+}
+
+impl AsRef<Slice> for Slice {
+    fn as_ref(&self) -> &Slice {
+        self
     }
 }
 
@@ -387,164 +383,11 @@ pub fn service_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// The Service an EndpointSlice belongs to (its non-empty service-name label).
-pub fn slice_service_name(s: &EndpointSlice) -> Option<&str> {
-    s.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        .map(String::as_str)
-        .filter(|n| !n.is_empty())
-}
-
-fn port_number(p: Option<i64>) -> Option<u16> {
-    p.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0)
-}
-
-fn port_key(name: Option<&str>, number: u16) -> String {
-    match name {
-        Some(n) if !n.is_empty() => n.to_owned(),
-        _ => number.to_string(),
-    }
-}
-
-/// A cheap plausibility check that an address is an IP literal (hex digits,
-/// dots and colons, at most 45 chars, the longest IPv6 text form). It keeps
-/// anything that is not an IP (an FQDN, garbage) out of nginx's upstreams,
-/// while still accepting legacy forms that strict parsers refuse, such as
-/// IPv4 octets with leading zeros that old apiservers let through.
-fn is_ip_like(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 45
-        && s.contains(['.', ':'])
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
-}
-
-fn finish(acc: BTreeMap<String, BTreeSet<Node>>) -> PortNodes {
-    acc.into_iter()
-        .map(|(k, nodes)| (k, nodes.into_iter().collect()))
-        .collect()
-}
-
-/// Nodes of a v1 Endpoints object: per subset, ready `addresses` × `ports`,
-/// merged across subsets by port key. `notReadyAddresses` are never served,
-/// but their subset's ports are still known (with possibly no nodes).
-pub fn endpoints_ports(e: &Endpoints) -> PortNodes {
-    let mut acc: BTreeMap<String, BTreeSet<Node>> = BTreeMap::new();
-    for subset in items(&e.subsets) {
-        for p in items(&subset.ports) {
-            let Some(port) = port_number(p.port) else {
-                continue;
-            };
-            let nodes = acc.entry(port_key(p.name.as_deref(), port)).or_default();
-            for a in items(&subset.addresses) {
-                if let Some(ip) = a.ip.as_deref().filter(|ip| is_ip_like(ip)) {
-                    nodes.insert(Node {
-                        host: ip.to_owned(),
-                        port,
-                    });
-                }
-            }
-        }
-    }
-    finish(acc)
-}
-
-/// The state of one candidate copy of an endpoint during slice merging.
-#[derive(Clone, Copy)]
-struct Candidate {
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-}
-
-impl Candidate {
-    /// Replacement rule for duplicates: a non-terminating copy beats a
-    /// terminating one (as kube-proxy does: a reused IP may belong to both a
-    /// dying and a new pod), then a ready copy beats a not-ready one; on a
-    /// full tie the first copy in slice-name order stays.
-    fn beats(self, other: Candidate) -> bool {
-        if self.terminating != other.terminating {
-            return !self.terminating;
-        }
-        self.ready && !other.ready
-    }
-}
-
-/// Nodes of one Service from all of its EndpointSlices (any order).
-///
-/// Each slice contributes its own ports × its endpoints: ports may differ
-/// between slices of a service when a named targetPort resolves to different
-/// numbers on different pods. Only IPv4/IPv6 slices are used (FQDN has no
-/// defined meaning). An endpoint appearing more than once for the same port
-/// key and number (transiently in two slices while the controller moves it)
-/// is decided by one preferred copy. A port serves its ready endpoints; when
-/// it has none (a rollout where every pod is shutting down), it serves the
-/// ones still serving while terminating, as kube-proxy does, so connections
-/// drain instead of failing.
-pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> PortNodes {
-    let mut ordered: Vec<&EndpointSlice> = slices.into_iter().collect();
-    // Stable, so slices without names keep the caller's order.
-    ordered.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-
-    let mut acc: BTreeMap<String, BTreeMap<Node, Candidate>> = BTreeMap::new();
-    for slice in ordered {
-        if !matches!(slice.address_type.as_deref(), Some("IPv4" | "IPv6")) {
-            continue;
-        }
-        for p in items(&slice.ports) {
-            let Some(port) = port_number(p.port) else {
-                continue;
-            };
-            let copies = acc.entry(port_key(p.name.as_deref(), port)).or_default();
-            for ep in items(&slice.endpoints) {
-                // Consumers use addresses[0]; the controller writes exactly one.
-                let Some(ip) = items(&ep.addresses).first().filter(|ip| is_ip_like(ip)) else {
-                    continue;
-                };
-                let copy = Candidate {
-                    ready: ep.is_ready(),
-                    serving: ep.is_serving(),
-                    terminating: ep.is_terminating(),
-                };
-                let node = Node {
-                    host: ip.clone(),
-                    port,
-                };
-                match copies.entry(node) {
-                    Entry::Vacant(v) => {
-                        v.insert(copy);
-                    }
-                    Entry::Occupied(mut o) => {
-                        if copy.beats(*o.get()) {
-                            o.insert(copy);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    acc.into_iter()
-        .map(|(key, copies)| {
-            let ready: Vec<Node> = copies
-                .iter()
-                .filter(|(_, c)| c.ready)
-                .map(|(n, _)| n.clone())
-                .collect();
-            let served = if ready.is_empty() {
-                copies
-                    .into_iter()
-                    .filter(|(_, c)| c.serving && c.terminating)
-                    .map(|(n, _)| n)
-                    .collect()
-            } else {
-                ready
-            };
-            (key, served)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests;
+
+mod dense;
+mod nodes;
+mod wire;
+
+pub use nodes::{endpoints_ports, slices_ports};

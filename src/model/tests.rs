@@ -11,11 +11,11 @@ fn n(host: &str, port: u16) -> Node {
 }
 
 fn ep(v: serde_json::Value) -> Endpoints {
-    serde_json::from_value(v).expect("valid Endpoints")
+    Endpoints::parse(&v.to_string()).expect("valid Endpoints")
 }
 
 fn slice(v: serde_json::Value) -> EndpointSlice {
-    serde_json::from_value(v).expect("valid EndpointSlice")
+    EndpointSlice::parse(&v.to_string()).expect("valid EndpointSlice")
 }
 
 fn pn(entries: &[(&str, Vec<Node>)]) -> PortNodes {
@@ -30,7 +30,7 @@ fn pn(entries: &[(&str, Vec<Node>)]) -> PortNodes {
 #[test]
 fn endpoints_without_subsets_is_empty() {
     let e = ep(json!({"metadata": {"name": "empty-svc", "namespace": "shop"}}));
-    assert_eq!(e.subsets, None);
+    assert_eq!(e.subsets, Subsets::default());
     assert_eq!(endpoints_ports(&e), PortNodes::new());
     let e = ep(json!({"metadata": {"name": "x"}, "subsets": null}));
     assert_eq!(endpoints_ports(&e), PortNodes::new());
@@ -167,19 +167,24 @@ fn endpoints_list_body_from_reference() {
             "resourceVersion": "170001", "creationTimestamp": "2026-07-02T10:00:00Z"}}
       ]
     }"#;
-    let list: List<Endpoints> = serde_json::from_str(body).expect("list parses");
+    let list: List<&serde_json::value::RawValue> = serde_json::from_str(body).expect("list parses");
     assert_eq!(list.kind.as_deref(), Some("EndpointsList"));
     assert_eq!(list.metadata.resource_version.as_deref(), Some("184467"));
     assert_eq!(list.metadata.next_page(), None);
-    let items = list.items.expect("items");
+    let items: Vec<Endpoints> = list
+        .items
+        .expect("items")
+        .iter()
+        .map(|i| Endpoints::parse(i.get()).expect("parses"))
+        .collect();
     assert_eq!(items.len(), 2);
     let web = &items[0];
     assert_eq!(web.metadata.name.as_deref(), Some("web"));
     assert_eq!(web.metadata.namespace.as_deref(), Some("shop"));
     assert_eq!(web.metadata.resource_version.as_deref(), Some("184401"));
     assert_eq!(
-        web.metadata.labels.as_ref().and_then(|l| l.get("app")),
-        Some(&"web".to_string())
+        web.metadata.service, None,
+        "Endpoints carry no service-name label"
     );
     assert_eq!(
         endpoints_ports(web),
@@ -220,7 +225,7 @@ fn slice_null_missing_and_empty_endpoints_keep_ports_known() {
     }
     let missing = slice(json!({"metadata": {"name": "a"}, "addressType": "IPv4",
                                "ports": [{"name": "http", "port": 80}]}));
-    assert_eq!(missing.endpoints, None);
+    assert_eq!(missing.slice.endpoints.iter().count(), 0);
     assert_eq!(slices_ports([&missing]), pn(&[("http", vec![])]));
 }
 
@@ -233,7 +238,7 @@ fn slice_null_or_missing_ports_contribute_nothing() {
     }
     let missing = slice(json!({"addressType": "IPv4", "endpoints": eps}));
     assert_eq!(slices_ports([&missing]), PortNodes::new());
-    assert_eq!(slices_ports(std::iter::empty()), PortNodes::new());
+    assert_eq!(slices_ports(std::iter::empty::<&Slice>()), PortNodes::new());
 }
 
 #[test]
@@ -558,7 +563,7 @@ fn slice_list_body_from_reference() {
          "addressType": "IPv4", "endpoints": null, "ports": null}
       ]
     }"#;
-    let list: List<EndpointSlice> = serde_json::from_str(body).expect("list parses");
+    let list: List<&serde_json::value::RawValue> = serde_json::from_str(body).expect("list parses");
     assert_eq!(list.kind.as_deref(), Some("EndpointSliceList"));
     assert_eq!(list.api_version.as_deref(), Some("discovery.k8s.io/v1"));
     assert_eq!(list.metadata.resource_version.as_deref(), Some("184467"));
@@ -568,11 +573,16 @@ fn slice_list_body_from_reference() {
             .next_page()
             .is_some_and(|c| c.starts_with("eyJ2Ij"))
     );
-    let items = list.items.expect("items");
+    let items: Vec<EndpointSlice> = list
+        .items
+        .expect("items")
+        .iter()
+        .map(|i| EndpointSlice::parse(i.get()).expect("parses"))
+        .collect();
     assert_eq!(items.len(), 2);
     let web = &items[0];
-    assert_eq!(slice_service_name(web), Some("web"));
-    assert_eq!(web.address_type.as_deref(), Some("IPv4"));
+    assert_eq!(web.metadata.service.as_deref(), Some("web"));
+    assert_eq!(web.slice.name(), "web-abc12");
     assert_eq!(
         slices_ports([web]),
         pn(&[
@@ -581,26 +591,33 @@ fn slice_list_body_from_reference() {
         ])
     );
     let idle = &items[1];
-    assert_eq!(slice_service_name(idle), Some("idle"));
-    assert_eq!(idle.endpoints, None);
-    assert_eq!(idle.ports, None);
+    assert_eq!(idle.metadata.service.as_deref(), Some("idle"));
+    assert_eq!(idle.slice.endpoints.iter().count(), 0);
+    assert!(idle.slice.ports.is_empty());
     assert_eq!(slices_ports([idle]), PortNodes::new());
 }
 
 #[test]
 fn slice_service_name_label() {
-    let with = |labels: serde_json::Value| slice(json!({"metadata": {"labels": labels}}));
+    let service = |labels: serde_json::Value| {
+        slice(json!({"metadata": {"labels": labels}}))
+            .metadata
+            .service
+    };
     assert_eq!(
-        slice_service_name(&with(json!({"kubernetes.io/service-name": "web"}))),
+        service(json!({"app": "x", "kubernetes.io/service-name": "web", "z": {"nested": [1]}}))
+            .as_deref(),
         Some("web")
     );
-    assert_eq!(
-        slice_service_name(&with(json!({"kubernetes.io/service-name": ""}))),
-        None
+    assert_eq!(service(json!({"kubernetes.io/service-name": ""})), None);
+    assert_eq!(service(json!({"app": "web"})), None);
+    assert_eq!(service(json!(null)), None);
+    assert_eq!(slice(json!({})).metadata.service, None);
+    // A label value that is not a string makes the object malformed, as any wrong type does.
+    assert!(
+        EndpointSlice::parse(r#"{"metadata":{"labels":{"kubernetes.io/service-name":5}}}"#)
+            .is_err()
     );
-    assert_eq!(slice_service_name(&with(json!({"app": "web"}))), None);
-    assert_eq!(slice_service_name(&with(json!(null))), None);
-    assert_eq!(slice_service_name(&EndpointSlice::default()), None);
 }
 
 #[test]
@@ -642,7 +659,7 @@ fn bookmark_shapes_from_reference() {
         assert_eq!(b.is_initial_events_end(), end, "{line}");
         // The slice-shaped bookmark also parses as a (contentless) slice.
         if line.contains("EndpointSlice") {
-            let s: EndpointSlice = serde_json::from_str(ev.object_text()).expect("slice parses");
+            let s = EndpointSlice::parse(ev.object_text()).expect("slice parses");
             assert_eq!(slices_ports([&s]), PortNodes::new());
         }
     }
@@ -658,7 +675,7 @@ fn watch_event_lines_from_reference() {
     let added = r#"{"type":"ADDED","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"web-abc12","generateName":"web-","namespace":"shop","uid":"c3e0a1b2-0000-4000-8000-000000000001","resourceVersion":"184468","generation":1,"creationTimestamp":"2026-07-20T08:15:30Z","labels":{"kubernetes.io/service-name":"web","endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.244.1.5"],"conditions":{"ready":true,"serving":true,"terminating":false},"targetRef":{"kind":"Pod","namespace":"shop","name":"web-7d9f-abcde","uid":"0d7c0000-0000-4000-8000-000000000002"},"nodeName":"node-a","zone":"us-east-1a"}],"ports":[{"name":"http","protocol":"TCP","port":8080}]}}"#;
     let ev: WatchEvent = serde_json::from_str(added).expect("parses");
     assert_eq!(ev.type_, "ADDED");
-    let s: EndpointSlice = serde_json::from_str(ev.object_text()).expect("slice");
+    let s = EndpointSlice::parse(ev.object_text()).expect("slice");
     assert_eq!(s.metadata.resource_version.as_deref(), Some("184468"));
     assert_eq!(
         slices_ports([&s]),
@@ -668,7 +685,7 @@ fn watch_event_lines_from_reference() {
     let deleted = r#"{"type":"DELETED","object":{"kind":"Endpoints","apiVersion":"v1","metadata":{"name":"web","namespace":"shop","uid":"5b1c","resourceVersion":"184700","creationTimestamp":"2026-07-01T10:00:00Z"},"subsets":[{"addresses":[{"ip":"10.244.1.5"}],"ports":[{"port":8080,"protocol":"TCP"}]}]}}"#;
     let ev: WatchEvent = serde_json::from_str(deleted).expect("parses");
     assert_eq!(ev.type_, "DELETED");
-    let e: Endpoints = serde_json::from_str(ev.object_text()).expect("endpoints");
+    let e = Endpoints::parse(ev.object_text()).expect("endpoints");
     assert_eq!(e.metadata.resource_version.as_deref(), Some("184700"));
     assert_eq!(
         endpoints_ports(&e),
@@ -732,12 +749,12 @@ fn status_retry_after_and_other_codes() {
 fn lenient_nulls_everywhere() {
     let e = ep(json!({"metadata": null, "subsets": [{"addresses": null,
         "notReadyAddresses": null, "ports": null}]}));
-    assert_eq!(e.metadata, ObjectMeta::default());
+    assert_eq!(e.metadata, Meta::default());
     assert_eq!(endpoints_ports(&e), PortNodes::new());
-    let list: List<Endpoints> =
+    let list: List<&serde_json::value::RawValue> =
         serde_json::from_str(r#"{"metadata":null,"items":null}"#).expect("parses");
-    assert_eq!(list.items, None);
-    let list: List<Endpoints> = serde_json::from_str(r#"{}"#).expect("parses");
+    assert!(list.items.is_none());
+    let list: List<&serde_json::value::RawValue> = serde_json::from_str(r#"{}"#).expect("parses");
     assert_eq!(list.metadata, ListMeta::default());
     let sl = slice(json!({"metadata": {"labels": null, "annotations": null},
         "endpoints": [{"conditions": null}]}));
@@ -754,7 +771,7 @@ fn ip_like_check() {
         "FD00::A",
         "::ffff:10.0.0.1",
     ] {
-        assert!(is_ip_like(ok), "{ok}");
+        assert!(dense::is_ip_like(ok), "{ok}");
     }
     for bad in [
         "",
@@ -766,7 +783,7 @@ fn ip_like_check() {
         "a.example.com",
         "[::1]",
     ] {
-        assert!(!is_ip_like(bad), "{bad:?}");
+        assert!(!dense::is_ip_like(bad), "{bad:?}");
     }
 }
 

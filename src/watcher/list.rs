@@ -46,6 +46,8 @@ impl Watcher {
                     self.resource.name()
                 );
                 self.view = view;
+                // The old view, and what parsing the new one left behind, are free now.
+                crate::runtime::release_freed_memory();
                 p.clear_error().await?;
                 Ok(Outcome::Listed { rv })
             }

@@ -110,6 +110,8 @@ impl Watcher {
             started.elapsed().as_millis()
         );
         self.view = view;
+        // The old view, and what parsing the new one left behind, are free now.
+        crate::runtime::release_freed_memory();
         p.clear_error().await?;
         // From here on the connection is the watch.
         p.count(Metric::WatchStarts, 1);
