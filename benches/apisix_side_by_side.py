@@ -230,6 +230,12 @@ def measure(args):
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 
+# Targets on the ratio (k8s-disc / built-in), checked at the sizes named.
+RATIO_TARGETS = {
+    "pss_walk_mib": ("<= 0.6x at 150k", lambda r, size: size != "150k" or r <= 0.6),
+    "pss_churn_mib": ("<= 0.6x at 150k", lambda r, size: size != "150k" or r <= 0.6),
+}
+
 FIGURES = [
     # (key, label, unit)
     ("unchanged_ns", f"nodes(), unchanged key (median of {MICRO_REQUESTS})", "ns"),
@@ -267,7 +273,11 @@ def _rows(sizes):
         for key, label, unit in FIGURES:
             a, b = bench.lookup(ours, key), bench.lookup(builtin, key)
             ratio = a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-            yield size, (label + (f" ({unit})" if unit else ""), a, b, ratio)
+            verdict = ""
+            if key in RATIO_TARGETS and ratio is not None:
+                text, check = RATIO_TARGETS[key]
+                verdict = f"{text} ({'met' if check(ratio, size) else 'NOT met'})"
+            yield size, (label + (f" ({unit})" if unit else ""), a, b, ratio, verdict)
 
 
 def _fmt_ratio(r):
@@ -285,10 +295,10 @@ def report(res):
     for size, row in _rows(res["sizes"]):
         if row is None:
             print(f"\nAPISIX 3.18.0 side by side, size {size} (2 workers, http; ratio = k8s-disc / built-in):")
-            print(f"  {'figure':58s}{'k8s-disc':>12s}{'built-in':>12s}{'ratio':>10s}")
+            print(f"  {'figure':58s}{'k8s-disc':>12s}{'built-in':>12s}{'ratio':>10s}   target")
             continue
-        label, a, b, r = row
-        print(f"  {label:58s}{bench.fmt(a):>12s}{bench.fmt(b):>12s}{_fmt_ratio(r):>10s}")
+        label, a, b, r, verdict = row
+        print(f"  {label:58s}{bench.fmt(a):>12s}{bench.fmt(b):>12s}{_fmt_ratio(r):>10s}   {verdict}".rstrip())
 
 
 def markdown(res):
@@ -299,9 +309,10 @@ def markdown(res):
     out = []
     for size, row in _rows(res["sizes"]):
         if row is None:
-            out += ["", f"| figure (APISIX 3.18.0, {size} endpoints, 2 workers) | k8s-disc | APISIX built-in | ratio |",
-                    "|---|---:|---:|---:|"]
+            out += ["", f"| figure (APISIX 3.18.0, {size} endpoints, 2 workers) | k8s-disc | APISIX built-in | ratio "
+                        "| target |",
+                    "|---|---:|---:|---:|---|"]
             continue
-        label, a, b, r = row
-        out.append(f"| {label.strip()} | {bench.fmt(a)} | {bench.fmt(b)} | {_fmt_ratio(r)} |")
+        label, a, b, r, verdict = row
+        out.append(f"| {label.strip()} | {bench.fmt(a)} | {bench.fmt(b)} | {_fmt_ratio(r)} | {verdict} |")
     return "\n".join(out) + "\n"
