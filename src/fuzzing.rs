@@ -107,9 +107,27 @@ fn watch_line(resource: Resource, view: &mut View, line: &[u8]) -> Result<(), ()
 
 /// Decodes `data` as an Endpoints, a list of EndpointSlices (or one) and a list page, and converts them to nodes.
 pub fn objects(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    if let Ok(text) = std::str::from_utf8(data) {
+        parsed_objects(text);
+    }
+    if let Ok(page) = serde_json::from_slice::<List<&serde_json::value::RawValue>>(data) {
+        let _ = page.metadata.next_page();
+        for item in page.items.unwrap_or_default() {
+            for resource in [Resource::Endpoints, Resource::EndpointSlices] {
+                let _ = resource.service_of(item.get());
+                if let Ok(obj) = Object::parse(resource, item.get()) {
+                    let mut view = View::new(None);
+                    for k in view.apply(obj) {
+                        check_ports(&view.ports(&k).unwrap_or_default());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The object parses of `objects`, on text.
+fn parsed_objects(text: &str) {
     if let Ok(e) = Endpoints::parse(text) {
         check_ports(&model::endpoints_ports(&e));
     }
@@ -134,20 +152,6 @@ pub fn objects(data: &[u8]) {
         }
         for s in &slices {
             assert!(s.metadata.service.as_ref().is_none_or(|n| !n.is_empty()));
-        }
-    }
-    if let Ok(page) = serde_json::from_slice::<List<&serde_json::value::RawValue>>(data) {
-        let _ = page.metadata.next_page();
-        for item in page.items.unwrap_or_default() {
-            for resource in [Resource::Endpoints, Resource::EndpointSlices] {
-                let _ = resource.service_of(item.get());
-                if let Ok(obj) = Object::parse(resource, item.get()) {
-                    let mut view = View::new(None);
-                    for k in view.apply(obj) {
-                        check_ports(&view.ports(&k).unwrap_or_default());
-                    }
-                }
-            }
         }
     }
 }

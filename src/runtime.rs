@@ -110,13 +110,16 @@ where
 
 /// Gives the memory a relist freed back to the system: the replaced view and the objects parsed on the way leave
 /// free pages inside the allocator's heaps (one per thread with glibc), which it keeps until told otherwise. Only
-/// free pages are released; the cost is a walk of the heaps' free lists, once per relist.
+/// free pages are released. The walk of the heaps' free lists takes milliseconds on a large fragmented heap, so it
+/// runs on the runtime's blocking pool, not on the thread every cluster's watcher shares.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes the allocator's own locks and only releases pages that hold no allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim takes the allocator's own locks and only releases pages that hold no allocation.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -83,10 +83,9 @@ pub(super) struct AddressesBuilder {
 impl AddressesBuilder {
     /// Adds an endpoint whose address passed `is_ip_like`.
     pub fn push(&mut self, flags: u8, text: &str) {
-        if let Ok(a) = text.parse::<Ipv4Addr>() {
-            // The parser takes only the dotted-decimal form without leading zeros, which is what Display writes.
+        if let Some(octets) = canonical_v4(text) {
             self.packed.push(flags);
-            self.packed.extend_from_slice(&a.octets());
+            self.packed.extend_from_slice(&octets);
         } else if let Some(a) = text.parse::<Ipv6Addr>().ok().filter(|a| writes_as(a, text)) {
             self.packed.push(flags | V6);
             self.packed.extend_from_slice(&a.octets());
@@ -102,6 +101,28 @@ impl AddressesBuilder {
             texts: self.texts.into_boxed_slice(),
         }
     }
+}
+
+/// The octets of an IPv4 address written exactly as `v4_text` writes it (four decimal octets, no leading zeros),
+/// else None: only such text may be packed as bytes and rebuilt.
+fn canonical_v4(text: &str) -> Option<[u8; 4]> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    for octet in &mut octets {
+        let part = parts.next()?.as_bytes();
+        let canonical = match part {
+            [b'0'] => true,
+            [b'1'..=b'9', rest @ ..] => rest.len() <= 2 && rest.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
+        if !canonical {
+            return None;
+        }
+        *octet = part
+            .iter()
+            .try_fold(0u8, |n, d| n.checked_mul(10)?.checked_add(d - b'0'))?;
+    }
+    parts.next().is_none().then_some(octets)
 }
 
 /// Whether an IPv6 address's canonical text (RFC 5952, as Display writes it) is exactly `text`.
@@ -280,6 +301,31 @@ mod tests {
         ] {
             let a = Ipv4Addr::from(a);
             assert_eq!(v4_text(a), a.to_string());
+        }
+    }
+
+    #[test]
+    fn only_canonical_ipv4_text_is_packed() {
+        for (text, want) in [
+            ("0.0.0.0", Some([0, 0, 0, 0])),
+            ("10.0.9.10", Some([10, 0, 9, 10])),
+            ("255.255.255.255", Some([255, 255, 255, 255])),
+            ("010.0.0.1", None),
+            ("10.0.0.01", None),
+            ("00.1.2.3", None),
+            ("256.1.1.1", None),
+            ("1.2.3", None),
+            ("1.2.3.4.5", None),
+            ("1.2.3.", None),
+            ("1..2.3", None),
+            ("+1.2.3.4", None),
+            ("1.2.3.4 ", None),
+            ("1000.1.1.1", None),
+        ] {
+            assert_eq!(canonical_v4(text), want, "{text}");
+            if let Some(o) = want {
+                assert_eq!(v4_text(Ipv4Addr::from(o)), text);
+            }
         }
     }
 

@@ -15,13 +15,11 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Annotation on the bookmark that ends a streaming list's initial events.
 pub const INITIAL_EVENTS_END_ANNOTATION: &str = "k8s.io/initial-events-end";
 
+/// `metadata` of a bookmark: its resourceVersion, and the annotation that ends a streaming list's initial events.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct ObjectMeta {
-    pub name: Option<String>,
-    pub namespace: Option<String>,
+pub struct BookmarkMeta {
     pub resource_version: Option<String>,
-    pub labels: Option<BTreeMap<String, String>>,
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -104,19 +102,15 @@ impl Resource {
     }
 
     /// The (namespace, service name) an object belongs to, read from its raw JSON text with only the metadata
-    /// parsed: names objects that do not parse, or are too large to.
+    /// parsed, as strictly as `Object::parse` reads it: names objects that do not parse, or are too large to.
     pub fn service_of(self, json: &str) -> Option<(String, String)> {
         #[derive(serde::Deserialize)]
-        struct MetadataOnly {
-            metadata: ObjectMeta,
+        struct MetadataOnly<'a> {
+            #[serde(borrow)]
+            metadata: wire::Meta<'a>,
         }
         let meta = serde_json::from_str::<MetadataOnly>(json).ok()?.metadata;
-        let ns = meta.namespace?;
-        let name = match self {
-            Resource::Endpoints => meta.name?,
-            Resource::EndpointSlices => meta.labels?.remove(SERVICE_NAME_LABEL)?,
-        };
-        (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
+        self.service_in(Meta::of(&meta))
     }
 
     /// Like `service_of`, from the first bytes of an object too large to hold whole: the API server writes
@@ -125,13 +119,17 @@ impl Resource {
         const KEY: &[u8] = b"\"metadata\":";
         let at = prefix.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
         let meta = serde_json::Deserializer::from_slice(&prefix[at..])
-            .into_iter::<ObjectMeta>()
+            .into_iter::<wire::Meta>()
             .next()?
             .ok()?;
+        self.service_in(Meta::of(&meta))
+    }
+
+    fn service_in(self, meta: Meta) -> Option<(String, String)> {
         let ns = meta.namespace?;
         let name = match self {
             Resource::Endpoints => meta.name?,
-            Resource::EndpointSlices => meta.labels?.remove(SERVICE_NAME_LABEL)?,
+            Resource::EndpointSlices => meta.service?,
         };
         (!ns.is_empty() && !name.is_empty()).then_some((ns, name))
     }
@@ -339,7 +337,7 @@ impl Status {
 #[serde(rename_all = "camelCase", default)]
 pub struct Bookmark {
     #[serde(deserialize_with = "null_as_default")]
-    pub metadata: ObjectMeta,
+    pub metadata: BookmarkMeta,
 }
 
 impl Bookmark {

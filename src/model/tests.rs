@@ -819,3 +819,24 @@ fn the_service_of_a_truncated_object_comes_from_its_metadata() {
         None
     );
 }
+
+#[test]
+fn a_null_or_repeated_service_label_makes_the_slice_malformed_and_its_service_still_known() {
+    for labels in [
+        r#"{"kubernetes.io/service-name":null}"#,
+        r#"{"kubernetes.io/service-name":"s","kubernetes.io/service-name":"t"}"#,
+    ] {
+        let text = format!(
+            r#"{{"metadata":{{"name":"a","namespace":"ns","labels":{labels}}},"addressType":"IPv4"}}"#
+        );
+        assert!(EndpointSlice::parse(&text).is_err(), "{labels}");
+    }
+    // Other labels may hold anything: neither the parse nor the name lookup that follows a failed parse cares.
+    let text = r#"{"metadata":{"name":"a","namespace":"ns","labels":{"kubernetes.io/service-name":"s","x":null}},
+                   "endpoints":5}"#;
+    assert!(EndpointSlice::parse(text).is_err());
+    assert_eq!(
+        Resource::EndpointSlices.service_of(text),
+        Some(("ns".into(), "s".into()))
+    );
+}

@@ -87,7 +87,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for ServiceLabel<'a> {
                 let mut found = None;
                 while let Some(key) = m.next_key::<Str<'de>>()? {
                     if &*key == SERVICE_NAME_LABEL {
-                        found = m.next_value::<Text<'de>>()?;
+                        // A label is a string; a null one, or the label twice, makes the object malformed rather
+                        // than quietly moving the slice out of its service.
+                        if found.is_some() {
+                            return Err(de::Error::duplicate_field(SERVICE_NAME_LABEL));
+                        }
+                        found = Some(m.next_value::<Str<'de>>()?);
                     } else {
                         m.next_value::<IgnoredAny>()?;
                     }
