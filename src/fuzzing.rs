@@ -35,7 +35,10 @@ pub fn watch_stream(slices: bool, chunk_sizes: &[u8], stream: &[u8]) {
     } else {
         Resource::Endpoints
     };
-    let mut view = View::new(Some(NamespaceSelector::NotEqual("kube-system".into())));
+    let mut view = View::new(
+        Some(NamespaceSelector::NotEqual("kube-system".into())),
+        Default::default(),
+    );
     let mut buf: Vec<u8> = Vec::new();
     let mut rest = stream;
     let mut sizes = chunk_sizes.iter().copied().cycle();
@@ -136,7 +139,7 @@ pub fn objects(data: &[u8]) {
             for resource in [Resource::Endpoints, Resource::EndpointSlices] {
                 let _ = resource.service_of(item.get());
                 if let Ok(obj) = Object::parse(resource, item.get()) {
-                    let mut view = View::new(None);
+                    let mut view = View::new(None, Default::default());
                     for k in view.apply(obj) {
                         check_ports(&view.ports(&k).unwrap_or_default());
                     }
@@ -196,10 +199,7 @@ struct Fixture {
 }
 
 fn node(host: &str, port: u16) -> model::Node {
-    model::Node {
-        host: host.to_string(),
-        port,
-    }
+    model::Node::new(host, port)
 }
 
 /// Publishes a few services into `region`, as a watcher would.

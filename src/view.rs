@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::{self, EndpointSlice, Object, PortNodes};
 use crate::selector::NamespaceSelector;
+use crate::topology::Topology;
 
 enum Source {
     Endpoints(PortNodes),
@@ -20,12 +21,15 @@ pub struct View {
     slice_owner: HashMap<String, String>,
     /// Services with an object that could not be parsed in the last list: their stored nodes are kept as they were.
     kept: HashSet<String>,
+    /// How slice nodes are prioritised by zone.
+    topology: Topology,
 }
 
 impl View {
-    pub fn new(namespaces: Option<NamespaceSelector>) -> View {
+    pub fn new(namespaces: Option<NamespaceSelector>, topology: Topology) -> View {
         View {
             namespaces,
+            topology,
             services: HashMap::new(),
             slice_owner: HashMap::new(),
             kept: HashSet::new(),
@@ -163,7 +167,7 @@ impl View {
     pub fn ports(&self, key: &str) -> Option<PortNodes> {
         Some(match self.services.get(key)? {
             Source::Endpoints(p) => p.clone(),
-            Source::Slices(m) => model::slices_ports(m.values()),
+            Source::Slices(m) => model::slices_ports_with(m.values(), &self.topology),
         })
     }
 
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_slice_that_loses_its_label_leaves_its_service() {
-        let mut v = View::new(None);
+        let mut v = View::new(None, Topology::default());
         assert_eq!(v.apply(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
         assert_eq!(v.apply(slice("a-1", None, "10.0.0.1")), vec!["ns/a"]);
         assert_eq!(v.slice_count("ns/a"), 0);
@@ -205,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_service_whose_last_slice_is_deleted_is_gone() {
-        let mut v = View::new(None);
+        let mut v = View::new(None, Topology::default());
         v.apply(slice("a-1", Some("a"), "10.0.0.1"));
         v.apply(slice("a-2", Some("a"), "10.0.0.2"));
         assert_eq!(v.delete(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
@@ -224,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_slice_that_moves_updates_both_services() {
-        let mut v = View::new(None);
+        let mut v = View::new(None, Topology::default());
         v.apply(slice("x-1", Some("a"), "10.0.0.1"));
         let mut affected = v.apply(slice("x-1", Some("b"), "10.0.0.1"));
         affected.sort();

@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::topology::{self, Placement, Topology};
+
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Annotation on the bookmark that ends a streaming list's initial events.
@@ -132,6 +134,23 @@ pub struct EndpointSlice {
 pub struct SliceEndpoint {
     pub addresses: Option<Vec<String>>,
     pub conditions: Option<Conditions>,
+    /// The zone the endpoint runs in.
+    pub zone: Option<String>,
+    pub hints: Option<EndpointHints>,
+}
+
+/// Where the EndpointSlice controller wants an endpoint used (`trafficDistribution: PreferClose`, or the
+/// `service.kubernetes.io/topology-mode: Auto` annotation).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EndpointHints {
+    pub for_zones: Option<Vec<ForZone>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ForZone {
+    pub name: Option<String>,
 }
 
 /// Endpoint conditions. Kubernetes defines nil `ready`/`serving` as true and
@@ -145,6 +164,16 @@ pub struct Conditions {
 }
 
 impl SliceEndpoint {
+    /// The zone names of `hints.forZones`, or None when the endpoint has no hints.
+    pub fn hint_zones(&self) -> Option<Vec<&str>> {
+        self.hints.as_ref().map(|h| {
+            items(&h.for_zones)
+                .iter()
+                .filter_map(|z| z.name.as_deref())
+                .collect()
+        })
+    }
+
     pub fn is_ready(&self) -> bool {
         self.conditions
             .as_ref()
@@ -369,12 +398,45 @@ impl Bookmark {
 /// One upstream address. `host` is an IP literal, IPv6 without brackets.
 /// Field order makes the derived `Ord` sort by host string, then port, the
 /// order APISIX produces (so "10.0.0.10" < "10.0.0.2").
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Node {
     /// The endpoint's address (an IP address as text).
     pub host: String,
     /// The port number.
     pub port: u16,
+    /// Zone and priority, present exactly when the cluster's `topology.mode` is on.
+    pub topology: Option<NodeTopology>,
+}
+
+impl Node {
+    /// The node as the lookup API and the dump show it: `{host, port, weight}`, plus `zone` (null when unknown)
+    /// and `priority` when the cluster's topology mode is on.
+    pub fn to_json(&self, weight: u32) -> serde_json::Value {
+        let mut v = serde_json::json!({"host": self.host, "port": self.port, "weight": weight});
+        if let Some(t) = &self.topology {
+            v["zone"] = serde_json::json!(t.zone);
+            v["priority"] = serde_json::json!(t.priority);
+        }
+        v
+    }
+
+    /// A node without topology.
+    pub fn new(host: impl Into<String>, port: u16) -> Node {
+        Node {
+            host: host.into(),
+            port,
+            topology: None,
+        }
+    }
+}
+
+/// What a topology mode adds to a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeTopology {
+    /// The endpoint's zone, if known.
+    pub zone: Option<String>,
+    /// 0 (preferred) or -1 (used when no node of priority 0 is left); see `crate::topology`.
+    pub priority: i8,
 }
 
 /// Nodes of one service by port key: the port's name, or its number as a
@@ -440,10 +502,7 @@ pub fn endpoints_ports(e: &Endpoints) -> PortNodes {
             let nodes = acc.entry(port_key(p.name.as_deref(), port)).or_default();
             for a in items(&subset.addresses) {
                 if let Some(ip) = a.ip.as_deref().filter(|ip| is_ip_like(ip)) {
-                    nodes.insert(Node {
-                        host: ip.to_owned(),
-                        port,
-                    });
+                    nodes.insert(Node::new(ip, port));
                 }
             }
         }
@@ -453,18 +512,20 @@ pub fn endpoints_ports(e: &Endpoints) -> PortNodes {
 
 /// The state of one candidate copy of an endpoint during slice merging.
 #[derive(Clone, Copy)]
-struct Candidate {
+struct Candidate<'a> {
     ready: bool,
     serving: bool,
     terminating: bool,
+    /// The copy itself, for its zone and hints.
+    endpoint: &'a SliceEndpoint,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// Replacement rule for duplicates: a non-terminating copy beats a
     /// terminating one (as kube-proxy does: a reused IP may belong to both a
     /// dying and a new pod), then a ready copy beats a not-ready one; on a
     /// full tie the first copy in slice-name order stays.
-    fn beats(self, other: Candidate) -> bool {
+    fn beats(self, other: Candidate<'_>) -> bool {
         if self.terminating != other.terminating {
             return !self.terminating;
         }
@@ -484,11 +545,19 @@ impl Candidate {
 /// ones still serving while terminating, as kube-proxy does, so connections
 /// drain instead of failing.
 pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> PortNodes {
+    slices_ports_with(slices, &Topology::default())
+}
+
+/// `slices_ports`, with each served node's zone and priority when `topology` is on (see `crate::topology`).
+pub fn slices_ports_with<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    topology: &Topology,
+) -> PortNodes {
     let mut ordered: Vec<&EndpointSlice> = slices.into_iter().collect();
     // Stable, so slices without names keep the caller's order.
     ordered.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
 
-    let mut acc: BTreeMap<String, BTreeMap<Node, Candidate>> = BTreeMap::new();
+    let mut acc: BTreeMap<String, BTreeMap<Node, Candidate<'a>>> = BTreeMap::new();
     for slice in ordered {
         if !matches!(slice.address_type.as_deref(), Some("IPv4" | "IPv6")) {
             continue;
@@ -507,11 +576,9 @@ pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
                     ready: ep.is_ready(),
                     serving: ep.is_serving(),
                     terminating: ep.is_terminating(),
+                    endpoint: ep,
                 };
-                let node = Node {
-                    host: ip.clone(),
-                    port,
-                };
+                let node = Node::new(ip.as_str(), port);
                 match copies.entry(node) {
                     Entry::Vacant(v) => {
                         v.insert(copy);
@@ -527,21 +594,51 @@ pub fn slices_ports<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
     }
     acc.into_iter()
         .map(|(key, copies)| {
-            let ready: Vec<Node> = copies
-                .iter()
-                .filter(|(_, c)| c.ready)
-                .map(|(n, _)| n.clone())
+            let has_ready = copies.values().any(|c| c.ready);
+            let served: Vec<(Node, Candidate<'_>)> = copies
+                .into_iter()
+                .filter(|(_, c)| {
+                    if has_ready {
+                        c.ready
+                    } else {
+                        c.serving && c.terminating
+                    }
+                })
                 .collect();
-            let served = if ready.is_empty() {
-                copies
-                    .into_iter()
-                    .filter(|(_, c)| c.serving && c.terminating)
-                    .map(|(n, _)| n)
-                    .collect()
+            let nodes = if topology.is_on() {
+                with_topology(served, topology)
             } else {
-                ready
+                served.into_iter().map(|(n, _)| n).collect()
             };
-            (key, served)
+            (key, nodes)
+        })
+        .collect()
+}
+
+/// The served nodes of one port with their zone and priority.
+fn with_topology(served: Vec<(Node, Candidate<'_>)>, t: &Topology) -> Vec<Node> {
+    let hints: Vec<Option<Vec<&str>>> = served
+        .iter()
+        .map(|(_, c)| c.endpoint.hint_zones())
+        .collect();
+    let placements: Vec<Placement<'_>> = served
+        .iter()
+        .zip(&hints)
+        .map(|((_, c), h)| Placement {
+            zone: c.endpoint.zone.as_deref(),
+            hints: h.as_deref(),
+        })
+        .collect();
+    let priorities = topology::priorities(t.mode, &t.zone, &placements);
+    served
+        .into_iter()
+        .zip(priorities)
+        .map(|((n, c), priority)| Node {
+            topology: Some(NodeTopology {
+                zone: c.endpoint.zone.clone().filter(|z| !z.is_empty()),
+                priority,
+            }),
+            ..n
         })
         .collect()
 }

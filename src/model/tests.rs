@@ -4,10 +4,7 @@ use super::*;
 use serde_json::json;
 
 fn n(host: &str, port: u16) -> Node {
-    Node {
-        host: host.into(),
-        port,
-    }
+    Node::new(host, port)
 }
 
 fn ep(v: serde_json::Value) -> Endpoints {
@@ -801,4 +798,156 @@ fn the_service_of_a_truncated_object_comes_from_its_metadata() {
         Resource::Endpoints.service_of_prefix(b"{\"type\":\"ADDED\""),
         None
     );
+}
+
+// ---- topology ----
+
+fn zoned(ip: &str, zone: Option<&str>, hints: Option<&[&str]>) -> serde_json::Value {
+    let mut v = json!({"addresses": [ip], "conditions": {"ready": true}});
+    if let Some(z) = zone {
+        v["zone"] = json!(z);
+    }
+    if let Some(h) = hints {
+        let zones: Vec<serde_json::Value> = h.iter().map(|z| json!({"name": z})).collect();
+        v["hints"] = json!({"forZones": zones});
+    }
+    v
+}
+
+fn placed(host: &str, zone: Option<&str>, priority: i8) -> Node {
+    Node {
+        topology: Some(NodeTopology {
+            zone: zone.map(str::to_owned),
+            priority,
+        }),
+        ..n(host, 80)
+    }
+}
+
+fn topo(mode: crate::topology::Mode, zone: &str) -> crate::topology::Topology {
+    crate::topology::Topology {
+        mode,
+        zone: zone.into(),
+    }
+}
+
+#[test]
+fn slices_in_three_zones_get_priorities_by_mode() {
+    use crate::topology::Mode;
+    let http = json!([{"name": "http", "port": 80}]);
+    let a = s(
+        "svc-a",
+        json!([
+            zoned("10.0.1.1", Some("za"), Some(&["za"])),
+            zoned("10.0.2.1", Some("zb"), Some(&["zb"]))
+        ]),
+        http.clone(),
+    );
+    let b = s(
+        "svc-b",
+        json!([
+            zoned("10.0.3.1", Some("zc"), Some(&["zc", "za"])),
+            zoned("10.0.1.2", Some("za"), Some(&["za"]))
+        ]),
+        http.clone(),
+    );
+    let ports = |t| slices_ports_with([&a, &b], &t)["http"].clone();
+    assert_eq!(
+        ports(topo(Mode::PreferZone, "za")),
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.1.2", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), -1),
+            placed("10.0.3.1", Some("zc"), -1),
+        ]
+    );
+    assert_eq!(
+        ports(topo(Mode::Hints, "za")),
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.1.2", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), -1),
+            placed("10.0.3.1", Some("zc"), 0),
+        ]
+    );
+    assert_eq!(
+        ports(topo(Mode::Hints, "zb"))
+            .iter()
+            .map(|n| n.topology.as_ref().unwrap().priority)
+            .collect::<Vec<_>>(),
+        [-1, -1, 0, -1]
+    );
+    // No endpoint hinted for zd: all preferred; unknown gateway zone: all preferred.
+    for t in [topo(Mode::Hints, "zd"), topo(Mode::PreferZone, "")] {
+        assert!(
+            ports(t.clone())
+                .iter()
+                .all(|n| n.topology.as_ref().unwrap().priority == 0),
+            "{t:?}"
+        );
+    }
+    // Off: exactly the nodes without topology.
+    assert_eq!(ports(topo(Mode::Off, "za")), slices_ports([&a, &b])["http"]);
+    assert!(
+        slices_ports([&a, &b])["http"]
+            .iter()
+            .all(|n| n.topology.is_none())
+    );
+}
+
+#[test]
+fn hints_mode_falls_back_when_one_endpoint_of_the_port_has_no_hints() {
+    use crate::topology::Mode;
+    let sl = s(
+        "svc-a",
+        json!([
+            zoned("10.0.1.1", Some("za"), Some(&["za"])),
+            zoned("10.0.2.1", Some("zb"), None),
+            zoned("10.0.9.9", None, None)
+        ]),
+        json!([{"name": "http", "port": 80}]),
+    );
+    assert_eq!(
+        slices_ports_with([&sl], &topo(Mode::Hints, "za"))["http"],
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), 0),
+            placed("10.0.9.9", None, 0),
+        ]
+    );
+    // prefer_zone: an endpoint without a zone is never in the gateway's zone.
+    assert_eq!(
+        slices_ports_with([&sl], &topo(Mode::PreferZone, "za"))["http"],
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), -1),
+            placed("10.0.9.9", None, -1),
+        ]
+    );
+}
+
+#[test]
+fn topology_follows_the_copy_of_an_endpoint_that_is_served() {
+    use crate::topology::Mode;
+    // The same address in two slices: the terminating copy (zone zb) loses to the live one (zone za).
+    let http = json!([{"name": "http", "port": 80}]);
+    let old = s(
+        "svc-a",
+        json!([{"addresses": ["10.0.0.1"], "zone": "zb",
+                "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+        http.clone(),
+    );
+    let new = s("svc-b", json!([zoned("10.0.0.1", Some("za"), None)]), http);
+    for order in [[&old, &new], [&new, &old]] {
+        assert_eq!(
+            slices_ports_with(order, &topo(Mode::PreferZone, "za"))["http"],
+            [Node {
+                topology: Some(NodeTopology {
+                    zone: Some("za".into()),
+                    priority: 0
+                }),
+                ..n("10.0.0.1", 80)
+            }]
+        );
+    }
 }

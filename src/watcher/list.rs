@@ -78,7 +78,7 @@ impl Watcher {
         };
         let mut paged = true;
         'restart: loop {
-            let mut view = View::new(self.selector.clone());
+            let mut view = View::new(self.selector.clone(), self.topology.clone());
             let mut cont: Option<String> = None;
             let mut rv: Option<String> = None;
             loop {

@@ -161,7 +161,7 @@ impl Watcher {
         })?;
         let mut body = resp.into_body();
         let mut lines = Lines::new(self.max_object_size + EVENT_ENVELOPE_BYTES);
-        let mut view = View::new(self.selector.clone());
+        let mut view = View::new(self.selector.clone(), self.topology.clone());
         let idle = self.idle_timeout;
         loop {
             while let Some(line) = lines.next_line() {
