@@ -3,6 +3,7 @@
 
 use lib 't/lib';
 use K8sDiscTest;
+use IO::Socket::INET ();
 
 master_on();
 workers(2);
@@ -30,6 +31,31 @@ sub put_slice {
     });
     die "slice $name: $st" unless $st == 201;
 }
+
+# Free ports for two backends on loopback (one in za, one in zb) and a port nobody listens on, taken from the
+# kernel and released.
+for my $var ('TEST_NGINX_ZA_PORT', 'TEST_NGINX_ZB_PORT', 'TEST_NGINX_CLOSED_PORT') {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+        or die "free port: $!";
+    $ENV{$var} = $s->sockport;
+    close $s;
+}
+
+sub put_port_slice {
+    my ($name, $svc, $zone, $port) = @_;
+    my $st = fake_api('POST', '/apis/discovery.k8s.io/v1/namespaces/ns-t/endpointslices', {
+        apiVersion => 'discovery.k8s.io/v1', kind => 'EndpointSlice',
+        metadata => { name => $name, namespace => 'ns-t', labels => { 'kubernetes.io/service-name' => $svc } },
+        addressType => 'IPv4', endpoints => [ep('127.0.0.1', $zone)], ports => [{ name => 'http', port => $port + 0 }],
+    });
+    die "slice $name: $st" unless $st == 201;
+}
+
+# lb: its za and zb backends both up. lbdown: its za backend down (the closed port), its zb backend up.
+put_port_slice('lb-za', 'lb', 'za', $ENV{TEST_NGINX_ZA_PORT});
+put_port_slice('lb-zb', 'lb', 'zb', $ENV{TEST_NGINX_ZB_PORT});
+put_port_slice('lbdown-za', 'lbdown', 'za', $ENV{TEST_NGINX_CLOSED_PORT});
+put_port_slice('lbdown-zb', 'lbdown', 'zb', $ENV{TEST_NGINX_ZB_PORT});
 
 # web: one slice per zone, every endpoint hinted for its own zone. mixed: one endpoint without hints.
 put_slice('web-za', 'web', [ep('10.1.0.1', 'za', ['za']), ep('10.1.0.2', 'za', ['za'])]);
@@ -70,7 +96,7 @@ add_block_preprocessor(sub {
 _EOC_
 });
 
-plan tests => 23;
+plan tests => 26;
 
 run_tests();
 
@@ -314,3 +340,92 @@ GET /t
 dump config: mode=prefer_zone zone=zc
 --- no_error_log
 [error]
+
+
+
+=== TEST 9: plain OpenResty: a balancer that tries the priority-0 nodes first and the others on the retry
+--- http_config
+    init_by_lua_block {
+        require("resty.k8s_disc").init({
+            service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },
+            client = { token = "t" }, shared_size = "1m", watch_endpoint_slices = true,
+            topology = { mode = "prefer_zone", zone = "za" },
+        })
+    }
+    init_worker_by_lua_block { require("resty.k8s_disc").init_worker() }
+
+    upstream k8s {
+        server 0.0.0.1;   # placeholder: balancer_by_lua picks the peer
+        balancer_by_lua_block {
+            local balancer = require("ngx.balancer")
+            local nodes = require("resty.k8s_disc").nodes(ngx.var.k8s_service)
+            if not nodes or #nodes == 0 then
+                return ngx.exit(503)
+            end
+            -- First try: a node of the gateway's zone (priority 0); the retry: one of the other zones.
+            local retry = ngx.ctx.k8s_tried
+            ngx.ctx.k8s_tried = true
+            local pool = {}
+            for _, n in ipairs(nodes) do
+                if ((n.priority or 0) < 0) == (retry == true) then
+                    pool[#pool + 1] = n
+                end
+            end
+            if #pool == 0 then
+                pool = nodes
+            end
+            if not retry then
+                balancer.set_more_tries(1)
+            end
+            local node = pool[math.random(#pool)]
+            assert(balancer.set_current_peer(node.host, node.port))
+        }
+    }
+
+    server {
+        listen 127.0.0.1:$TEST_NGINX_ZA_PORT;
+        location / { return 200 "za"; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_ZB_PORT;
+        location / { return 200 "zb"; }
+    }
+--- config
+    location /lb {
+        set $k8s_service "ns-t/lb:http";
+        proxy_pass http://k8s/;
+    }
+    location /lbdown {
+        set $k8s_service "ns-t/lbdown:http";
+        proxy_pass http://k8s/;
+    }
+    location = /t {
+        content_by_lua_block {
+            local t = require("k8s_test")
+            assert(t.wait_ready(5), "discovery not ready")
+            local function answers(uri)
+                local seen = {}
+                for _ = 1, 20 do
+                    local sock = ngx.socket.tcp()
+                    assert(sock:connect("127.0.0.1", ngx.var.server_port))
+                    sock:send("GET " .. uri .. " HTTP/1.0\r\nHost: t\r\n\r\n")
+                    local body = sock:receive("*a"):match("\r\n\r\n(.*)$")
+                    seen[body] = (seen[body] or 0) + 1
+                    sock:close()
+                end
+                local out = {}
+                for k, n in pairs(seen) do out[#out + 1] = k .. "=" .. n end
+                table.sort(out)
+                return table.concat(out, " ")
+            end
+            ngx.say("both zones up: ", answers("/lb"))
+            ngx.say("za backend down: ", answers("/lbdown"))
+        }
+    }
+--- request
+GET /t
+--- response_body
+both zones up: za=20
+za backend down: zb=20
+--- error_log
+connect() failed (111: Connection refused)
