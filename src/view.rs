@@ -238,6 +238,40 @@ mod tests {
     }
 
     #[test]
+    fn a_view_with_a_topology_mode_gives_slice_nodes_their_zone_and_priority() {
+        let zoned = |name: &str, ip: &str, zone: &str| {
+            let v = serde_json::json!({
+                "metadata": {"namespace": "ns", "name": name,
+                             "labels": {"kubernetes.io/service-name": "a"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip], "zone": zone}],
+                "ports": [{"name": "http", "port": 80}]
+            });
+            Object::parse(Resource::EndpointSlices, &v.to_string()).unwrap()
+        };
+        let topology = Topology {
+            mode: crate::topology::Mode::PreferZone,
+            zone: "za".into(),
+        };
+        let mut on = View::new(None, topology);
+        let mut off = View::new(None, Topology::default());
+        for v in [&mut on, &mut off] {
+            v.apply(zoned("a-1", "10.0.0.1", "za"));
+            v.apply(zoned("a-2", "10.0.0.2", "zb"));
+        }
+        let placed: Vec<(Option<String>, i8)> = on.ports("ns/a").unwrap()["http"]
+            .iter()
+            .map(|n| n.topology.clone().map(|t| (t.zone, t.priority)).unwrap())
+            .collect();
+        assert_eq!(placed, [(Some("za".into()), 0), (Some("zb".into()), -1)]);
+        assert!(
+            off.ports("ns/a").unwrap()["http"]
+                .iter()
+                .all(|n| n.topology.is_none())
+        );
+    }
+
+    #[test]
     fn service_of_reads_names_from_raw_objects() {
         let raw = serde_json::json!({"metadata": {"namespace": "ns", "name": "web-x",
                                       "labels": {"kubernetes.io/service-name": "web"}}, "endpoints": 5});
