@@ -96,7 +96,7 @@ add_block_preprocessor(sub {
 _EOC_
 });
 
-plan tests => 26;
+plan tests => 38;
 
 run_tests();
 
@@ -429,3 +429,66 @@ both zones up: za=20
 za backend down: zb=20
 --- error_log
 connect() failed (111: Connection refused)
+
+
+
+=== TEST 10: a reload that turns the mode on, then off again: the reused region's nodes follow the new config
+--- http_config
+    init_by_lua_block {
+        -- The mode comes from a file that /reload writes, so each reload brings a changed config.
+        local f = io.open(ngx.config.prefix() .. "conf/topology-mode")
+        local mode = f and f:read("*l") or "off"
+        if f then f:close() end
+        require("resty.k8s_disc").init({
+            service = { schema = "http", host = "127.0.0.1", port = "$TEST_NGINX_FAKE_API_PORT" },
+            client = { token = "t" }, shared_size = "1m", watch_endpoint_slices = true,
+            topology = { mode = mode, zone = "za" },
+        })
+    }
+    init_worker_by_lua_block { require("resty.k8s_disc").init_worker() }
+--- config
+    location = /reload {
+        content_by_lua_block {
+            assert(require("k8s_test").wait_ready(5))
+            local f = assert(io.open(ngx.config.prefix() .. "conf/topology-mode", "w"))
+            f:write(ngx.var.arg_mode, "\n")
+            f:close()
+            local ffi = require("ffi")
+            pcall(ffi.cdef, "int kill(int pid, int sig);")
+            f = assert(io.open(ngx.config.prefix() .. "logs/nginx.pid"))
+            local pid = tonumber(f:read("*l"))
+            f:close()
+            ngx.say("reload to ", ngx.var.arg_mode, ": ", ffi.C.kill(pid, 1) == 0)
+        }
+    }
+    location = /after {
+        content_by_lua_block {
+            local k8s_disc = require("resty.k8s_disc")
+            local t = require("k8s_test")
+            local function prios()
+                local nodes = k8s_disc.nodes("ns-t/web:http")
+                if not nodes then return "none" end
+                local out = {}
+                for i, n in ipairs(nodes) do out[i] = n.host .. "=" .. tostring(n.priority) end
+                return table.concat(out, " ")
+            end
+            local want = ngx.var.arg_want:gsub("_", " ")
+            -- A worker of the new configuration answers this request; its data follow once the new watcher has
+            -- listed.
+            local seen = t.wait_until(function() return prios() == want end, 8)
+            ngx.say(seen and want or prios())
+        }
+    }
+--- timeout: 30
+--- request eval
+["GET /reload?mode=prefer_zone",
+ "GET /after?want=10.1.0.1=0_10.1.0.2=0_10.2.0.1=-1_10.3.0.1=-1",
+ "GET /reload?mode=off",
+ "GET /after?want=10.1.0.1=nil_10.1.0.2=nil_10.2.0.1=nil_10.3.0.1=nil"]
+--- response_body eval
+["reload to prefer_zone: true\n",
+ "10.1.0.1=0 10.1.0.2=0 10.2.0.1=-1 10.3.0.1=-1\n",
+ "reload to off: true\n",
+ "10.1.0.1=nil 10.1.0.2=nil 10.2.0.1=nil 10.3.0.1=nil\n"]
+--- no_error_log
+[error]
