@@ -398,7 +398,7 @@ impl Bookmark {
 /// One upstream address. `host` is an IP literal, IPv6 without brackets.
 /// Field order makes the derived `Ord` sort by host string, then port, the
 /// order APISIX produces (so "10.0.0.10" < "10.0.0.2").
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Node {
     /// The endpoint's address (an IP address as text).
     pub host: String,
@@ -431,7 +431,7 @@ impl Node {
 }
 
 /// What a topology mode adds to a node.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeTopology {
     /// The endpoint's zone, if known.
     pub zone: Option<String>,
@@ -595,20 +595,17 @@ pub fn slices_ports_with<'a>(
     acc.into_iter()
         .map(|(key, copies)| {
             let has_ready = copies.values().any(|c| c.ready);
-            let served: Vec<(Node, Candidate<'_>)> = copies
-                .into_iter()
-                .filter(|(_, c)| {
-                    if has_ready {
-                        c.ready
-                    } else {
-                        c.serving && c.terminating
-                    }
-                })
-                .collect();
+            let served = copies.into_iter().filter(|(_, c)| {
+                if has_ready {
+                    c.ready
+                } else {
+                    c.serving && c.terminating
+                }
+            });
             let nodes = if topology.is_on() {
-                with_topology(served, topology)
+                with_topology(served.collect(), topology)
             } else {
-                served.into_iter().map(|(n, _)| n).collect()
+                served.map(|(n, _)| n).collect()
             };
             (key, nodes)
         })
