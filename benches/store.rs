@@ -9,10 +9,7 @@ use k8s_disc::testing::{Lookup, Region, Writer};
 
 fn nodes(n: usize, seed: usize) -> Vec<Node> {
     (0..n)
-        .map(|i| Node {
-            host: format!("10.{}.{}.{}", seed % 250, i / 250, i % 250),
-            port: 8080,
-        })
+        .map(|i| Node::new(format!("10.{}.{}.{}", seed % 250, i / 250, i % 250), 8080))
         .collect()
 }
 

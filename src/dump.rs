@@ -3,6 +3,7 @@
 //! ```text
 //! {"config": <config with defaults, tokens masked>,
 //!  "endpoints": [{"id"?: "<cluster>", "endpoints": [{"name": "ns/name", "value": "<JSON {port: [nodes]}>"}]}],
+//!  (nodes: {host, port, weight}, plus zone and priority when the cluster's topology mode is on)
 //!  "status": [{"id"?: "<cluster>", "ready": bool, "state": "...", ...}]}
 //! ```
 
@@ -45,10 +46,7 @@ pub fn dump(inst: &Instance) -> Value {
                 let value: serde_json::Map<String, Value> = ports
                     .into_iter()
                     .map(|(port, nodes)| {
-                        let nodes: Vec<Value> = nodes
-                            .iter()
-                            .map(|n| json!({"host": n.host, "port": n.port, "weight": weight}))
-                            .collect();
+                        let nodes: Vec<Value> = nodes.iter().map(|n| n.to_json(weight)).collect();
                         (port, Value::Array(nodes))
                     })
                     .collect();

@@ -211,8 +211,9 @@ pub unsafe extern "C" fn k8s_disc_start(
 ///
 /// `*version` and `*hint` carry the caller's state for this name (0 and 0 at first). If they are still current,
 /// returns `K8S_DISC_UNCHANGED` without looking at the name or copying anything. Otherwise, writes the nodes into
-/// `buf` as `count` x `[u16 port LE][u8 host_len][host bytes]`, updates `*version`, `*hint` and `*buf_len` (bytes
-/// used), and returns `count` (>= 0). Unknown names give `K8S_DISC_NOT_FOUND`; a small buffer gives
+/// `buf` as `count` x `[u16 port LE][u8 host_len][host bytes]` (with the cluster's `topology.mode` on, `host_len`
+/// has its high bit set and the host is followed by `[i8 priority][u8 zone_len][zone bytes]`), updates `*version`,
+/// `*hint` and `*buf_len` (bytes used), and returns `count` (>= 0). Unknown names give `K8S_DISC_NOT_FOUND`; a small buffer gives
 /// `K8S_DISC_E_BUFFER` with the size needed in `*buf_len`. Returns a 32-bit int so that even interpreted (not
 /// JIT-compiled) Lua gets a plain number back, with no boxed 64-bit cdata to allocate.
 ///

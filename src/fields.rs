@@ -371,6 +371,35 @@ pub static FIELDS: &[Field] = &[
         with: "",
         cli_refuses: &[],
     },
+    Field {
+        name: "topology.mode",
+        default: DefaultValue::Str("off"),
+        default_note: "",
+        doc: "how nodes are prioritised by zone, for APISIX's balancer (which uses a lower priority only when \
+              every node of the higher one has failed or is unhealthy). `off`: nodes as without this key; \
+              `prefer_zone`: endpoints in `topology.zone` get `priority` 0, all others -1; `hints`: as \
+              kube-proxy reads `hints.forZones` (Services with `trafficDistribution: PreferClose` or \
+              `service.kubernetes.io/topology-mode: Auto`): endpoints hinted for `topology.zone` 0, the others -1, \
+              and every node 0 when an endpoint of the port has no hints or none is hinted for this zone. With a \
+              mode on, each node has a `priority`, and the lookup API and the dump show its `zone` too. Needs \
+              `watch_endpoint_slices: true` (v1 Endpoints carry no zone): refused at start otherwise",
+        apisix: NEW,
+        examples: &[r#""prefer_zone""#, r#""hints""#, r#""off""#],
+        with: r#"{"watch_endpoint_slices": true, "topology": {"zone": "eu-west-1a"}}"#,
+        cli_refuses: &[],
+    },
+    Field {
+        name: "topology.zone",
+        default: DefaultValue::None,
+        default_note: "required when `topology.mode` is not `off`",
+        doc: "the gateway's own zone, usually `${NODE_ZONE}` with the node's `topology.kubernetes.io/zone` label \
+              in the environment; a label value (up to 63 of `[A-Za-z0-9._-]`). A value that resolves to an empty \
+              string is accepted with a warning at start, and then no zone is preferred (every node 0)",
+        apisix: NEW,
+        examples: &[r#""eu-west-1a""#, r#""${NODE_ZONE}""#],
+        with: r#"{"watch_endpoint_slices": true, "topology": {"mode": "prefer_zone"}}"#,
+        cli_refuses: &[],
+    },
 ];
 
 /// The row of `name`. Panics on a name that is not in the table: a programming error that every test run hits.
@@ -562,6 +591,7 @@ mod tests {
     fn every_example_and_every_value_apisix_refuses_is_accepted_by_the_parser() {
         let env = |name: &str| {
             Some(match name {
+                n if n.contains("ZONE") => "eu-west-1a".to_owned(),
                 n if n.contains("HOST") => "10.0.0.1".to_owned(),
                 n if n.contains("PORT") => "6443".to_owned(),
                 n if n.contains("TOKEN") && !n.contains("FILE") => "abc.def".to_owned(),

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 
 use crate::client::ApiError;
 use crate::model::{self, Bookmark, EndpointSlice, Endpoints, List, PortNodes, Status, WatchEvent};
-use crate::model::{Object, Resource};
+use crate::model::{Node, Object, Resource};
 use crate::selector::{NamespacePattern, NamespaceSelector, validate_label_selector};
 use crate::store::{Lookup, MIN_REGION_BYTES, Region, Writer, decode_nodes};
+use crate::topology::{Mode, Topology};
 use crate::view::View;
 
 /// The invariants of converted nodes: known ports have a key, nodes are sorted, distinct and usable.
@@ -35,7 +36,14 @@ pub fn watch_stream(slices: bool, chunk_sizes: &[u8], stream: &[u8]) {
     } else {
         Resource::Endpoints
     };
-    let mut view = View::new(Some(NamespaceSelector::NotEqual("kube-system".into())));
+    // With a topology mode on, so that zones and hints are read, kept and turned into priorities too.
+    let mut view = View::new(
+        Some(NamespaceSelector::NotEqual("kube-system".into())),
+        Topology {
+            mode: Mode::Hints,
+            zone: "za".into(),
+        },
+    );
     let mut buf: Vec<u8> = Vec::new();
     let mut rest = stream;
     let mut sizes = chunk_sizes.iter().copied().cycle();
@@ -71,7 +79,7 @@ fn watch_line(resource: Resource, view: &mut View, line: &[u8]) -> Result<(), ()
     match ev.type_.as_str() {
         "ADDED" | "MODIFIED" | "DELETED" => {
             let service = resource.service_of(ev.object_text());
-            let obj = Object::parse(resource, ev.object_text()).map_err(drop)?;
+            let obj = Object::parse(resource, ev.object_text(), true).map_err(drop)?;
             let _ = obj.resource_version();
             let keys = if ev.type_ == "DELETED" {
                 view.delete(obj)
@@ -115,8 +123,8 @@ pub fn objects(data: &[u8]) {
         for item in page.items.unwrap_or_default() {
             for resource in [Resource::Endpoints, Resource::EndpointSlices] {
                 let _ = resource.service_of(item.get());
-                if let Ok(obj) = Object::parse(resource, item.get()) {
-                    let mut view = View::new(None);
+                if let Ok(obj) = Object::parse(resource, item.get(), false) {
+                    let mut view = View::new(None, Default::default());
                     for k in view.apply(obj) {
                         check_ports(&view.ports(&k).unwrap_or_default());
                     }
@@ -135,13 +143,33 @@ fn parsed_objects(text: &str) {
         match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
             Ok(items) => items
                 .iter()
-                .map(|i| EndpointSlice::parse(i.get()).ok())
+                .map(|i| EndpointSlice::parse(i.get(), true).ok())
                 .collect(),
-            Err(_) => EndpointSlice::parse(text).ok().map(|s| vec![s]),
+            Err(_) => EndpointSlice::parse(text, true).ok().map(|s| vec![s]),
         };
     if let Some(slices) = slices {
         let ports = model::slices_ports(&slices);
         check_ports(&ports);
+        // A topology mode changes priorities, never which nodes are served.
+        let zoned = Topology {
+            mode: Mode::PreferZone,
+            zone: "za".into(),
+        };
+        let placed = model::slices_ports_with(&slices, &zoned);
+        let plain: PortNodes = placed
+            .into_iter()
+            .map(|(k, nodes)| {
+                let nodes = nodes
+                    .into_iter()
+                    .map(|n| Node {
+                        topology: None,
+                        ..n
+                    })
+                    .collect();
+                (k, nodes)
+            })
+            .collect();
+        assert_eq!(plain, ports);
         // With distinct names, the slice order must not matter (ties go to the first in name order).
         let mut names: Vec<Option<&String>> =
             slices.iter().map(|s| s.metadata.name.as_ref()).collect();
@@ -206,10 +234,7 @@ struct Fixture {
 }
 
 fn node(host: &str, port: u16) -> model::Node {
-    model::Node {
-        host: host.to_string(),
-        port,
-    }
+    model::Node::new(host, port)
 }
 
 /// Publishes a few services into `region`, as a watcher would.

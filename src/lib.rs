@@ -30,6 +30,7 @@ mod selector;
 mod store;
 mod sync_state;
 mod tls;
+mod topology;
 mod view;
 mod watcher;
 

@@ -3,7 +3,7 @@
 //! number) from the gateway itself.
 //!
 //! ```text
-//! {"service": "<name>", "cluster": "<id>", "found": true, "nodes": [{"host", "port", "weight"}],
+//! {"service": "<name>", "cluster": "<id>", "found": true, "nodes": [{"host", "port", "weight", "zone"?, "priority"?}],
 //!  "version": n, "changed_at": <seconds since the epoch>}
 //! {"service": "<name>", "found": false, "reason": "...", "ports": ["<port>", ...]?}
 //! ```
@@ -59,7 +59,7 @@ pub fn lookup(inst: &Instance, name: &str) -> Value {
                 let weight = cluster.config.default_weight;
                 let nodes: Vec<Value> = decode_nodes(&buf[..len], count)
                     .iter()
-                    .map(|n| json!({"host": n.host, "port": n.port, "weight": weight}))
+                    .map(|n| n.to_json(weight))
                     .collect();
                 return json!({
                     "service": name, "cluster": cluster.config.id, "found": true, "nodes": nodes,
@@ -104,13 +104,7 @@ mod tests {
         let mut w = Writer::claim(&inst.clusters[0].region, 1).unwrap();
         let mut b = w.batch().unwrap();
         b.put_service("ns/web", &["http", "9090"]);
-        b.put_port(
-            "ns/web:http",
-            &[Node {
-                host: "10.0.0.1".into(),
-                port: 80,
-            }],
-        );
+        b.put_port("ns/web:http", &[Node::new("10.0.0.1", 80)]);
         drop(b);
 
         let v = lookup(&inst, "one/ns/web:http");
@@ -135,5 +129,41 @@ mod tests {
         assert!(v["reason"].as_str().unwrap().contains("has no port \"80\""));
         assert_eq!(v["ports"], json!(["http", "9090"]));
         assert!(reason("one/ns/nope:http").contains("service ns/nope not found"));
+    }
+
+    #[test]
+    fn nodes_with_topology_show_their_zone_and_priority() {
+        let inst = Instance::standalone(MULTI).unwrap();
+        let mut w = Writer::claim(&inst.clusters[0].region, 1).unwrap();
+        let mut b = w.batch().unwrap();
+        let with = |host: &str, zone: Option<&str>, priority| Node {
+            topology: Some(crate::model::NodeTopology {
+                zone: zone.map(str::to_owned),
+                priority,
+            }),
+            ..Node::new(host, 80)
+        };
+        b.put_service("ns/web", &["http"]);
+        b.put_port(
+            "ns/web:http",
+            &[with("10.0.0.1", Some("za"), 0), with("10.0.0.2", None, -1)],
+        );
+        drop(b);
+        assert_eq!(
+            lookup(&inst, "one/ns/web:http")["nodes"],
+            json!([
+                {"host": "10.0.0.1", "port": 80, "weight": 7, "zone": "za", "priority": 0},
+                {"host": "10.0.0.2", "port": 80, "weight": 7, "zone": null, "priority": -1}
+            ])
+        );
+        let dump = crate::dump::dump(&inst);
+        let value: Value = serde_json::from_str(
+            dump["endpoints"][0]["endpoints"][0]["value"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(value["http"][1]["priority"], -1);
+        assert_eq!(value["http"][0]["zone"], "za");
     }
 }

@@ -206,14 +206,8 @@ mod tests {
         b.put_port(
             "ns/web:http",
             &[
-                crate::model::Node {
-                    host: "10.0.0.1".into(),
-                    port: 80,
-                },
-                crate::model::Node {
-                    host: "10.0.0.2".into(),
-                    port: 80,
-                },
+                crate::model::Node::new("10.0.0.1", 80),
+                crate::model::Node::new("10.0.0.2", 80),
             ],
         );
         b.note_list();

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::model::{self, Object, PortNodes, Slice, Subsets};
 use crate::selector::NamespaceSelector;
+use crate::topology::Topology;
 
 /// What a service's nodes come from, in the dense form the model parses objects into.
 enum Source {
@@ -21,12 +22,15 @@ pub struct View {
     slice_owner: HashMap<String, String>,
     /// Services with an object that could not be parsed in the last list: their stored nodes are kept as they were.
     kept: HashSet<String>,
+    /// How slice nodes are prioritised by zone.
+    topology: Topology,
 }
 
 impl View {
-    pub fn new(namespaces: Option<NamespaceSelector>) -> View {
+    pub fn new(namespaces: Option<NamespaceSelector>, topology: Topology) -> View {
         View {
             namespaces,
+            topology,
             services: HashMap::new(),
             slice_owner: HashMap::new(),
             kept: HashSet::new(),
@@ -163,7 +167,7 @@ impl View {
     pub fn ports(&self, key: &str) -> Option<PortNodes> {
         Some(match self.services.get(key)? {
             Source::Endpoints(subsets) => model::endpoints_ports(subsets),
-            Source::Slices(v) => model::slices_ports(v),
+            Source::Slices(v) => model::slices_ports_with(v, &self.topology),
         })
     }
 
@@ -191,12 +195,12 @@ mod tests {
         if let Some(l) = label {
             v["metadata"]["labels"]["kubernetes.io/service-name"] = l.into();
         }
-        Object::parse(Resource::EndpointSlices, &v.to_string()).unwrap()
+        Object::parse(Resource::EndpointSlices, &v.to_string(), false).unwrap()
     }
 
     #[test]
     fn a_slice_that_loses_its_label_leaves_its_service() {
-        let mut v = View::new(None);
+        let mut v = View::new(None, Topology::default());
         assert_eq!(v.apply(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
         assert_eq!(v.apply(slice("a-1", None, "10.0.0.1")), vec!["ns/a"]);
         assert_eq!(v.slice_count("ns/a"), 0);
@@ -205,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_service_whose_last_slice_is_deleted_is_gone() {
-        let mut v = View::new(None);
+        let mut v = View::new(None, Topology::default());
         v.apply(slice("a-1", Some("a"), "10.0.0.1"));
         v.apply(slice("a-2", Some("a"), "10.0.0.2"));
         assert_eq!(v.delete(slice("a-1", Some("a"), "10.0.0.1")), vec!["ns/a"]);
@@ -218,13 +222,13 @@ mod tests {
         let empty = serde_json::json!({"metadata": {"namespace": "ns", "name": "b-1",
                                         "labels": {"kubernetes.io/service-name": "b"}},
                                        "addressType": "IPv4", "endpoints": null, "ports": null});
-        v.apply(Object::parse(Resource::EndpointSlices, &empty.to_string()).unwrap());
+        v.apply(Object::parse(Resource::EndpointSlices, &empty.to_string(), false).unwrap());
         assert_eq!(v.ports("ns/b"), Some(Default::default()));
     }
 
     #[test]
     fn a_slice_that_moves_updates_both_services() {
-        let mut v = View::new(None);
+        let mut v = View::new(None, Topology::default());
         v.apply(slice("x-1", Some("a"), "10.0.0.1"));
         let mut affected = v.apply(slice("x-1", Some("b"), "10.0.0.1"));
         affected.sort();
@@ -234,11 +238,45 @@ mod tests {
     }
 
     #[test]
+    fn a_view_with_a_topology_mode_gives_slice_nodes_their_zone_and_priority() {
+        let zoned = |name: &str, ip: &str, zone: &str, placed: bool| {
+            let v = serde_json::json!({
+                "metadata": {"namespace": "ns", "name": name,
+                             "labels": {"kubernetes.io/service-name": "a"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip], "zone": zone}],
+                "ports": [{"name": "http", "port": 80}]
+            });
+            Object::parse(Resource::EndpointSlices, &v.to_string(), placed).unwrap()
+        };
+        let topology = Topology {
+            mode: crate::topology::Mode::PreferZone,
+            zone: "za".into(),
+        };
+        let mut on = View::new(None, topology);
+        let mut off = View::new(None, Topology::default());
+        for (v, placed) in [(&mut on, true), (&mut off, false)] {
+            v.apply(zoned("a-1", "10.0.0.1", "za", placed));
+            v.apply(zoned("a-2", "10.0.0.2", "zb", placed));
+        }
+        let placed: Vec<(Option<String>, i8)> = on.ports("ns/a").unwrap()["http"]
+            .iter()
+            .map(|n| n.topology.clone().map(|t| (t.zone, t.priority)).unwrap())
+            .collect();
+        assert_eq!(placed, [(Some("za".into()), 0), (Some("zb".into()), -1)]);
+        assert!(
+            off.ports("ns/a").unwrap()["http"]
+                .iter()
+                .all(|n| n.topology.is_none())
+        );
+    }
+
+    #[test]
     fn service_of_reads_names_from_raw_objects() {
         let raw = serde_json::json!({"metadata": {"namespace": "ns", "name": "web-x",
                                       "labels": {"kubernetes.io/service-name": "web"}}, "endpoints": 5});
         let raw = raw.to_string();
-        assert!(Object::parse(Resource::EndpointSlices, &raw).is_err());
+        assert!(Object::parse(Resource::EndpointSlices, &raw, false).is_err());
         assert_eq!(
             Resource::EndpointSlices.service_of(&raw),
             Some(("ns".into(), "web".into()))

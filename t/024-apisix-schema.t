@@ -35,6 +35,8 @@ __DATA__
                 { client = { token_file = "/t", ca_file = "/ca.crt", cert_file = "/c.crt", key_file = "/c.key" } },
                 { kubeconfig = "/etc/kube/config", context = "prod" },
                 { watch_idle_timeout = 60, list_timeout = 600, max_staleness = 300, max_object_size = "4m" },
+                { watch_endpoint_slices = true, topology = { mode = "prefer_zone", zone = "${NODE_ZONE}" } },
+                { watch_endpoint_slices = true, topology = { mode = "hints", zone = "eu-west-1a" } },
                 {
                     { id = "first", service = { host = "1.2.3.4", port = "6443" }, client = { token = "t" } },
                     { id = "mtls", service = { host = "h", port = 443 },
@@ -68,6 +70,9 @@ __DATA__
                 { max_staleness = 0 },
                 { list_timeout = "soon" },
                 { max_object_size = 4 },
+                { topology = { mode = "same_zone" } },
+                { topology = { mode = "hints", zones = { "a" } } },
+                { topology = "prefer_zone" },
             }
             local bad = 0
             for i, conf in ipairs(accepted) do
@@ -155,6 +160,6 @@ single-cluster defaults: https /var/run/secrets/kubernetes.io/serviceaccount/tok
 --- request
 GET /t
 --- response_body
-keys: 25, defaults compared: true, disagreements: 0
+keys: 27, defaults compared: true, disagreements: 0
 --- no_error_log
 [error]

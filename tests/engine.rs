@@ -33,10 +33,7 @@ fn lists(inst: &Instance) -> u64 {
 }
 
 fn node(host: &str, port: u16) -> Node {
-    Node {
-        host: host.to_string(),
-        port,
-    }
+    Node::new(host, port)
 }
 
 fn endpoints(ns: &str, name: &str, ips: &[&str], ports: Value) -> Value {

@@ -34,10 +34,7 @@ fn metric(inst: &Instance, m: Metric) -> u64 {
 }
 
 fn node(ip: &str) -> Node {
-    Node {
-        host: ip.into(),
-        port: 80,
-    }
+    Node::new(ip, 80)
 }
 
 /// Asserts, on a thread of its own until dropped, that `name` is served with some nodes the whole time.

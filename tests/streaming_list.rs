@@ -51,10 +51,7 @@ fn served(inst: &Instance, i: usize) -> Option<Vec<Node>> {
 }
 
 fn node(ip: &str) -> Vec<Node> {
-    vec![Node {
-        host: ip.into(),
-        port: 80,
-    }]
+    vec![Node::new(ip, 80)]
 }
 
 fn status(inst: &Instance) -> k8s_disc::testing::RegionStatus {

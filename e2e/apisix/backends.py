@@ -35,9 +35,9 @@ class _TcpServer(socketserver.ThreadingTCPServer):
 class Backend:
     """One server on 127.0.0.1 at a free port, answering its name; kind is "http" or "tcp"."""
 
-    def __init__(self, name, kind="http"):
+    def __init__(self, name, kind="http", port=0):
         cls, handler = (_HttpServer, _HttpHandler) if kind == "http" else (_TcpServer, _TcpHandler)
-        self.server = cls(("127.0.0.1", 0), handler)
+        self.server = cls(("127.0.0.1", port), handler)
         self.server.backend_name = name
         self.name, self.kind = name, kind
         self.ip, self.port = self.server.server_address
@@ -58,6 +58,15 @@ class Fleet:
         if name not in self.all:
             self.all[name] = Backend(name, kind)
         return self.all[name]
+
+    def stop(self, name):
+        """Stops a backend: connections to its port are refused until `restart`."""
+        self.all[name].close()
+
+    def restart(self, name):
+        """Starts a stopped backend again on the same port."""
+        old = self.all[name]
+        self.all[name] = Backend(name, old.kind, old.port)
 
     def close(self):
         for b in self.all.values():

@@ -24,6 +24,8 @@ class Apisix:
         self.stream_port = procs.free_port()
         self.status_port = procs.free_port()
         self.proxy_mode = "http&stream"
+        # Variables added to the environment of the CLI (and so of nginx), e.g. the gateway's zone.
+        self.env = {}
         self._make_home()
 
     @property
@@ -87,7 +89,7 @@ class Apisix:
     # --- CLI and processes ---------------------------------------------------------------------------------------
 
     def cli(self, *args, timeout=60):
-        env = dict(os.environ, PATH=os.path.join(self.dist, "bin") + ":" + os.environ["PATH"])
+        env = dict(os.environ, PATH=os.path.join(self.dist, "bin") + ":" + os.environ["PATH"], **self.env)
         p = subprocess.run(["bin/apisix", *args], cwd=self.home, env=env, capture_output=True, text=True,
                            timeout=timeout)
         return p.returncode, p.stdout + p.stderr

@@ -19,10 +19,14 @@ def endpoints(namespace, name, backends, port_name="http", labels=LABELS):
     return {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta, "subsets": subsets}
 
 
-def endpoint_slices(namespace, service, backends, port_name="http", labels=LABELS):
-    """One discovery.k8s.io/v1 EndpointSlice per backend, all owned by `service`."""
+def endpoint_slices(namespace, service, backends, port_name="http", labels=LABELS, zones=None, ready=True):
+    """One discovery.k8s.io/v1 EndpointSlice per backend, all owned by `service`; `zones` (one per backend) sets
+    each endpoint's zone, `ready` its ready condition (a bool, or one per backend)."""
     out = []
     for i, b in enumerate(backends):
+        endpoint = {"addresses": [b.ip], "conditions": {"ready": ready[i] if isinstance(ready, list) else ready}}
+        if zones:
+            endpoint["zone"] = zones[i]
         lab = dict(labels or {})
         lab["kubernetes.io/service-name"] = service
         out.append({
@@ -30,7 +34,7 @@ def endpoint_slices(namespace, service, backends, port_name="http", labels=LABEL
             "kind": "EndpointSlice",
             "metadata": {"name": f"{service}-{i}", "namespace": namespace, "labels": lab},
             "addressType": "IPv4",
-            "endpoints": [{"addresses": [b.ip], "conditions": {"ready": True}}],
+            "endpoints": [endpoint],
             "ports": [{"name": port_name, "port": b.port, "protocol": "TCP"}],
         })
     return out

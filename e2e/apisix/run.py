@@ -22,11 +22,12 @@ import group_main
 import group_startup
 import group_stream
 import group_tls
+import group_topology
 import procs
 import report
 import scenario
 
-GROUPS = ("startup", "main", "stream-only", "https", "late-apiserver")
+GROUPS = ("startup", "main", "stream-only", "https", "late-apiserver", "topology")
 # The built-in module retries a failed first list after about 40 s; give it that long, and ours far less.
 LATE_PATIENCE = {"ours": 20.0, "builtin": 60.0}
 STARTUP_ROUNDS = 5
@@ -68,6 +69,7 @@ def main():
                     "stream-only": lambda: group_stream.run(c),
                     "https": lambda: group_tls.run(c),
                     "late-apiserver": lambda: group_late.run(c, LATE_PATIENCE[c.module]),
+                    "topology": lambda: group_topology.run(c),
                 }[g]
                 guarded(c, g, run)
 

@@ -7,7 +7,8 @@
 --
 -- nodes() returns the same table while a service's nodes are unchanged and a new table when they change; a table
 -- once returned is never modified, so callers may keep, sort or extend it. A node table ({host, port, weight}) is
--- shared by successive answers while that endpoint is unchanged: treat node tables as read-only.
+-- shared by successive answers while that endpoint is unchanged: treat node tables as read-only. With a cluster's
+-- topology mode on, each node also has a `priority` (0: preferred, -1: used when no node of priority 0 is left).
 
 local ffi = require("ffi")
 local native = require("resty.k8s_disc.native")

@@ -3,7 +3,9 @@
 use super::connection::{
     Connection, from_kubeconfig, is_schema_default, parse_client, parse_service,
 };
-use super::values::{parse_mib, parse_namespace_selector, parse_seconds, parse_shared_size};
+use super::values::{
+    parse_mib, parse_namespace_selector, parse_seconds, parse_shared_size, parse_topology,
+};
 use super::*;
 
 pub(super) fn parse_cluster(
@@ -167,6 +169,8 @@ pub(super) fn parse_cluster(
             )
         })?;
 
+    let topology = parse_topology(get(obj, "topology"), watch_endpoint_slices, scope)?;
+
     let cluster = ClusterConfig {
         id,
         scheme: conn.scheme,
@@ -192,6 +196,7 @@ pub(super) fn parse_cluster(
         max_staleness,
         max_object_size,
         list_strategy,
+        topology,
     };
     Ok((cluster, Value::Object(raw)))
 }

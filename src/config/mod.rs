@@ -151,6 +151,8 @@ pub struct ClusterConfig {
     /// previous nodes.
     pub max_object_size: usize,
     pub list_strategy: ListStrategy,
+    /// Zone-aware node priorities (EndpointSlices only).
+    pub topology: crate::topology::Topology,
 }
 
 impl ClusterConfig {
@@ -240,6 +242,7 @@ impl fmt::Debug for ClusterConfig {
             .field("max_staleness", &self.max_staleness)
             .field("max_object_size", &self.max_object_size)
             .field("list_strategy", &self.list_strategy)
+            .field("topology", &self.topology)
             .finish()
     }
 }

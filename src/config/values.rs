@@ -1,6 +1,7 @@
 //! Value rules shared by several settings: namespace selectors, durations in seconds, sizes in MiB.
 
 use super::*;
+use crate::topology::{Mode, Topology};
 
 pub(super) fn parse_namespace_selector(
     v: &Value,
@@ -157,4 +158,82 @@ pub(super) fn parse_mib(
     let mb = mb.ok_or_else(|| error(scope.path(key), show(v), rule))?;
     usize::try_from(mb << 20)
         .map_err(|_| error(scope.path(key), show(v), "too large for this platform"))
+}
+
+/// `topology`: the mode and the gateway's zone. A mode other than `off` needs EndpointSlices (v1 Endpoints carry
+/// no zone) and a `zone` key; a zone that resolves to an empty string is accepted (the watcher warns, and no zone
+/// is preferred), so one config serves gateways on nodes with and without a zone label.
+pub(super) fn parse_topology(
+    v: Option<&Value>,
+    watch_endpoint_slices: bool,
+    scope: &Scope<'_>,
+) -> Result<Topology, ConfigError> {
+    let Some(v) = v else {
+        return Ok(Topology::default());
+    };
+    let obj = v.as_object().ok_or_else(|| {
+        error(
+            scope.path("topology"),
+            show(v),
+            "must be an object with mode and zone",
+        )
+    })?;
+    check_keys(obj, &keys_under("topology", false), scope, "topology.")?;
+    let mode_v = value_or_default(obj, "topology.mode", None);
+    let mode = mode_v.as_str().and_then(Mode::parse).ok_or_else(|| {
+        error(
+            scope.path("topology.mode"),
+            show(&mode_v),
+            format!("must be one of {}", Mode::NAMES.join(", ")),
+        )
+    })?;
+    let zone = match get(obj, "zone") {
+        Some(z) => {
+            let field = "topology.zone";
+            let rule = "must be a zone name (a Kubernetes label value: up to 63 of [A-Za-z0-9._-], starting and \
+                        ending with a letter or digit) or ${VAR}";
+            let raw = z
+                .as_str()
+                .ok_or_else(|| error(scope.path(field), show(z), rule))?;
+            let (resolved, _) = scope.expand(field, raw, &show(z))?;
+            let resolved = resolved.trim();
+            if !resolved.is_empty() && !is_label_value(resolved) {
+                return Err(error(
+                    scope.path(field),
+                    show(&Value::String(resolved.to_owned())),
+                    rule,
+                ));
+            }
+            resolved.to_owned()
+        }
+        None if mode != Mode::Off => {
+            return Err(error(
+                scope.path("topology.zone"),
+                "(missing)",
+                format!(
+                    "required when topology.mode is {mode}: the gateway's own zone, e.g. \"${{NODE_ZONE}}\" \
+                     from the node's topology.kubernetes.io/zone label"
+                ),
+            ));
+        }
+        None => String::new(),
+    };
+    if mode != Mode::Off && !watch_endpoint_slices {
+        return Err(error(
+            scope.path("topology.mode"),
+            show(&mode_v),
+            "needs watch_endpoint_slices: true (v1 Endpoints objects carry no zone)",
+        ));
+    }
+    Ok(Topology { mode, zone })
+}
+
+/// A Kubernetes label value (what `topology.kubernetes.io/zone` holds), non-empty.
+fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() <= 63
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }

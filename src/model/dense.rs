@@ -227,10 +227,106 @@ pub(super) fn subset(s: &wire::Subset<'_>) -> Subset {
     }
 }
 
-/// The endpoints of a slice that can be served (an IP address that passes `is_ip_like`); none for slices of
-/// other address types (FQDN has no defined meaning for an upstream).
-pub(super) fn slice_endpoints(s: &wire::EndpointSlice<'_>) -> Addresses {
+/// Where each endpoint of a slice runs, kept only when a topology mode is on: zone names and sets of hinted zones
+/// once per slice, endpoints referring to them by index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Placements {
+    names: Box<[Box<str>]>,
+    hint_sets: Box<[Box<[u16]>]>,
+    /// Per endpoint, in `Addresses` order: its zone and its hint set, `NONE` when it has none.
+    of: Box<[[u16; 2]]>,
+}
+
+const NONE: u16 = u16::MAX;
+
+impl Placements {
+    /// The zone of endpoint `i`, if it has one.
+    pub fn zone(&self, i: usize) -> Option<&str> {
+        let z = *self.of.get(i)?.first()?;
+        self.names.get(usize::from(z)).map(|n| &**n)
+    }
+
+    /// The hint set of endpoint `i` (an index into `hint_names`), if it has hints.
+    pub fn hint_set(&self, i: usize) -> Option<usize> {
+        let h = *self.of.get(i)?.get(1)?;
+        (h != NONE).then_some(usize::from(h))
+    }
+
+    /// Every hint set as zone names, indexed as `hint_set` answers.
+    pub fn hint_names(&self) -> Vec<Vec<&str>> {
+        self.hint_sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .filter_map(|z| self.names.get(usize::from(*z)).map(|n| &**n))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct PlacementsBuilder {
+    names: Vec<Box<str>>,
+    hint_sets: Vec<Box<[u16]>>,
+    of: Vec<[u16; 2]>,
+}
+
+impl PlacementsBuilder {
+    /// The index of a zone name, added if new; `NONE` once the table is full (only a hostile slice gets there).
+    fn name(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.names.iter().position(|n| &**n == name) {
+            return i as u16;
+        }
+        if self.names.len() >= usize::from(NONE) {
+            return NONE;
+        }
+        self.names.push(name.into());
+        (self.names.len() - 1) as u16
+    }
+
+    fn push(&mut self, ep: &wire::SliceEndpoint<'_>) {
+        let zone = ep.zone.as_deref().map_or(NONE, |z| self.name(z));
+        let hints = match &ep.hints {
+            None => NONE,
+            Some(h) => {
+                let set: Box<[u16]> = wire::items(&h.for_zones)
+                    .iter()
+                    .filter_map(|z| z.name.as_deref())
+                    .map(|z| self.name(z))
+                    .filter(|i| *i != NONE)
+                    .collect();
+                match self.hint_sets.iter().position(|s| *s == set) {
+                    Some(i) => i as u16,
+                    None if self.hint_sets.len() < usize::from(NONE) => {
+                        self.hint_sets.push(set);
+                        (self.hint_sets.len() - 1) as u16
+                    }
+                    None => NONE,
+                }
+            }
+        };
+        self.of.push([zone, hints]);
+    }
+
+    fn finish(self) -> Placements {
+        Placements {
+            names: self.names.into_boxed_slice(),
+            hint_sets: self.hint_sets.into_boxed_slice(),
+            of: self.of.into_boxed_slice(),
+        }
+    }
+}
+
+/// The endpoints of a slice that can be served (an IP address that passes `is_ip_like`), and with `placed`
+/// where each of them runs; none for slices of other address types (FQDN has no defined meaning for an
+/// upstream).
+pub(super) fn slice_endpoints(
+    s: &wire::EndpointSlice<'_>,
+    placed: bool,
+) -> (Addresses, Option<Placements>) {
     let mut b = AddressesBuilder::default();
+    let mut placements = placed.then(PlacementsBuilder::default);
     if super::endpoints_usable(s) {
         for ep in wire::items(&s.endpoints) {
             let Some(ip) = ep.addresses.0.as_deref().filter(|ip| is_ip_like(ip)) else {
@@ -248,9 +344,12 @@ pub(super) fn slice_endpoints(s: &wire::EndpointSlice<'_>) -> Addresses {
                 flags |= TERMINATING;
             }
             b.push(flags, ip);
+            if let Some(p) = &mut placements {
+                p.push(ep);
+            }
         }
     }
-    b.finish()
+    (b.finish(), placements.map(PlacementsBuilder::finish))
 }
 
 #[cfg(test)]

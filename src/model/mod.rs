@@ -149,11 +149,16 @@ pub enum Object {
 }
 
 impl Object {
-    /// Parses an object of `resource` from its JSON text straight into its dense form.
-    pub fn parse(resource: Resource, json: &str) -> Result<Object, serde_json::Error> {
+    /// Parses an object of `resource` from its JSON text straight into its dense form; with `placed`, slices keep
+    /// where their endpoints run (see `EndpointSlice::parse`).
+    pub fn parse(
+        resource: Resource,
+        json: &str,
+        placed: bool,
+    ) -> Result<Object, serde_json::Error> {
         Ok(match resource {
             Resource::Endpoints => Object::Endpoints(Endpoints::parse(json)?),
-            Resource::EndpointSlices => Object::Slice(EndpointSlice::parse(json)?),
+            Resource::EndpointSlices => Object::Slice(EndpointSlice::parse(json, placed)?),
         })
     }
 
@@ -227,18 +232,20 @@ pub struct EndpointSlice {
 }
 
 /// An EndpointSlice as the watcher keeps it: its name (slices of a service merge in name order), its usable
-/// ports, and its endpoints packed.
+/// ports, its endpoints packed and, only when a topology mode needs them, where they run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Slice {
     name: Box<str>,
     ports: Box<[dense::Port]>,
     endpoints: dense::Addresses,
+    placements: Option<Box<dense::Placements>>,
 }
 
 impl EndpointSlice {
-    pub fn parse(json: &str) -> Result<EndpointSlice, serde_json::Error> {
+    /// Parses a slice; with `placed`, each endpoint's zone and hints are kept too (a topology mode needs them).
+    pub fn parse(json: &str, placed: bool) -> Result<EndpointSlice, serde_json::Error> {
         let w: wire::EndpointSlice = serde_json::from_str(json)?;
-        let endpoints = dense::slice_endpoints(&w);
+        let (endpoints, placements) = dense::slice_endpoints(&w, placed);
         // A slice of another address type serves nothing, not even a known port.
         let ports = if endpoints_usable(&w) {
             dense::ports(&w.ports)
@@ -251,6 +258,7 @@ impl EndpointSlice {
                 name: metadata.name.as_deref().unwrap_or_default().into(),
                 ports,
                 endpoints,
+                placements: placements.map(Box::new),
             },
             metadata,
         })
@@ -369,6 +377,39 @@ pub struct Node {
     pub host: String,
     /// The port number.
     pub port: u16,
+    /// Zone and priority, present exactly when the cluster's `topology.mode` is on.
+    pub topology: Option<NodeTopology>,
+}
+
+impl Node {
+    /// The node as the lookup API and the dump show it: `{host, port, weight}`, plus `zone` (null when unknown)
+    /// and `priority` when the cluster's topology mode is on.
+    pub fn to_json(&self, weight: u32) -> serde_json::Value {
+        let mut v = serde_json::json!({"host": self.host, "port": self.port, "weight": weight});
+        if let Some(t) = &self.topology {
+            v["zone"] = serde_json::json!(t.zone);
+            v["priority"] = serde_json::json!(t.priority);
+        }
+        v
+    }
+
+    /// A node without topology.
+    pub fn new(host: impl Into<String>, port: u16) -> Node {
+        Node {
+            host: host.into(),
+            port,
+            topology: None,
+        }
+    }
+}
+
+/// What a topology mode adds to a node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeTopology {
+    /// The endpoint's zone, if known.
+    pub zone: Option<String>,
+    /// 0 (preferred) or -1 (used when no node of priority 0 is left); see `crate::topology`.
+    pub priority: i8,
 }
 
 /// Nodes of one service by port key: the port's name, or its number as a
@@ -388,4 +429,4 @@ mod dense;
 mod nodes;
 mod wire;
 
-pub use nodes::{endpoints_ports, slices_ports};
+pub use nodes::{endpoints_ports, slices_ports, slices_ports_with};

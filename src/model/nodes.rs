@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::dense::{READY, SERVING, TERMINATING};
-use super::{Node, PortNodes, Slice, Subsets};
+use super::{Node, NodeTopology, PortNodes, Slice, Subsets};
+use crate::topology::{self, Placement, Topology};
 
 /// Nodes of a v1 Endpoints object: per subset, ready `addresses` × `ports`, merged across subsets by port key.
 /// `notReadyAddresses` are never served, but their subset's ports are still known (with possibly no nodes).
@@ -16,10 +17,12 @@ pub fn endpoints_ports(e: &impl AsRef<Subsets>) -> PortNodes {
     for subset in e.as_ref().0.iter() {
         for p in subset.ports.iter() {
             let nodes = acc.entry(&p.key).or_default();
-            nodes.extend(subset.ready.iter().map(|ep| Node {
-                host: ep.address.to_host(),
-                port: p.number,
-            }));
+            nodes.extend(
+                subset
+                    .ready
+                    .iter()
+                    .map(|ep| Node::new(ep.address.to_host(), p.number)),
+            );
         }
     }
     acc.into_iter()
@@ -59,61 +62,132 @@ impl Candidate {
     }
 }
 
-/// Nodes of one Service from all of its EndpointSlices (any order).
+/// Nodes of one Service from all of its EndpointSlices (any order), without topology.
+pub fn slices_ports<'a, S: AsRef<Slice> + 'a>(
+    slices: impl IntoIterator<Item = &'a S>,
+) -> PortNodes {
+    slices_ports_with(slices, &Topology::default())
+}
+
+/// Nodes of one Service from all of its EndpointSlices (any order); with a topology mode on, each node carries
+/// its endpoint's zone and a priority (see `crate::topology`), which needs slices parsed with their placements.
 ///
 /// Each slice contributes its own ports × its endpoints: ports may differ between slices of a service when a
 /// named targetPort resolves to different numbers on different pods. An endpoint appearing more than once for the
 /// same port key and number (transiently in two slices while the controller moves it) is decided by one preferred
 /// copy. A port serves its ready endpoints; when it has none (a rollout where every pod is shutting down), it
 /// serves the ones still serving while terminating, as kube-proxy does, so connections drain instead of failing.
-pub fn slices_ports<'a, S: AsRef<Slice> + 'a>(
+pub fn slices_ports_with<'a, S: AsRef<Slice> + 'a>(
     slices: impl IntoIterator<Item = &'a S>,
+    topology: &Topology,
 ) -> PortNodes {
     let mut ordered: Vec<&Slice> = slices.into_iter().map(AsRef::as_ref).collect();
     // Stable, so slices of one name keep the caller's order.
     ordered.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Every copy, in slice-name order; sorted stably by node below, so copies of one node keep that order.
-    let mut acc: BTreeMap<&str, Vec<(Node, Candidate)>> = BTreeMap::new();
-    for slice in ordered {
+    let mut acc: BTreeMap<&str, Vec<Copy>> = BTreeMap::new();
+    for (s, slice) in ordered.iter().enumerate() {
         for p in slice.ports.iter() {
             let copies = acc.entry(&p.key).or_default();
-            copies.extend(slice.endpoints.iter().map(|ep| {
-                let node = Node {
-                    host: ep.address.to_host(),
-                    port: p.number,
-                };
-                (node, Candidate::of(ep.flags))
+            copies.extend(slice.endpoints.iter().enumerate().map(|(e, ep)| Copy {
+                node: Node::new(ep.address.to_host(), p.number),
+                state: Candidate::of(ep.flags),
+                origin: (s, e),
             }));
         }
     }
+    let placed = Placed::new(&ordered, topology);
     acc.into_iter()
         .map(|(key, mut copies)| {
-            copies.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut chosen: Vec<(Node, Candidate)> = Vec::with_capacity(copies.len());
-            for (node, copy) in copies {
+            copies.sort_by(|a, b| a.node.cmp(&b.node));
+            let mut chosen: Vec<Copy> = Vec::with_capacity(copies.len());
+            for copy in copies {
                 match chosen.last_mut() {
-                    Some(last) if last.0 == node => {
-                        if copy.beats(last.1) {
-                            last.1 = copy;
+                    Some(last) if last.node == copy.node => {
+                        if copy.state.beats(last.state) {
+                            *last = copy;
                         }
                     }
-                    _ => chosen.push((node, copy)),
+                    _ => chosen.push(copy),
                 }
             }
-            let any_ready = chosen.iter().any(|(_, c)| c.ready);
-            let served = chosen
-                .into_iter()
-                .filter(|(_, c)| {
-                    if any_ready {
-                        c.ready
-                    } else {
-                        c.serving && c.terminating
-                    }
-                })
-                .map(|(n, _)| n)
-                .collect();
+            let any_ready = chosen.iter().any(|c| c.state.ready);
+            chosen.retain(|c| {
+                if any_ready {
+                    c.state.ready
+                } else {
+                    c.state.serving && c.state.terminating
+                }
+            });
+            let served = match &placed {
+                Some(placed) => placed.prioritise(chosen),
+                None => chosen.into_iter().map(|c| c.node).collect(),
+            };
             (key.to_owned(), served)
         })
         .collect()
+}
+
+/// One copy of an endpoint for one port: the node it makes, its state, and where it came from (slice and endpoint
+/// index), for its placement.
+struct Copy {
+    node: Node,
+    state: Candidate,
+    origin: (usize, usize),
+}
+
+/// The placements of a service's slices, resolved once per service when a topology mode is on.
+struct Placed<'a> {
+    topology: &'a Topology,
+    slices: &'a [&'a Slice],
+    /// Per slice, its hint sets as zone names.
+    hint_names: Vec<Vec<Vec<&'a str>>>,
+}
+
+impl<'a> Placed<'a> {
+    fn new(slices: &'a [&'a Slice], topology: &'a Topology) -> Option<Placed<'a>> {
+        topology.is_on().then(|| Placed {
+            topology,
+            slices,
+            hint_names: slices
+                .iter()
+                .map(|s| {
+                    s.placements
+                        .as_ref()
+                        .map(|p| p.hint_names())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        })
+    }
+
+    fn placement(&self, (s, e): (usize, usize)) -> Placement<'_> {
+        let placements = self.slices.get(s).and_then(|sl| sl.placements.as_deref());
+        Placement {
+            zone: placements.and_then(|p| p.zone(e)),
+            hints: placements
+                .and_then(|p| p.hint_set(e))
+                .and_then(|h| self.hint_names.get(s)?.get(h))
+                .map(Vec::as_slice),
+        }
+    }
+
+    /// The served nodes of one port with their zone and priority.
+    fn prioritise(&self, served: Vec<Copy>) -> Vec<Node> {
+        let placements: Vec<Placement<'_>> =
+            served.iter().map(|c| self.placement(c.origin)).collect();
+        let priorities = topology::priorities(self.topology.mode, &self.topology.zone, &placements);
+        served
+            .into_iter()
+            .zip(placements.iter().zip(priorities))
+            .map(|(c, (p, priority))| Node {
+                topology: Some(NodeTopology {
+                    zone: p.zone.filter(|z| !z.is_empty()).map(str::to_owned),
+                    priority,
+                }),
+                ..c.node
+            })
+            .collect()
+    }
 }

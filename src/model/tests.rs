@@ -4,10 +4,7 @@ use super::*;
 use serde_json::json;
 
 fn n(host: &str, port: u16) -> Node {
-    Node {
-        host: host.into(),
-        port,
-    }
+    Node::new(host, port)
 }
 
 fn ep(v: serde_json::Value) -> Endpoints {
@@ -15,7 +12,7 @@ fn ep(v: serde_json::Value) -> Endpoints {
 }
 
 fn slice(v: serde_json::Value) -> EndpointSlice {
-    EndpointSlice::parse(&v.to_string()).expect("valid EndpointSlice")
+    EndpointSlice::parse(&v.to_string(), true).expect("valid EndpointSlice")
 }
 
 fn pn(entries: &[(&str, Vec<Node>)]) -> PortNodes {
@@ -577,7 +574,7 @@ fn slice_list_body_from_reference() {
         .items
         .expect("items")
         .iter()
-        .map(|i| EndpointSlice::parse(i.get()).expect("parses"))
+        .map(|i| EndpointSlice::parse(i.get(), false).expect("parses"))
         .collect();
     assert_eq!(items.len(), 2);
     let web = &items[0];
@@ -615,8 +612,11 @@ fn slice_service_name_label() {
     assert_eq!(slice(json!({})).metadata.service, None);
     // A label value that is not a string makes the object malformed, as any wrong type does.
     assert!(
-        EndpointSlice::parse(r#"{"metadata":{"labels":{"kubernetes.io/service-name":5}}}"#)
-            .is_err()
+        EndpointSlice::parse(
+            r#"{"metadata":{"labels":{"kubernetes.io/service-name":5}}}"#,
+            false
+        )
+        .is_err()
     );
 }
 
@@ -659,7 +659,7 @@ fn bookmark_shapes_from_reference() {
         assert_eq!(b.is_initial_events_end(), end, "{line}");
         // The slice-shaped bookmark also parses as a (contentless) slice.
         if line.contains("EndpointSlice") {
-            let s = EndpointSlice::parse(ev.object_text()).expect("slice parses");
+            let s = EndpointSlice::parse(ev.object_text(), false).expect("slice parses");
             assert_eq!(slices_ports([&s]), PortNodes::new());
         }
     }
@@ -675,7 +675,7 @@ fn watch_event_lines_from_reference() {
     let added = r#"{"type":"ADDED","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"name":"web-abc12","generateName":"web-","namespace":"shop","uid":"c3e0a1b2-0000-4000-8000-000000000001","resourceVersion":"184468","generation":1,"creationTimestamp":"2026-07-20T08:15:30Z","labels":{"kubernetes.io/service-name":"web","endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.244.1.5"],"conditions":{"ready":true,"serving":true,"terminating":false},"targetRef":{"kind":"Pod","namespace":"shop","name":"web-7d9f-abcde","uid":"0d7c0000-0000-4000-8000-000000000002"},"nodeName":"node-a","zone":"us-east-1a"}],"ports":[{"name":"http","protocol":"TCP","port":8080}]}}"#;
     let ev: WatchEvent = serde_json::from_str(added).expect("parses");
     assert_eq!(ev.type_, "ADDED");
-    let s = EndpointSlice::parse(ev.object_text()).expect("slice");
+    let s = EndpointSlice::parse(ev.object_text(), false).expect("slice");
     assert_eq!(s.metadata.resource_version.as_deref(), Some("184468"));
     assert_eq!(
         slices_ports([&s]),
@@ -829,14 +829,199 @@ fn a_null_or_repeated_service_label_makes_the_slice_malformed_and_its_service_st
         let text = format!(
             r#"{{"metadata":{{"name":"a","namespace":"ns","labels":{labels}}},"addressType":"IPv4"}}"#
         );
-        assert!(EndpointSlice::parse(&text).is_err(), "{labels}");
+        assert!(EndpointSlice::parse(&text, false).is_err(), "{labels}");
     }
     // Other labels may hold anything: neither the parse nor the name lookup that follows a failed parse cares.
     let text = r#"{"metadata":{"name":"a","namespace":"ns","labels":{"kubernetes.io/service-name":"s","x":null}},
                    "endpoints":5}"#;
-    assert!(EndpointSlice::parse(text).is_err());
+    assert!(EndpointSlice::parse(text, false).is_err());
     assert_eq!(
         Resource::EndpointSlices.service_of(text),
         Some(("ns".into(), "s".into()))
     );
+}
+
+// ---- topology ----
+
+fn zoned(ip: &str, zone: Option<&str>, hints: Option<&[&str]>) -> serde_json::Value {
+    let mut v = json!({"addresses": [ip], "conditions": {"ready": true}});
+    if let Some(z) = zone {
+        v["zone"] = json!(z);
+    }
+    if let Some(h) = hints {
+        let zones: Vec<serde_json::Value> = h.iter().map(|z| json!({"name": z})).collect();
+        v["hints"] = json!({"forZones": zones});
+    }
+    v
+}
+
+fn placed(host: &str, zone: Option<&str>, priority: i8) -> Node {
+    Node {
+        topology: Some(NodeTopology {
+            zone: zone.map(str::to_owned),
+            priority,
+        }),
+        ..n(host, 80)
+    }
+}
+
+fn topo(mode: crate::topology::Mode, zone: &str) -> crate::topology::Topology {
+    crate::topology::Topology {
+        mode,
+        zone: zone.into(),
+    }
+}
+
+#[test]
+fn slices_in_three_zones_get_priorities_by_mode() {
+    use crate::topology::Mode;
+    let http = json!([{"name": "http", "port": 80}]);
+    let a = s(
+        "svc-a",
+        json!([
+            zoned("10.0.1.1", Some("za"), Some(&["za"])),
+            zoned("10.0.2.1", Some("zb"), Some(&["zb"]))
+        ]),
+        http.clone(),
+    );
+    let b = s(
+        "svc-b",
+        json!([
+            zoned("10.0.3.1", Some("zc"), Some(&["zc", "za"])),
+            zoned("10.0.1.2", Some("za"), Some(&["za"]))
+        ]),
+        http.clone(),
+    );
+    let ports = |t| slices_ports_with([&a, &b], &t)["http"].clone();
+    assert_eq!(
+        ports(topo(Mode::PreferZone, "za")),
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.1.2", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), -1),
+            placed("10.0.3.1", Some("zc"), -1),
+        ]
+    );
+    assert_eq!(
+        ports(topo(Mode::Hints, "za")),
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.1.2", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), -1),
+            placed("10.0.3.1", Some("zc"), 0),
+        ]
+    );
+    assert_eq!(
+        ports(topo(Mode::Hints, "zb"))
+            .iter()
+            .map(|n| n.topology.as_ref().unwrap().priority)
+            .collect::<Vec<_>>(),
+        [-1, -1, 0, -1]
+    );
+    // No endpoint hinted for zd: all preferred; unknown gateway zone: all preferred.
+    for t in [topo(Mode::Hints, "zd"), topo(Mode::PreferZone, "")] {
+        assert!(
+            ports(t.clone())
+                .iter()
+                .all(|n| n.topology.as_ref().unwrap().priority == 0),
+            "{t:?}"
+        );
+    }
+    // Off: exactly the nodes without topology.
+    assert_eq!(ports(topo(Mode::Off, "za")), slices_ports([&a, &b])["http"]);
+    assert!(
+        slices_ports([&a, &b])["http"]
+            .iter()
+            .all(|n| n.topology.is_none())
+    );
+}
+
+#[test]
+fn hints_mode_falls_back_when_one_endpoint_of_the_port_has_no_hints() {
+    use crate::topology::Mode;
+    let sl = s(
+        "svc-a",
+        json!([
+            zoned("10.0.1.1", Some("za"), Some(&["za"])),
+            zoned("10.0.2.1", Some("zb"), None),
+            zoned("10.0.9.9", None, None)
+        ]),
+        json!([{"name": "http", "port": 80}]),
+    );
+    assert_eq!(
+        slices_ports_with([&sl], &topo(Mode::Hints, "za"))["http"],
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), 0),
+            placed("10.0.9.9", None, 0),
+        ]
+    );
+    // prefer_zone: an endpoint without a zone is never in the gateway's zone.
+    assert_eq!(
+        slices_ports_with([&sl], &topo(Mode::PreferZone, "za"))["http"],
+        [
+            placed("10.0.1.1", Some("za"), 0),
+            placed("10.0.2.1", Some("zb"), -1),
+            placed("10.0.9.9", None, -1),
+        ]
+    );
+}
+
+#[test]
+fn topology_follows_the_copy_of_an_endpoint_that_is_served() {
+    use crate::topology::Mode;
+    // The same address in two slices: the terminating copy (zone zb) loses to the live one (zone za).
+    let http = json!([{"name": "http", "port": 80}]);
+    let old = s(
+        "svc-a",
+        json!([{"addresses": ["10.0.0.1"], "zone": "zb",
+                "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+        http.clone(),
+    );
+    let new = s("svc-b", json!([zoned("10.0.0.1", Some("za"), None)]), http);
+    for order in [[&old, &new], [&new, &old]] {
+        assert_eq!(
+            slices_ports_with(order, &topo(Mode::PreferZone, "za"))["http"],
+            [Node {
+                topology: Some(NodeTopology {
+                    zone: Some("za".into()),
+                    priority: 0
+                }),
+                ..n("10.0.0.1", 80)
+            }]
+        );
+    }
+}
+
+#[test]
+fn placements_are_kept_only_when_asked_for_and_zone_names_once_per_slice() {
+    let text = json!({"metadata": {"name": "a"}, "addressType": "IPv4",
+        "endpoints": [zoned("10.0.0.1", Some("za"), Some(&["za"])),
+                      zoned("10.0.0.2", Some("za"), Some(&["za"])),
+                      zoned("10.0.0.3", Some("zb"), Some(&["za", "zb"])),
+                      zoned("10.0.0.4", None, None),
+                      {"addresses": ["10.0.0.5"], "zone": "zb", "hints": {"forZones": null}},
+                      {"addresses": ["web.example"], "zone": "zc"}],
+        "ports": [{"name": "http", "port": 80}]})
+    .to_string();
+    let plain = EndpointSlice::parse(&text, false).unwrap();
+    assert!(
+        plain.slice.placements.is_none(),
+        "no cost when no mode is on"
+    );
+    let placed = EndpointSlice::parse(&text, true).unwrap();
+    let p = placed.slice.placements.as_deref().expect("kept");
+    // The endpoint without a usable address is skipped, and its zone with it.
+    assert_eq!(p.zone(0), Some("za"));
+    assert_eq!(p.zone(2), Some("zb"));
+    assert_eq!(p.zone(3), None);
+    assert_eq!(p.zone(5), None, "five endpoints kept");
+    let names = p.hint_names();
+    let set = |i: usize| p.hint_set(i).map(|h| names[h].clone());
+    assert_eq!(set(0), Some(vec!["za"]));
+    assert_eq!(p.hint_set(0), p.hint_set(1), "equal sets stored once");
+    assert_eq!(set(2), Some(vec!["za", "zb"]));
+    assert_eq!(set(3), None, "no hints");
+    assert_eq!(set(4), Some(vec![]), "hints without zones");
+    assert_eq!(names.len(), 3);
 }

@@ -164,6 +164,27 @@ pub(super) struct SliceEndpoint<'a> {
     pub addresses: FirstAddress<'a>,
     #[serde(deserialize_with = "null_as_default")]
     pub conditions: Conditions,
+    /// The zone the endpoint runs in.
+    #[serde(borrow)]
+    pub zone: Text<'a>,
+    /// Where the EndpointSlice controller wants the endpoint used (`trafficDistribution: PreferClose`, or the
+    /// `service.kubernetes.io/topology-mode: Auto` annotation); None when the endpoint has no hints.
+    #[serde(borrow)]
+    pub hints: Option<Hints<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(super) struct Hints<'a> {
+    #[serde(borrow)]
+    pub for_zones: Option<Vec<ForZone<'a>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ForZone<'a> {
+    #[serde(borrow)]
+    pub name: Text<'a>,
 }
 
 /// Endpoint conditions. Kubernetes defines nil `ready`/`serving` as true and nil `terminating` as false.

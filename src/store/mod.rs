@@ -19,8 +19,9 @@
 //!   deleted key whose probe chain must continue. Open addressing with linear probing.
 //! * A record is immutable once published: `[u32 key_len][u16 kind][u16 0][u32 count][u32 changed][key, padded]
 //!   [body]`, `changed` being when its content last changed (seconds since the epoch).
-//!   For a port entry the body is `count` nodes, each `[u16 port LE][u8 host_len][host bytes]`; for a service
-//!   marker it is `count` port names, each `[u8 len][name bytes]`.
+//!   For a port entry the body is `count` nodes, each `[u16 port LE][u8 host_len][host bytes]` (with a topology
+//!   mode on, `host_len` has its high bit set and `[i8 priority][u8 zone_len][zone bytes]` follows the host); for
+//!   a service marker it is `count` port names, each `[u8 len][name bytes]`.
 //! * Updating a key writes a new record into free heap space, then swaps the slot under its seqlock, then frees the
 //!   old record. A reader copies the record out and re-checks the slot's sequence: if the block was reused in the
 //!   meantime the sequence has moved on (the writer bumps it before freeing), so a torn copy is never interpreted.

@@ -1,6 +1,6 @@
 //! Records: the immutable byte layout of one key's entry, and the encoding of its nodes or port names.
 
-use crate::model::Node;
+use crate::model::{Node, NodeTopology};
 
 use super::layout::*;
 use super::now_ms;
@@ -67,36 +67,81 @@ pub(super) fn encode_record(key: &[u8], kind: u16, count: u32, body: &[u8]) -> V
     r
 }
 
-/// Encodes nodes as a port-entry body: `[u16 port][u8 host_len][host]` each. Hosts longer than 255 bytes cannot
-/// be IP addresses and are skipped by the caller's validation; here they are truncated defensively.
+/// Set in a node's host-length byte when the node carries a topology part after its host.
+const TOPOLOGY_FLAG: u8 = 0x80;
+/// Longest host a node record holds (the length byte's other 7 bits); an IP literal takes at most 45.
+const MAX_HOST_LEN: usize = 0x7f;
+
+/// Encodes nodes as a port-entry body: `[u16 port][u8 host_len][host]` each. A node with a topology (a cluster
+/// with `topology.mode` on) sets the high bit of `host_len` and follows its host with `[i8 priority][u8 zone_len]
+/// [zone]` (zone_len 0: no zone); without one, the bytes are exactly the plain form. Hosts longer than 127 bytes
+/// cannot be IP addresses and are skipped by the caller's validation; here they are truncated defensively, as are
+/// zones beyond 255 bytes (Kubernetes label values have at most 63).
 pub fn encode_nodes(nodes: &[Node]) -> Vec<u8> {
     let mut b = Vec::with_capacity(nodes.len() * 16);
     for n in nodes {
-        let host = &n.host.as_bytes()[..n.host.len().min(255)];
+        let host = &n.host.as_bytes()[..n.host.len().min(MAX_HOST_LEN)];
         b.extend_from_slice(&n.port.to_le_bytes());
-        b.push(host.len() as u8);
+        let flag = if n.topology.is_some() {
+            TOPOLOGY_FLAG
+        } else {
+            0
+        };
+        b.push(host.len() as u8 | flag);
         b.extend_from_slice(host);
+        if let Some(t) = &n.topology {
+            let zone = t.zone.as_deref().unwrap_or("").as_bytes();
+            let zone = &zone[..zone.len().min(255)];
+            b.push(t.priority as u8);
+            b.push(zone.len() as u8);
+            b.extend_from_slice(zone);
+        }
     }
     b
 }
 
-/// Whether `body` holds exactly `count` items of its kind: nodes `[u16 port][u8 len][host]`, or port names
+/// The extent of the node starting at `p`: (port, host range, topology part start if any, next node's start).
+fn node_at(body: &[u8], p: usize) -> Option<(u16, std::ops::Range<usize>, Option<usize>, usize)> {
+    let hdr = body.get(p..p.checked_add(3)?)?;
+    let port = u16::from_le_bytes([hdr[0], hdr[1]]);
+    let host_len = usize::from(hdr[2] & !TOPOLOGY_FLAG);
+    let host = p + 3..p + 3 + host_len;
+    if host.end > body.len() {
+        return None;
+    }
+    if hdr[2] & TOPOLOGY_FLAG == 0 {
+        return Some((port, host.clone(), None, host.end));
+    }
+    let zone_len = usize::from(*body.get(host.end + 1)?);
+    let end = host.end + 2 + zone_len;
+    (end <= body.len()).then_some((port, host.clone(), Some(host.end), end))
+}
+
+/// Whether `body` holds exactly `count` items of its kind: nodes (see `encode_nodes`), or port names
 /// `[u8 len][name]`.
 pub(super) fn body_is_valid(kind: u16, body: &[u8], count: u32) -> bool {
-    let (prefix, len_at) = match kind {
-        KIND_PORT => (3, 2),
-        KIND_SERVICE => (1, 0),
-        _ => return false,
-    };
     let mut p = 0usize;
-    for _ in 0..count {
-        let Some(&item_len) = body.get(p + len_at) else {
-            return false;
-        };
-        p += prefix + usize::from(item_len);
-        if p > body.len() {
-            return false;
+    match kind {
+        KIND_PORT => {
+            for _ in 0..count {
+                let Some((.., next)) = node_at(body, p) else {
+                    return false;
+                };
+                p = next;
+            }
         }
+        KIND_SERVICE => {
+            for _ in 0..count {
+                let Some(&len) = body.get(p) else {
+                    return false;
+                };
+                p += 1 + usize::from(len);
+                if p > body.len() {
+                    return false;
+                }
+            }
+        }
+        _ => return false,
     }
     p == body.len()
 }
@@ -107,17 +152,21 @@ pub fn decode_nodes(body: &[u8], count: u32) -> Vec<Node> {
     let mut nodes = Vec::with_capacity((count as usize).min(body.len() / 3));
     let mut p = 0;
     for _ in 0..count {
-        let Some(hdr) = body.get(p..p + 3) else { break };
-        let port = u16::from_le_bytes([hdr[0], hdr[1]]);
-        let hl = hdr[2] as usize;
-        let Some(host) = body.get(p + 3..p + 3 + hl) else {
+        let Some((port, host, topology, next)) = node_at(body, p) else {
             break;
         };
         nodes.push(Node {
-            host: String::from_utf8_lossy(host).into_owned(),
+            host: String::from_utf8_lossy(&body[host]).into_owned(),
             port,
+            topology: topology.map(|t| {
+                let zone = &body[t + 2..next];
+                NodeTopology {
+                    priority: body[t] as i8,
+                    zone: (!zone.is_empty()).then(|| String::from_utf8_lossy(zone).into_owned()),
+                }
+            }),
         });
-        p += 3 + hl;
+        p = next;
     }
     nodes
 }

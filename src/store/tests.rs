@@ -9,10 +9,7 @@ use std::sync::atomic::Ordering;
 
 fn nodes(n: usize, port: u16) -> Vec<Node> {
     (0..n)
-        .map(|i| Node {
-            host: format!("10.0.{}.{}", i / 250, i % 250),
-            port,
-        })
+        .map(|i| Node::new(format!("10.0.{}.{}", i / 250, i % 250), port))
         .collect()
 }
 
@@ -960,4 +957,66 @@ fn a_dump_during_relayouts_holds_every_key_once() {
         "entries of the dumps that were not exactly the {KEYS} keys (the others are usize::MAX): {dumps:?}"
     );
     assert!(relayouts >= 30, "{relayouts} re-layouts during the dumps");
+}
+
+#[test]
+fn nodes_without_topology_encode_exactly_as_the_plain_form() {
+    // The bytes of the plain form, written out: [u16 port LE][u8 host_len][host] per node.
+    let plain = [Node::new("10.0.0.1", 80), Node::new("fd00::1", 8443)];
+    let mut want = vec![80, 0, 8];
+    want.extend_from_slice(b"10.0.0.1");
+    want.extend_from_slice(&[0xfb, 0x20, 7]);
+    want.extend_from_slice(b"fd00::1");
+    assert_eq!(encode_nodes(&plain), want);
+    // The whole record too: header, key padded to 8 bytes, body.
+    let rec = encode_record(b"ns/a:http", KIND_PORT, 2, &want);
+    let mut header = vec![9, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0];
+    header.extend_from_slice(b"ns/a:http\0\0\0\0\0\0\0");
+    header.extend_from_slice(&want);
+    assert_eq!(rec, header);
+    assert_eq!(decode_nodes(&want, 2), plain);
+    assert!(body_is_valid(KIND_PORT, &want, 2));
+}
+
+#[test]
+fn nodes_with_topology_round_trip_and_are_validated() {
+    use crate::model::NodeTopology;
+    let with = |host: &str, zone: Option<&str>, priority: i8| Node {
+        topology: Some(NodeTopology {
+            zone: zone.map(str::to_owned),
+            priority,
+        }),
+        ..Node::new(host, 80)
+    };
+    let nodes = vec![
+        with("10.0.0.1", Some("eu-west-1a"), 0),
+        with("10.0.0.2", Some("eu-west-1b"), -1),
+        with("10.0.0.3", None, -1),
+    ];
+    let body = encode_nodes(&nodes);
+    // The first node: its host length carries the flag, then priority and zone follow the host.
+    assert_eq!(body[..3], [80, 0, 0x80 | 8]);
+    assert_eq!(body[11..13], [0, 10]);
+    assert_eq!(&body[13..23], b"eu-west-1a");
+    assert_eq!(decode_nodes(&body, 3), nodes);
+    assert!(body_is_valid(KIND_PORT, &body, 3));
+    // A count or a length that disagrees with the body is refused, and decoding stops without reading past it.
+    assert!(!body_is_valid(KIND_PORT, &body, 2));
+    assert!(!body_is_valid(KIND_PORT, &body, 4));
+    assert!(!body_is_valid(KIND_PORT, &body[..body.len() - 1], 3));
+    assert_eq!(decode_nodes(&body[..body.len() - 1], 3).len(), 2);
+    // Through a region: stored, found, and unchanged when written again.
+    let r = Region::create(1 << 20).unwrap();
+    let mut w = Writer::claim(&r, 1).unwrap();
+    {
+        let mut b = w.batch().unwrap();
+        assert_eq!(b.put_port("ns/a:http", &nodes), Put::Written);
+        assert_eq!(b.put_port("ns/a:http", &nodes), Put::Unchanged);
+        // A changed priority is a change.
+        let mut moved = nodes.clone();
+        moved[1].topology.as_mut().unwrap().priority = 0;
+        assert_eq!(b.put_port("ns/a:http", &moved), Put::Written);
+        assert_eq!(b.put_port("ns/a:http", &nodes), Put::Written);
+    }
+    assert_eq!(get(&r, "ns/a:http").unwrap().2, nodes);
 }

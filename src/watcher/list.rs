@@ -80,7 +80,7 @@ impl Watcher {
         };
         let mut paged = true;
         'restart: loop {
-            let mut view = View::new(self.selector.clone());
+            let mut view = View::new(self.selector.clone(), self.topology.clone());
             let mut cont: Option<String> = None;
             let mut rv: Option<String> = None;
             loop {
@@ -136,7 +136,8 @@ impl Watcher {
                     let parsed = if text.len() > self.max_object_size {
                         Err(self.oversized(text.len()))
                     } else {
-                        Object::parse(self.resource, text).map_err(|e| e.to_string())
+                        Object::parse(self.resource, text, self.topology.is_on())
+                            .map_err(|e| e.to_string())
                     };
                     match parsed {
                         Ok(obj) => {

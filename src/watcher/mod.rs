@@ -44,6 +44,8 @@ struct Watcher {
     field_selector: Option<String>,
     label_selector: Option<String>,
     selector: Option<NamespaceSelector>,
+    /// How slice nodes are prioritised by zone (every view this watcher builds).
+    topology: crate::topology::Topology,
     label: String,
     machine: Machine,
     strategy: ListStrategy,
@@ -128,7 +130,8 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
                 .map(str::to_string),
             field_selector: selector.as_ref().and_then(|s| s.field_selector()),
             label_selector: cfg.label_selector.clone(),
-            view: View::new(selector.clone()),
+            view: View::new(selector.clone(), cfg.topology.clone()),
+            topology: cfg.topology.clone(),
             selector: selector.clone(),
             label: label.clone(),
             machine: Machine::new(Backoff::new(), cfg.list_strategy),
@@ -145,6 +148,9 @@ pub async fn run(cluster: Arc<Cluster>, generation: u32) {
             "{label}: watcher started in process {}",
             std::process::id()
         );
+        if let Some(w) = cfg.topology.warning() {
+            log_at!(Warn, "{label}: {w}");
+        }
         match w.run(&mut publisher).await {
             Err(StoreError::Superseded) => {
                 log_at!(Info, "{label}: another watcher took over; this one stops");

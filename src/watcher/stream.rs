@@ -163,7 +163,7 @@ impl Watcher {
         })?;
         let mut body = resp.into_body();
         let mut lines = Lines::new(self.max_object_size + EVENT_ENVELOPE_BYTES);
-        let mut view = View::new(self.selector.clone());
+        let mut view = View::new(self.selector.clone(), self.topology.clone());
         let idle = self.idle_timeout;
         loop {
             while let Some(line) = lines.next_line() {
@@ -222,7 +222,8 @@ impl Watcher {
                 let parsed = if text.len() > self.max_object_size {
                     Err(self.oversized(text.len()))
                 } else {
-                    Object::parse(self.resource, text).map_err(|e| e.to_string())
+                    Object::parse(self.resource, text, self.topology.is_on())
+                        .map_err(|e| e.to_string())
                 };
                 match parsed {
                     Ok(obj) if ev.type_ == "DELETED" => {

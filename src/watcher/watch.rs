@@ -211,14 +211,15 @@ impl Watcher {
                 Ok(Progress::None)
             }
             "ADDED" | "MODIFIED" | "DELETED" => {
-                let obj = Object::parse(self.resource, ev.object_text()).map_err(|e| {
-                    Ended::Gone(format!(
-                        "malformed {} in a {} event ({})",
-                        self.resource.name(),
-                        ev.type_,
-                        decode_error_text(e)
-                    ))
-                })?;
+                let obj = Object::parse(self.resource, ev.object_text(), self.topology.is_on())
+                    .map_err(|e| {
+                        Ended::Gone(format!(
+                            "malformed {} in a {} event ({})",
+                            self.resource.name(),
+                            ev.type_,
+                            decode_error_text(e)
+                        ))
+                    })?;
                 if let Some(rv) = obj.resource_version().filter(|r| !r.is_empty()) {
                     self.rv = rv.to_string();
                 }

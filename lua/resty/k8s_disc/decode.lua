@@ -1,5 +1,7 @@
 -- Node tables from the buffer k8s_disc_nodes() fills: `count` x [u16 port LE][u8 host_len][host], sorted by host
--- then port.
+-- then port. With a cluster's topology mode on, host_len has its high bit set and the host is followed by
+-- [i8 priority][u8 zone_len][zone]: such a node is {host, port, weight, priority} (the zone is for the lookup API
+-- and the dump).
 
 local ffi = require("ffi")
 
@@ -26,35 +28,54 @@ local _M = {}
 -- nodes that stayed are reused instead of rebuilt (allocation, and the GC work it brings, is what a change costs).
 local REUSE_MIN_NODES = 32
 
--- Returns the answer (a new array of {host, port, weight}) and, for large services, its private list. `prev` is
--- the previous answer's private list (or nil): nodes equal to one of its tables reuse that table. `spare` (or nil)
--- is a private list no longer in use, refilled as the new one instead of allocating another.
+-- The node at offset p: host length, the priority (nil without topology) and the next node's offset.
+local function node_extent(buf, p)
+    local host_len = buf[p + 2]
+    if host_len < 128 then
+        return host_len, nil, p + 3 + host_len
+    end
+    host_len = host_len - 128
+    local at = p + 3 + host_len
+    local priority = buf[at]
+    if priority >= 128 then
+        priority = priority - 256
+    end
+    return host_len, priority, at + 2 + buf[at + 1]
+end
+
+-- A node table; one without topology has exactly the three fields (no `priority` key at all).
+local function new_node(host, port, weight, priority)
+    if priority then
+        return { host = host, port = port, weight = weight, priority = priority }
+    end
+    return { host = host, port = port, weight = weight }
+end
+
+-- Returns the answer (a new array of {host, port, weight[, priority]}) and, for large services, its private list.
+-- `prev` is the previous answer's private list (or nil): nodes equal to one of its tables reuse that table.
+-- `spare` (or nil) is a private list no longer in use, refilled as the new one instead of allocating another.
 function _M.nodes(buf, count, weight, prev, spare)
     local nodes = new_tab(count, 0)
     local p = 0
     if not prev then
         for i = 1, count do
-            local host_len = buf[p + 2]
-            nodes[i] = {
-                host = ffi_string(buf + p + 3, host_len),
-                port = buf[p] + buf[p + 1] * 256,
-                weight = weight,
-            }
-            p = p + 3 + host_len
+            local host_len, priority, next_p = node_extent(buf, p)
+            nodes[i] = new_node(ffi_string(buf + p + 3, host_len), buf[p] + buf[p + 1] * 256, weight, priority)
+            p = next_p
         end
     else
         -- A merge of two sorted lists. An unchanged node is recognised from the buffer's bytes, without making
         -- its host string; only a node that differs is decoded and placed by comparing strings.
         local j, old = 1, prev[1]
         for i = 1, count do
-            local host_len = buf[p + 2]
+            local host_len, priority, next_p = node_extent(buf, p)
             local port = buf[p] + buf[p + 1] * 256
             local host_at = buf + p + 3
             local reuse = false
             while old do
                 local old_host = old.host
                 if #old_host == host_len and old.port == port and C.memcmp(host_at, old_host, host_len) == 0 then
-                    reuse = old.weight == weight
+                    reuse = old.weight == weight and old.priority == priority
                     j = j + 1
                     old = prev[j]
                     break
@@ -66,9 +87,8 @@ function _M.nodes(buf, count, weight, prev, spare)
                 j = j + 1
                 old = prev[j]
             end
-            nodes[i] = reuse and prev[j - 1]
-                or { host = ffi_string(host_at, host_len), port = port, weight = weight }
-            p = p + 3 + host_len
+            nodes[i] = reuse and prev[j - 1] or new_node(ffi_string(host_at, host_len), port, weight, priority)
+            p = next_p
         end
     end
     if count < REUSE_MIN_NODES then

@@ -324,3 +324,99 @@ fn max_object_size_defaults_to_16m_and_names_the_field_when_wrong() {
         "size in MiB",
     );
 }
+
+// ---- topology ----
+
+#[test]
+fn topology_is_off_unless_set() {
+    use crate::topology::{Mode, Topology};
+    assert_eq!(one(json!({})).topology, Topology::default());
+    let t =
+        |v: serde_json::Value| one(json!({"watch_endpoint_slices": true, "topology": v})).topology;
+    assert_eq!(
+        t(json!({"mode": "prefer_zone", "zone": "eu-west-1a"})),
+        Topology {
+            mode: Mode::PreferZone,
+            zone: "eu-west-1a".into()
+        }
+    );
+    assert_eq!(t(json!({"mode": "hints", "zone": "z"})).mode, Mode::Hints);
+    // A zone without a mode is allowed and does nothing; mode defaults to off.
+    assert_eq!(t(json!({"zone": "z"})).mode, Mode::Off);
+    assert_eq!(t(json!({})), Topology::default());
+    assert_eq!(one(json!({"topology": null})).topology, Topology::default());
+    // The dump shows the key as written; with it absent, the config is as before.
+    assert!(ok(json!({})).raw.get("topology").is_none());
+}
+
+#[test]
+fn topology_zone_comes_from_the_environment_and_may_resolve_empty() {
+    use crate::topology::Mode;
+    let t = one(json!({"watch_endpoint_slices": true,
+                       "topology": {"mode": "prefer_zone", "zone": "${EMPTY}"}}))
+    .topology;
+    assert_eq!((t.mode, t.zone.as_str()), (Mode::PreferZone, ""));
+    assert!(t.warning().is_some());
+    rejects(
+        json!({"watch_endpoint_slices": true, "topology": {"mode": "hints", "zone": "${NODE_ZONE}"}}),
+        "topology.zone",
+        "\"${NODE_ZONE}\"",
+        "environment variable NODE_ZONE (referenced as ${NODE_ZONE}) is not set",
+    );
+}
+
+#[test]
+fn topology_rejections_name_the_field() {
+    let slices = |t: serde_json::Value| json!({"watch_endpoint_slices": true, "topology": t});
+    rejects(
+        slices(json!({"mode": "same_zone", "zone": "a"})),
+        "topology.mode",
+        "\"same_zone\"",
+        "must be one of off, prefer_zone, hints",
+    );
+    rejects(
+        slices(json!({"mode": "prefer_zone"})),
+        "topology.zone",
+        "(missing)",
+        "required when topology.mode is prefer_zone",
+    );
+    rejects(
+        slices(json!({"mode": "hints", "zone": "a b"})),
+        "topology.zone",
+        "\"a b\"",
+        "must be a zone name",
+    );
+    rejects(
+        slices(json!({"mode": "hints", "zone": 5})),
+        "topology.zone",
+        "5",
+        "must be a zone name",
+    );
+    rejects(
+        slices(json!({"mode": "hints", "zone": "a", "zones": ["b"]})),
+        "topology.zones",
+        "[\"b\"]",
+        "unknown key (allowed: mode, zone)",
+    );
+    rejects(
+        slices(json!("prefer_zone")),
+        "topology",
+        "\"prefer_zone\"",
+        "must be an object",
+    );
+    // Endpoints objects carry no zone: a mode needs EndpointSlices.
+    rejects(
+        json!({"topology": {"mode": "prefer_zone", "zone": "a"}}),
+        "topology.mode",
+        "\"prefer_zone\"",
+        "needs watch_endpoint_slices: true",
+    );
+    let multi = json!([{"id": "a", "service": {"host": "10.0.0.1", "port": "6443"},
+                        "client": {"token_file": "/t"}, "topology": {"mode": "hints", "zone": "z"}}]);
+    rejects(
+        multi,
+        "[0].topology.mode",
+        "\"hints\"",
+        "needs watch_endpoint_slices: true",
+    );
+}

@@ -97,6 +97,15 @@ local common = {
     -- Server, CA and credentials from a kubeconfig file instead of service/client.
     kubeconfig = file_path,
     context = { type = "string", minLength = 1 },
+    -- Zone-aware node priorities: the mode and the gateway's own zone (a label value or ${VAR}).
+    topology = {
+        type = "object",
+        properties = {
+            mode = { type = "string", enum = { "off", "prefer_zone", "hints" }, default = "off" },
+            zone = { type = "string", maxLength = 63 },
+        },
+        additionalProperties = false,
+    },
 }
 
 local function with_common(props)
