@@ -90,6 +90,15 @@ pub struct Placement<'a> {
     pub hints: Option<&'a [&'a str]>,
 }
 
+/// The mode that applies to a port's served nodes: with no ready endpoint a port serves its terminating ones, and
+/// kube-proxy then ignores hints (it only uses them over ready endpoints), so `Hints` ranks them all alike.
+pub fn mode_for(mode: Mode, any_ready: bool) -> Mode {
+    match mode {
+        Mode::Hints if !any_ready => Mode::Off,
+        m => m,
+    }
+}
+
 /// The priority of each node of one service port, in the order given.
 ///
 /// * `Off`, or an unknown (empty) gateway zone: every node 0.

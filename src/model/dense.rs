@@ -3,6 +3,7 @@
 //! an IP address (IPv4 octets with leading zeros, IPv6 in capitals or uncompressed) keeps its text, so that
 //! nodes always carry the text the API server sent. Ports keep their key (name, or number as text) and number.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -265,29 +266,34 @@ impl Placements {
     }
 }
 
+/// Builds `Placements`; the indexes keep a slice of many zones (only a hostile server sends one) linear to build.
 #[derive(Default)]
 struct PlacementsBuilder {
     names: Vec<Box<str>>,
+    name_index: HashMap<Box<str>, u16>,
     hint_sets: Vec<Box<[u16]>>,
+    set_index: HashMap<Box<[u16]>, u16>,
     of: Vec<[u16; 2]>,
 }
 
 impl PlacementsBuilder {
     /// The index of a zone name, added if new; `NONE` once the table is full (only a hostile slice gets there).
     fn name(&mut self, name: &str) -> u16 {
-        if let Some(i) = self.names.iter().position(|n| &**n == name) {
-            return i as u16;
+        if let Some(i) = self.name_index.get(name) {
+            return *i;
         }
-        if self.names.len() >= usize::from(NONE) {
+        let next = self.names.len();
+        if next >= usize::from(NONE) {
             return NONE;
         }
         self.names.push(name.into());
-        (self.names.len() - 1) as u16
+        self.name_index.insert(name.into(), next as u16);
+        next as u16
     }
 
     fn push(&mut self, ep: &wire::SliceEndpoint<'_>) {
-        let zone = ep.zone.as_deref().map_or(NONE, |z| self.name(z));
-        let hints = match &ep.hints {
+        let zone = ep.zone.0.as_deref().map_or(NONE, |z| self.name(z));
+        let hints = match &ep.hints.0 {
             None => NONE,
             Some(h) => {
                 let set: Box<[u16]> = wire::items(&h.for_zones)
@@ -296,13 +302,15 @@ impl PlacementsBuilder {
                     .map(|z| self.name(z))
                     .filter(|i| *i != NONE)
                     .collect();
-                match self.hint_sets.iter().position(|s| *s == set) {
-                    Some(i) => i as u16,
-                    None if self.hint_sets.len() < usize::from(NONE) => {
-                        self.hint_sets.push(set);
-                        (self.hint_sets.len() - 1) as u16
-                    }
-                    None => NONE,
+                let next = self.hint_sets.len();
+                if let Some(i) = self.set_index.get(&set) {
+                    *i
+                } else if next < usize::from(NONE) {
+                    self.set_index.insert(set.clone(), next as u16);
+                    self.hint_sets.push(set);
+                    next as u16
+                } else {
+                    NONE
                 }
             }
         };

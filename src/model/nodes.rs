@@ -121,7 +121,7 @@ pub fn slices_ports_with<'a, S: AsRef<Slice> + 'a>(
                 }
             });
             let served = match &placed {
-                Some(placed) => placed.prioritise(chosen),
+                Some(placed) => placed.prioritise(chosen, any_ready),
                 None => chosen.into_iter().map(|c| c.node).collect(),
             };
             (key.to_owned(), served)
@@ -173,11 +173,13 @@ impl<'a> Placed<'a> {
         }
     }
 
-    /// The served nodes of one port with their zone and priority.
-    fn prioritise(&self, served: Vec<Copy>) -> Vec<Node> {
+    /// The served nodes of one port with their zone and priority (`any_ready`: whether they are ready ones, not
+    /// the terminating fallback).
+    fn prioritise(&self, served: Vec<Copy>, any_ready: bool) -> Vec<Node> {
         let placements: Vec<Placement<'_>> =
             served.iter().map(|c| self.placement(c.origin)).collect();
-        let priorities = topology::priorities(self.topology.mode, &self.topology.zone, &placements);
+        let mode = topology::mode_for(self.topology.mode, any_ready);
+        let priorities = topology::priorities(mode, &self.topology.zone, &placements);
         served
             .into_iter()
             .zip(placements.iter().zip(priorities))

@@ -1025,3 +1025,81 @@ fn placements_are_kept_only_when_asked_for_and_zone_names_once_per_slice() {
     assert_eq!(set(4), Some(vec![]), "hints without zones");
     assert_eq!(names.len(), 3);
 }
+
+#[test]
+fn zone_and_hints_of_the_wrong_shape_read_as_absent_and_never_fail_the_slice() {
+    for extra in [
+        json!({"zone": 5}),
+        json!({"zone": null, "hints": null}),
+        json!({"hints": {"forZones": [{"name": 1}]}}),
+        json!({"hints": {"forZones": {"name": "za"}}}),
+        json!({"hints": "za", "zone": ["za"]}),
+    ] {
+        let mut ep = e("10.0.0.1", json!({"ready": true}));
+        for (k, v) in extra.as_object().unwrap() {
+            ep[k] = v.clone();
+        }
+        let text = json!({"metadata": {"name": "a"}, "addressType": "IPv4", "endpoints": [ep],
+                          "ports": [{"name": "http", "port": 80}]})
+        .to_string();
+        for placed in [false, true] {
+            let sl = EndpointSlice::parse(&text, placed).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(
+                slices_ports([&sl]),
+                pn(&[("http", vec![n("10.0.0.1", 80)])])
+            );
+            if let Some(p) = sl.slice.placements.as_deref() {
+                assert_eq!((p.zone(0), p.hint_set(0)), (None, None), "{extra}");
+            }
+        }
+    }
+}
+
+#[test]
+fn hints_are_not_used_over_the_terminating_fallback() {
+    use crate::topology::Mode;
+    let draining = |ip: &str, zone: &str| {
+        json!({"addresses": [ip], "zone": zone, "hints": {"forZones": [{"name": zone}]},
+               "conditions": {"ready": false, "serving": true, "terminating": true}})
+    };
+    let sl = s(
+        "svc-a",
+        json!([draining("10.0.0.1", "za"), draining("10.0.0.2", "zb")]),
+        json!([{"name": "http", "port": 80}]),
+    );
+    assert_eq!(
+        slices_ports_with([&sl], &topo(Mode::Hints, "za"))["http"],
+        [
+            placed("10.0.0.1", Some("za"), 0),
+            placed("10.0.0.2", Some("zb"), 0)
+        ]
+    );
+    // prefer_zone still ranks by zone: it does not follow kube-proxy's hints.
+    assert_eq!(
+        slices_ports_with([&sl], &topo(Mode::PreferZone, "za"))["http"],
+        [
+            placed("10.0.0.1", Some("za"), 0),
+            placed("10.0.0.2", Some("zb"), -1)
+        ]
+    );
+}
+
+#[test]
+fn a_slice_of_more_zones_than_indexes_keeps_the_rest_unplaced() {
+    let count = usize::from(u16::MAX) + 10;
+    let endpoints: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            json!({"addresses": [format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)],
+                        "zone": format!("z{i}")})
+        })
+        .collect();
+    let text = json!({"metadata": {"name": "a"}, "addressType": "IPv4", "endpoints": endpoints,
+                      "ports": [{"name": "http", "port": 80}]})
+    .to_string();
+    let sl = EndpointSlice::parse(&text, true).unwrap();
+    let p = sl.slice.placements.as_deref().unwrap();
+    assert_eq!(p.zone(0), Some("z0"));
+    assert_eq!(p.zone(65_534), Some("z65534"));
+    assert_eq!(p.zone(65_535), None, "the index table is full");
+    assert_eq!(p.zone(count - 1), None);
+}

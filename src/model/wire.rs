@@ -166,11 +166,30 @@ pub(super) struct SliceEndpoint<'a> {
     pub conditions: Conditions,
     /// The zone the endpoint runs in.
     #[serde(borrow)]
-    pub zone: Text<'a>,
+    pub zone: Lenient<Str<'a>>,
     /// Where the EndpointSlice controller wants the endpoint used (`trafficDistribution: PreferClose`, or the
-    /// `service.kubernetes.io/topology-mode: Auto` annotation); None when the endpoint has no hints.
+    /// `service.kubernetes.io/topology-mode: Auto` annotation); absent when the endpoint has no hints.
     #[serde(borrow)]
-    pub hints: Option<Hints<'a>>,
+    pub hints: Lenient<Hints<'a>>,
+}
+
+/// A value read only when it has the expected shape; any other (a number where a string belongs, `null`) reads as
+/// absent instead of making the whole object malformed. For the fields only a topology mode reads, so that a
+/// cluster without one serves whatever it served before they existed. Its text is captured as it is (no copy)
+/// and parsed on its own.
+pub(super) struct Lenient<T>(pub Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(None)
+    }
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'a>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'a serde_json::value::RawValue>::deserialize(d)?;
+        Ok(Lenient(serde_json::from_str(raw.get()).ok()))
+    }
 }
 
 #[derive(Default, Deserialize)]
