@@ -122,6 +122,9 @@ fn main() {
     );
     println!("  heap bytes per endpoint            {per_endpoint:8.1}");
     println!(
+        "  slot-table bytes per endpoint      {slot_bytes_per_endpoint:8.1} (two fixed tables sized by shared_size)"
+    );
+    println!(
         "churn at the live-key limit: {} of {} slots live, each step a batch that deletes one key and inserts another",
         churn.live, churn.slots
     );
@@ -136,9 +139,6 @@ fn main() {
     println!(
         "  miss (unknown key)                 {:8.1} ns/op (after the churn)",
         churn.miss_ns
-    );
-    println!(
-        "  slot-table bytes per endpoint      {slot_bytes_per_endpoint:8.1} (two fixed tables sized by shared_size)"
     );
     let json = format!(
         "{{\"services\":{services},\"nodes_per_service\":10,\"unchanged_same_key_ns\":{unchanged_one:.1},\
