@@ -100,6 +100,7 @@ fn main() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         reader.join().expect("reader")
     });
+    let churn = churn_at_the_live_key_limit();
     let st = region.status();
     let per_endpoint = st.heap_used as f64 / (services * 10) as f64;
     // Two tables of one 32-byte slot per 256 bytes of region.
@@ -123,17 +124,97 @@ fn main() {
     println!(
         "  slot-table bytes per endpoint      {slot_bytes_per_endpoint:8.1} (two fixed tables sized by shared_size)"
     );
+    println!(
+        "churn at the live-key limit: {} of {} slots live, each step a batch that deletes one key and inserts another",
+        churn.live, churn.slots
+    );
+    println!(
+        "  delete + insert                    {:8.1} ns/op ({} re-layouts in {} steps)",
+        churn.pair_ns, churn.relayouts, churn.pairs
+    );
+    println!(
+        "  full lookup + copy (1 node)        {:8.1} ns/op (after the churn)",
+        churn.lookup_ns
+    );
+    println!(
+        "  miss (unknown key)                 {:8.1} ns/op (after the churn)",
+        churn.miss_ns
+    );
     let json = format!(
         "{{\"services\":{services},\"nodes_per_service\":10,\"unchanged_same_key_ns\":{unchanged_one:.1},\
          \"unchanged_spread_ns\":{unchanged_spread:.1},\"full_lookup_ns\":{full_lookup:.1},\"miss_ns\":{miss:.1},\
          \"write_ns\":{write:.1},\"relayout_ms\":{:.3},\"lookups_during_relayouts\":{during_total},\
-         \"found_during_relayouts\":{during_found},\"heap_bytes_per_endpoint\":{per_endpoint:.1}}}\n",
-        relayout / 1e6
+         \"found_during_relayouts\":{during_found},\"heap_bytes_per_endpoint\":{per_endpoint:.1},\
+         \"churn_pair_ns\":{:.1},\"churn_relayouts\":{},\"churn_pairs\":{},\"churn_lookup_ns\":{:.1},\
+         \"churn_miss_ns\":{:.1}}}\n",
+        relayout / 1e6,
+        churn.pair_ns,
+        churn.relayouts,
+        churn.pairs,
+        churn.lookup_ns,
+        churn.miss_ns
     );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("bench-store.json");
     if let Err(e) = std::fs::write(&out, json) {
         eprintln!("cannot write {}: {e}", out.display());
+    }
+}
+
+/// What deletes and inserts cost while the live keys fill the slot table up to its limit (7/8 of the slots).
+struct Churn {
+    slots: usize,
+    live: usize,
+    pairs: u64,
+    pair_ns: f64,
+    relayouts: u64,
+    lookup_ns: f64,
+    miss_ns: f64,
+}
+
+fn churn_at_the_live_key_limit() -> Churn {
+    // 4 MiB: 16384 slots per table.
+    let region = Region::create(4 << 20).expect("region");
+    let slots = 16_384;
+    let live = slots * 7 / 8;
+    let key = |i: usize| format!("ns{}/churn{i}:http", i % 50);
+    let mut w = Writer::claim(&region, 1).expect("claim");
+    {
+        let mut b = w.batch().expect("batch");
+        for i in 0..live {
+            b.put_port(&key(i), &nodes(1, i));
+        }
+    }
+    assert_eq!(region.status().entries, live as u64, "every key fits");
+    const ITERS: u64 = 1000;
+    // Key `oldest` leaves and key `oldest + live` comes, so the live keys stay at the limit.
+    let mut oldest = 0usize;
+    let before = region.relayouts();
+    let pair_ns = measure(ITERS, |_| {
+        let mut b = w.batch().expect("batch");
+        b.remove(&key(oldest));
+        black_box(b.put_port(&key(oldest + live), &nodes(1, oldest)));
+        oldest += 1;
+    });
+    let relayouts = region.relayouts() - before;
+    let pairs = oldest as u64;
+    assert_eq!(region.status().full_rejections, 0, "every insert fits");
+    let mut buf = vec![0u8; 1 << 16];
+    let lookup_ns = measure(1_000_000, |i| {
+        let k = key(oldest + (i as usize * 7919) % live);
+        black_box(region.lookup(k.as_bytes(), &mut buf));
+    });
+    let miss_ns = measure(1_000_000, |i| {
+        black_box(region.lookup(format!("nope/x{}:http", i % 1000).as_bytes(), &mut buf));
+    });
+    Churn {
+        slots,
+        live,
+        pairs,
+        pair_ns,
+        relayouts,
+        lookup_ns,
+        miss_ns,
     }
 }

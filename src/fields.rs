@@ -363,7 +363,9 @@ pub static FIELDS: &[Field] = &[
               while its WatchList feature is off, or 405) or ignores it (a plain bookmark before the end of the \
               initial events), logged once at warn; a stream silent for 5 s before the end of its initial events \
               (a server that ignores the parameters, or a pause) is listed with paged LISTs that once, and the \
-              next relist streams again; any other failure, a 403 included, is retried with back-off; \
+              next relist streams again, and so is a sync whose streaming list was answered 400 three times in \
+              a row (a proxy that refuses the parameters; one or two 400s are retried, a 400 saying the \
+              resourceVersion expired is a 410); any other failure, a 403 included, is retried with back-off; \
               `watch_list`: streaming lists only (a refusal is logged as an error and retried with back-off; the \
               cluster never becomes ready); `list`: paged LISTs of 500 items, consistent reads",
         apisix: "APISIX always pages through LISTs (consistent reads of 120 items)",

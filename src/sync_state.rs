@@ -2,7 +2,8 @@
 //! no I/O and no clock reads, so every transition is tested directly; `watcher` performs the steps.
 //!
 //! ```text
-//!                       StreamUnsupported (auto: once, for good); StreamSilent (auto: this list only)
+//!          StreamUnsupported (auto: once, for good); StreamSilent, or the third StreamBadRequest in a row
+//!          (auto: this sync only)
 //!   StreamList ──────────────────────────────────────────▶ List
 //!    │  ▲  │ Listed(rv): the end bookmark; the same           │ Listed(rv)
 //!    │  │  │ connection goes on as the watch                   ▼
@@ -12,7 +13,8 @@
 //!    │  └─────────────────────────────────────────────────┤ WatchEnded: 410 (the first one since a healthy
 //!    │                                                    │   watch: at once; repeated ones: after a back-off)
 //!    │ ListFailed (ended, timed out or failed before the  │ WatchEnded: failed, or clean at once with nothing
-//!    │   end bookmark; 410 as above)                      ▼   delivered
+//!    │   end bookmark; 410 as above), StreamBadRequest    ▼   delivered
+//!    │   (before the third in a row)                      │
 //!    └──▶ BackOff(d, Relist)              BackOff(d, Watch(rv)) ──Waited──▶ Watch(rv)
 //! ```
 //!
@@ -20,6 +22,11 @@
 //! replaces the stored one on the `k8s.io/initial-events-end` bookmark, which is also where the watch begins.
 //! `List` pages through LIST requests; it is the only list of `list_strategy: list`, and what `auto` falls back to
 //! when the server refuses streaming lists. Either way nothing stored changes until a list is complete.
+//!
+//! A 400 to the streaming list request says nothing certain about the feature (a proxy hiccup is retried like any
+//! failure), but a proxy that refuses the parameters answers 400 every time: after `STREAM_BAD_REQUESTS` of them in
+//! a row, `auto` completes that sync with paged lists (retried as paged lists should they fail) and tries a streaming
+//! list again at the next relist, as it does after a silent stream.
 //!
 //! The back-off grows on every failure and resets only when a watch proved healthy: it delivered changes or
 //! bookmarks, or stayed open for `HEALTHY_WATCH`. Repeated 410s back off on a series of their own, reset the same
@@ -43,6 +50,11 @@ pub const HEALTHY_WATCH: Duration = Duration::from_secs(30);
 /// A watch that ends cleanly sooner than this without delivering anything is treated as a failure (else an
 /// endpoint that closes every watch at once would be hammered).
 const INSTANT_END: Duration = Duration::from_secs(1);
+/// Consecutive 400 answers to the streaming list request after which `auto` lists that sync with pages. Three: one
+/// or two can be a proxy's passing trouble, and streaming is worth two retries; the back-off before the second and
+/// third (0.8 s, then 1.6 s, each with up to as much jitter) adds 2.4 to 4.8 s to a sync behind a proxy that
+/// always refuses, about the 5 s of silence that identifies a server ignoring the parameters.
+pub const STREAM_BAD_REQUESTS: u32 = 3;
 
 /// What the watcher does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +109,10 @@ pub enum Outcome {
     /// A streaming list fell silent for seconds before its end bookmark: a server that ignored `sendInitialEvents`
     /// and serves a plain watch, or one that paused. `auto` lists with paged LISTs this once.
     StreamSilent,
+    /// The streaming list request was answered 400 (and not that its resourceVersion is unavailable): the server,
+    /// or a proxy in front of it, refuses its parameters, or a passing fault. Retried after a back-off; the
+    /// `STREAM_BAD_REQUESTS`th in a row makes `auto` list with paged LISTs for this sync.
+    StreamBadRequest { retry_after: Option<Duration> },
     /// A watch ended. `rv` is the last resourceVersion it reached; `progressed` whether it delivered changes
     /// or bookmarks; `lasted` how long it was open.
     WatchEnded {
@@ -119,6 +135,10 @@ pub struct Machine {
     strategy: ListStrategy,
     /// `auto` met a server without streaming lists: paged lists from now on.
     fell_back: bool,
+    /// `auto` lists the current sync with pages (a silent stream, or repeated 400s); cleared once it is listed.
+    paging_this_sync: bool,
+    /// Streaming list requests answered 400 in a row.
+    stream_bad_requests: u32,
     /// The resourceVersion last synced (a list's, or the last one a watch reached).
     synced_rv: Option<String>,
     /// The server answered that `synced_rv` is unavailable: the next list asks for the latest state.
@@ -137,6 +157,8 @@ impl Machine {
             gone_backoff,
             strategy,
             fell_back: false,
+            paging_this_sync: false,
+            stream_bad_requests: 0,
             synced_rv: None,
             rv_unavailable: false,
         };
@@ -154,7 +176,7 @@ impl Machine {
     fn relist(&self) -> State {
         match self.strategy {
             ListStrategy::List => State::List,
-            ListStrategy::Auto if self.fell_back => State::List,
+            ListStrategy::Auto if self.fell_back || self.paging_this_sync => State::List,
             ListStrategy::Auto | ListStrategy::WatchList => State::StreamList,
         }
     }
@@ -173,6 +195,11 @@ impl Machine {
             // older than what is stored.
             _ => ListFrom::Latest,
         }
+    }
+
+    /// Whether a 400 to the streaming list now would make `auto` list this sync with pages.
+    pub fn pages_on_bad_request(&self) -> bool {
+        self.strategy == ListStrategy::Auto && self.stream_bad_requests + 1 >= STREAM_BAD_REQUESTS
     }
 
     pub fn state(&self) -> &State {
@@ -196,10 +223,14 @@ impl Machine {
     /// Moves to the next state given what the current one produced.
     pub fn step(&mut self, outcome: Outcome) -> &State {
         let state = std::mem::replace(&mut self.state, State::List);
+        if state == State::StreamList && !matches!(outcome, Outcome::StreamBadRequest { .. }) {
+            self.stream_bad_requests = 0;
+        }
         self.state = match (state, outcome) {
             (State::List | State::StreamList, Outcome::Listed { rv }) => {
                 self.synced_rv = Some(rv.clone());
                 self.rv_unavailable = false;
+                self.paging_this_sync = false;
                 State::Watch { rv }
             }
             (State::List | State::StreamList, Outcome::ListFailed { retry_after, gone }) => {
@@ -212,9 +243,20 @@ impl Machine {
             }
             (State::StreamList, Outcome::StreamSilent) => {
                 if self.strategy == ListStrategy::Auto {
+                    self.paging_this_sync = true;
                     State::List
                 } else {
                     self.back_off(None, State::StreamList)
+                }
+            }
+            (State::StreamList, Outcome::StreamBadRequest { retry_after }) => {
+                if self.pages_on_bad_request() {
+                    self.stream_bad_requests = 0;
+                    self.paging_this_sync = true;
+                    State::List
+                } else {
+                    self.stream_bad_requests += 1;
+                    self.back_off(retry_after, State::StreamList)
                 }
             }
             (State::StreamList, Outcome::StreamUnsupported { retry_after }) => {
@@ -566,6 +608,51 @@ mod tests {
         let mut m = streaming(ListStrategy::WatchList);
         let (_, then) = backoff(m.step(Outcome::StreamSilent));
         assert_eq!(then, State::StreamList, "watch_list never lists with pages");
+    }
+
+    #[test]
+    fn repeated_400s_on_the_streaming_list_are_listed_with_pages_for_that_sync_only() {
+        let bad_request = || Outcome::StreamBadRequest { retry_after: None };
+        let mut m = streaming(ListStrategy::Auto);
+        for _ in 1..STREAM_BAD_REQUESTS {
+            assert!(!m.pages_on_bad_request());
+            let (_, then) = backoff(m.step(bad_request()));
+            assert_eq!(then, State::StreamList, "a 400 may pass: retried");
+            m.step(Outcome::Waited);
+        }
+        assert!(m.pages_on_bad_request());
+        assert_eq!(m.step(bad_request()), &State::List, "at once");
+        assert!(!m.fell_back());
+        assert_eq!(m.list_from(), ListFrom::Latest);
+        // A failed paged list is an ordinary failure, and the same sync goes on with pages.
+        let (_, then) = backoff(m.step(list_failed()));
+        assert_eq!(then, State::List);
+        m.step(Outcome::Waited);
+        m.step(Outcome::Listed { rv: "10".into() });
+        // The next relist streams again, and counts its 400s afresh.
+        assert_eq!(
+            m.step(ended(WatchEnd::Gone, "12", false, 0)),
+            &State::StreamList
+        );
+        assert!(!m.pages_on_bad_request());
+        m.step(bad_request());
+        m.step(Outcome::Waited);
+        // Only 400s in a row count: another failure in between starts the count over.
+        m.step(list_failed());
+        m.step(Outcome::Waited);
+        for _ in 1..STREAM_BAD_REQUESTS {
+            assert!(matches!(m.step(bad_request()), State::BackOff { .. }));
+            m.step(Outcome::Waited);
+        }
+        assert_eq!(m.step(bad_request()), &State::List);
+        // watch_list never lists with pages.
+        let mut m = streaming(ListStrategy::WatchList);
+        for _ in 0..2 * STREAM_BAD_REQUESTS {
+            assert!(!m.pages_on_bad_request());
+            let (_, then) = backoff(m.step(bad_request()));
+            assert_eq!(then, State::StreamList);
+            m.step(Outcome::Waited);
+        }
     }
 
     #[test]

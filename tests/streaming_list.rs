@@ -590,3 +590,76 @@ fn a_server_that_ignores_send_initial_events_is_recognised_by_the_silence_before
     );
     assert!(!inst.ready());
 }
+
+#[test]
+fn a_proxy_that_answers_400_to_every_streaming_list_is_listed_with_pages_and_streaming_is_tried_at_the_next_relist()
+ {
+    // A proxy in front of the API server refuses the streaming list's parameters with 400, every time.
+    let s = server(true);
+    seed(&s, 3);
+    s.inject_fault(
+        Fault::response(PATH, 400)
+            .query_contains("sendInitialEvents")
+            .count(1000),
+    );
+    // The first paged LIST is answered 400 too: an ordinary list failure, retried with pages.
+    s.inject_fault(Fault::response(PATH, 400).only_watch(false));
+    let inst = start(&s, json!({}));
+    eventually("ready through paged lists", || inst.ready());
+    assert_eq!(served(&inst, 2), Some(node("10.0.2.1")));
+    assert_eq!(
+        requests(&s, "sendInitialEvents").len(),
+        3,
+        "three streaming lists, then pages"
+    );
+    assert_eq!(
+        requests(&s, "limit=").len(),
+        2,
+        "this sync was paged, its first LIST failed"
+    );
+    assert_eq!(s.stats().lists, 1);
+    // The refusals before the last, and the failed LIST, were reported as failed lists; the paged list that
+    // completed cleared the error.
+    assert_eq!(inst.clusters[0].region.metric(Metric::ListErrors), 3);
+    assert_eq!(status(&inst).last_error, "");
+    // The proxy is fixed; a 410 makes the gateway relist, with a streaming list again.
+    s.clear_faults();
+    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
+    s.reset_watches();
+    s.delete(Kind::Endpoints, "ns", "svc0000");
+    s.compact();
+    eventually("relisted", || served(&inst, 0).is_none());
+    eventually("a streaming list again", || {
+        requests(&s, "sendInitialEvents").len() == 4
+    });
+    let lists = s.stats().lists;
+    s.apply(endpoints("ns", "svc0001", "10.99.0.1"));
+    eventually("watching", || served(&inst, 1) == Some(node("10.99.0.1")));
+    assert_eq!(s.stats().lists, lists, "no paged list since");
+}
+
+#[test]
+fn a_400_saying_the_resource_version_expired_is_a_410_not_a_refused_streaming_list() {
+    // A Status with reason Expired under HTTP 400 (a proxy that rewrites codes keeps the body): the gateway
+    // relists from the latest state at once instead of counting it as a refusal of the parameters.
+    let s = server(true);
+    seed(&s, 3);
+    let expired = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired",
+                         "message": "too old resource version: 1 (5)"});
+    s.inject_fault(
+        Fault::response(PATH, 400)
+            .query_contains("sendInitialEvents")
+            .body("application/json", &expired.to_string())
+            .count(3),
+    );
+    let inst = start(&s, json!({}));
+    eventually("ready", || inst.ready());
+    assert_eq!(served(&inst, 2), Some(node("10.0.2.1")));
+    let stream = requests(&s, "sendInitialEvents");
+    assert_eq!(stream.len(), 4, "{stream:?}");
+    assert_eq!(
+        s.stats().lists,
+        0,
+        "never paged: an expired version is no refusal"
+    );
+}

@@ -23,6 +23,25 @@ pub const ERROR_TEXT_BYTES: usize = ERROR_TEXT_WORDS * 8;
 /// Slot tables in a region: readers probe the active one while a re-layout builds the other (see
 /// `Header::table_gen`).
 pub(super) const TABLES: usize = 2;
+/// The live keys a slot table holds at most: 7/8 of its slots, so that probe chains stay short. A new key beyond
+/// them is refused (`Put::Full`), however many tombstones there are.
+pub(super) fn live_key_limit(slots: usize) -> usize {
+    slots / 8 * 7
+}
+
+/// Tombstones that make a re-layout worth its cost (it rewrites every live key): 1/16 of the slots. Fewer are left
+/// in place while the used slots (live keys and tombstones) stay under `used_slot_limit`.
+pub(super) fn tombstones_worth_a_relayout(slots: usize) -> usize {
+    slots / 16
+}
+
+/// The used slots (live keys and tombstones) a table may reach: 15/16 of its slots. Beyond 7/8 a new key takes a
+/// fresh slot without a re-layout only while tombstones are fewer than `tombstones_worth_a_relayout`, so there is
+/// always an empty slot to end a probe chain, and the load passes 7/8 only while the live keys are near their limit.
+pub(super) fn used_slot_limit(slots: usize) -> usize {
+    slots - slots / 16
+}
+
 /// Smallest region we accept: header, two minimal slot tables and a little heap.
 pub const MIN_REGION_BYTES: usize = 64 * 1024;
 

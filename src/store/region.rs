@@ -150,6 +150,12 @@ impl Region {
         self.header().table_gen.load(Ordering::Acquire)
     }
 
+    /// Re-layouts of the slot table since the region was created (the benchmark counts them).
+    #[doc(hidden)]
+    pub fn relayouts(&self) -> u64 {
+        self.table_gen()
+    }
+
     pub(super) fn heap_words(&self) -> &[AtomicU64] {
         // SAFETY: [heap_start, size) lies within the mapping, is 8-byte aligned, and AtomicU64 has the size and
         // alignment of u64.

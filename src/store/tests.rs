@@ -377,6 +377,65 @@ fn random_churn_at_high_load_never_reports_full() {
 }
 
 #[test]
+fn deletes_and_inserts_at_the_live_key_limit_rarely_lay_the_table_out_afresh() {
+    // 64 KiB: 256 slots, of which 7/8 (224) may hold live keys. Each delete leaves a tombstone where its key sat
+    // in a probe chain; each insert then needs a fresh slot beyond the 7/8.
+    let r = Region::create(MIN_REGION_BYTES).unwrap();
+    let n = r.slot_count();
+    let limit = n * 7 / 8;
+    let key = |i: usize| format!("ns/svc{i}:80");
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut b = w.batch().unwrap();
+    for i in 0..limit {
+        assert_eq!(b.put_port(&key(i), &nodes(1, 80)), Put::Written, "key {i}");
+    }
+    drop(b);
+    const PAIRS: usize = 100;
+    let before = r.table_gen();
+    for p in 0..PAIRS {
+        let mut b = w.batch().unwrap();
+        assert!(b.remove(&key(p)));
+        assert_eq!(
+            b.put_port(&key(limit + p), &nodes(1, 80)),
+            Put::Written,
+            "pair {p}: a key that fits is stored"
+        );
+    }
+    let relayouts = r.table_gen() - before;
+    eprintln!(
+        "{relayouts} re-layouts for {PAIRS} delete+insert pairs at {limit} of {n} slots live"
+    );
+    // A re-layout leaves room for n/16 tombstones before the next one.
+    let bound = (PAIRS / (n / 16) + 1) as u64;
+    assert!(relayouts <= bound, "{relayouts} re-layouts, over {bound}");
+    for i in 0..PAIRS {
+        assert_eq!(get(&r, &key(i)), None, "{}", key(i));
+    }
+    for i in PAIRS..limit + PAIRS {
+        assert_eq!(get(&r, &key(i)).unwrap().2, nodes(1, 80), "{}", key(i));
+    }
+    // The live keys fill the table as before: one more is refused, whatever tombstones there are, and fits
+    // once a key leaves.
+    let extra = key(1_000_000);
+    let mut b = w.batch().unwrap();
+    assert_eq!(b.put_port(&extra, &nodes(1, 80)), Put::Full);
+    assert_eq!(r.status().full_rejections, 1);
+    assert!(b.remove(&key(PAIRS)));
+    b.commit();
+    assert_eq!(
+        get(&r, &extra).unwrap().2,
+        nodes(1, 80),
+        "retried once room freed"
+    );
+    // A restarted writer sees the same table and the same limit.
+    let mut w = Writer::claim(&r, 1).unwrap();
+    let mut b = w.batch().unwrap();
+    assert_eq!(b.put_port(&key(2_000_000), &nodes(1, 80)), Put::Full);
+    assert!(b.remove(&key(PAIRS + 1)));
+    assert_eq!(b.put_port(&key(2_000_000), &nodes(1, 80)), Put::Written);
+}
+
+#[test]
 fn held_back_keys_are_counted_once_and_retried_only_after_space_frees() {
     let r = Region::create(MIN_REGION_BYTES).unwrap();
     let mut w = Writer::claim(&r, 1).unwrap();

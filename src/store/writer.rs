@@ -54,7 +54,7 @@ pub struct Writer<'r> {
     pub(super) keys: HashMap<Vec<u8>, Known>,
     /// The active slot table (0 or 1), the one `Known::slot` indexes; the other is built by a re-layout.
     pub(super) table: usize,
-    /// Non-empty slots (live or tombstone); bounds the probe-chain load factor.
+    /// Non-empty slots (live or tombstone): what probe chains cross (see `used_slot_limit`).
     pub(super) used_slots: usize,
     /// Keys whose latest content did not fit; they keep old content and are retried when space frees.
     pub(super) held_back: HashMap<Vec<u8>, (u16, Vec<u8>)>,
@@ -277,7 +277,7 @@ impl<'r> Writer<'r> {
 
     /// Lays the slot table out afresh: every live key at the first free slot of its probe chain, no tombstones.
     /// Runs when tombstones fill the table (churn deletes keys inside probe chains, where they cannot simply be
-    /// emptied). The new layout is built in the inactive table while readers keep probing the active one, which
+    /// emptied; see `free_slot` for when). The new layout is built in the inactive table while readers keep probing the active one, which
     /// does not change meanwhile; one store of the table generation then switches readers to it. A writer killed
     /// part way leaves the active table as it was, and the next writer claims from it.
     pub(super) fn rehash(&mut self) {
@@ -395,7 +395,7 @@ impl<'r> Writer<'r> {
         let count = u32::from_le_bytes(record[8..12].try_into().unwrap_or_default());
         let r = self.region;
         let words_needed = round_up8(record.len()) / 8;
-        // A new key needs a slot; keep the table at most 7/8 used so probe chains stay short and end.
+        // A new key needs a slot, if the live keys have not reached their limit (see `free_slot`).
         let (slot, was_empty) = match self.keys.get(key) {
             Some(k) => (k.slot, false),
             None => match self.free_slot(key) {
@@ -466,10 +466,20 @@ impl<'r> Writer<'r> {
     }
 
     /// The slot a new key goes into (the first tombstone or empty slot of its probe chain), and whether it was
-    /// empty (a fresh slot lengthens probe chains; a reused tombstone does not).
+    /// empty (a fresh slot lengthens probe chains; a reused tombstone does not). None once the live keys reach
+    /// `live_key_limit`.
+    ///
+    /// A fresh slot past 7/8 of the table is taken at once while tombstones are few, up to `used_slot_limit`;
+    /// only then, or once tombstones make up `tombstones_worth_a_relayout`, is the table laid out afresh first.
+    /// Re-laying it out whenever a fresh slot would pass 7/8 cost one O(slots) re-layout for nearly every delete
+    /// and insert once the live keys were near the limit (each delete leaves a tombstone, each insert wants a
+    /// fresh slot); now each re-layout frees 1/16 of the slots for the tombstones to come.
     pub(super) fn free_slot(&mut self, key: &[u8]) -> Option<(usize, bool)> {
         let r = self.region;
         let n = r.slot_count();
+        if self.keys.len() >= live_key_limit(n) {
+            return None;
+        }
         let mut i = (key_hash(key) as usize) & (n - 1);
         for _ in 0..n {
             let loc = self.slot(i).loc.load(Ordering::Relaxed);
@@ -477,13 +487,14 @@ impl<'r> Writer<'r> {
                 return Some((i, false));
             }
             if loc == EMPTY {
-                if (self.used_slots + 1) * 8 > n * 7 {
-                    if self.used_slots > self.keys.len() {
-                        // Tombstones of deleted keys take the room: lay the table out afresh, then retry.
-                        self.rehash();
-                        return self.free_slot(key);
-                    }
-                    return None;
+                let tombstones = self.used_slots - self.keys.len();
+                if self.used_slots >= live_key_limit(n)
+                    && (tombstones >= tombstones_worth_a_relayout(n)
+                        || self.used_slots + 1 > used_slot_limit(n))
+                {
+                    // Then the used slots drop to the live keys, under the limit checked above.
+                    self.rehash();
+                    return self.free_slot(key);
                 }
                 return Some((i, true));
             }

@@ -13,7 +13,7 @@ use crate::model::Object;
 use crate::model::{Bookmark, Status, WatchEvent};
 use crate::publish::Publisher;
 use crate::store::{Metric, StoreError};
-use crate::sync_state::{ListFrom, Outcome};
+use crate::sync_state::{ListFrom, Outcome, STREAM_BAD_REQUESTS};
 use crate::view::View;
 
 use super::{EVENT_ENVELOPE_BYTES, Watcher, decode_error_text, owner_lost};
@@ -36,6 +36,9 @@ pub(super) enum Streamed {
     Unsupported(ApiError),
     /// The stream fell silent before its end bookmark: a server that ignored `sendInitialEvents`, or a pause.
     Silent(ApiError),
+    /// The request was answered 400, and not that its resourceVersion is unavailable: the server or a proxy in
+    /// front of it refuses the parameters, or a passing fault.
+    BadRequest(ApiError),
     Failed(ApiError),
 }
 
@@ -78,6 +81,25 @@ impl Watcher {
                     self.label
                 );
                 return Ok(Outcome::StreamSilent);
+            }
+            Err(Streamed::BadRequest(e)) if self.machine.pages_on_bad_request() => {
+                log_at!(
+                    Warn,
+                    "{}: the streaming list was answered {e}, {STREAM_BAD_REQUESTS} times in a row: the API server \
+                     or a proxy in front of it refuses its parameters; listing with paged LIST requests this time, \
+                     and with a streaming list again at the next relist",
+                    self.label
+                );
+                return Ok(Outcome::StreamBadRequest {
+                    retry_after: e.retry_after(),
+                });
+            }
+            Err(Streamed::BadRequest(e)) => {
+                let msg = format!("list {} failed: {e}", self.resource.name());
+                self.list_failed(p, &msg).await?;
+                return Ok(Outcome::StreamBadRequest {
+                    retry_after: e.retry_after(),
+                });
             }
             Err(Streamed::Unsupported(e) | Streamed::Silent(e)) => {
                 let msg = format!(
@@ -147,18 +169,18 @@ impl Watcher {
         ]);
         let resp = self.client.get(&path).await.map_err(|e| {
             // A server without the WatchList feature refuses the parameters (422 Invalid), a proxy that allows
-            // no streaming may answer 405. Anything else is a failure to retry: a 403 is RBAC or a webhook
-            // saying no to this request now, and a 400 is no statement about the feature either.
-            if matches!(
-                e,
+            // no streaming may answer 405. A 400 is no certain statement about the feature: retried, but a proxy
+            // that refuses the parameters answers it every time (see `Outcome::StreamBadRequest`). A 400 that
+            // says the resourceVersion is unavailable (reason Expired or Gone) is a 410 like any other. Anything
+            // else is a failure to retry: a 403 is RBAC or a webhook saying no to this request now.
+            match e {
                 ApiError::Status {
-                    code: 405 | 422,
-                    ..
+                    code: 405 | 422, ..
+                } => Streamed::Unsupported(e),
+                ApiError::Status { code: 400, .. } if !e.is_rv_unavailable() => {
+                    Streamed::BadRequest(e)
                 }
-            ) {
-                Streamed::Unsupported(e)
-            } else {
-                Streamed::Failed(e)
+                _ => Streamed::Failed(e),
             }
         })?;
         let mut body = resp.into_body();
