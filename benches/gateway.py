@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ class Dataset:
     def __init__(self, regular, per_service, huge, extra=()):
         self.objects = []
         self.keys = []           # [name, node count] of the regular services
+        self.key_hosts = []      # the hosts of each key, in the order of `keys`
         self.regular_hosts = {}  # service -> hosts
         self.single_slice = []   # regular services held in one slice (the ones churn and probes rewrite)
         for s in range(regular):
@@ -112,6 +114,7 @@ class Dataset:
             if s % 5 != 4:
                 self.single_slice.append(svc)
             self.keys.append([f"bench/{svc}:http", per_service])
+            self.key_hosts.append(hosts)
         for h, n in enumerate(huge):
             self.objects += slices_of("bench", f"huge{h}", [huge_host(h, i) for i in range(n)])
         for svc, hosts in extra:
@@ -598,6 +601,12 @@ class Gateway:
         keys = [[f"{c}/{k}", n] for c in self.clusters for k, n in ds.keys] if self.clusters else ds.keys
         with open(os.path.join(self.run, "keys.json"), "w") as f:
             json.dump(keys, f)
+        # Every key's nodes as bytes, for the floor (alloc_floor) to make its host strings from, as nodes() does
+        # from its lookup: per node [u16 port LE][u8 host length][host], keys in the order of keys.json.
+        with open(os.path.join(self.run, "hosts.bin"), "wb") as f:
+            for _ in self.clusters or [None]:
+                for hosts in ds.key_hosts:
+                    f.write(b"".join(struct.pack("<HB", PORT, len(h)) + h.encode() for h in hosts))
         self.backend_port = backend_port or free_port()
 
     def __enter__(self):
