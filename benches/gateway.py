@@ -123,6 +123,17 @@ class Dataset:
         self.services = regular + len(huge) + len(extra)
 
 
+def write_hosts(path, ds, copies=1):
+    """Every key's nodes as bytes, beside keys.json, for the floor (alloc_floor) to make its host strings from as
+    nodes() makes them from its lookup: per node [u16 port LE][u8 host length][host], the keys in the order of
+    keys.json (`copies` times over: once per cluster)."""
+    with open(path, "wb") as f:
+        for _ in range(copies):
+            for hosts in ds.key_hosts:
+                f.write(b"".join(struct.pack("<HB", PORT, len(h)) + h.encode() for h in hosts))
+    os.chmod(path, 0o644)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Processes
 
@@ -601,12 +612,7 @@ class Gateway:
         keys = [[f"{c}/{k}", n] for c in self.clusters for k, n in ds.keys] if self.clusters else ds.keys
         with open(os.path.join(self.run, "keys.json"), "w") as f:
             json.dump(keys, f)
-        # Every key's nodes as bytes, for the floor (alloc_floor) to make its host strings from, as nodes() does
-        # from its lookup: per node [u16 port LE][u8 host length][host], keys in the order of keys.json.
-        with open(os.path.join(self.run, "hosts.bin"), "wb") as f:
-            for _ in self.clusters or [None]:
-                for hosts in ds.key_hosts:
-                    f.write(b"".join(struct.pack("<HB", PORT, len(h)) + h.encode() for h in hosts))
+        write_hosts(os.path.join(self.run, "hosts.bin"), ds, len(self.clusters) or 1)
         self.backend_port = backend_port or free_port()
 
     def __enter__(self):
