@@ -84,6 +84,7 @@ class ApisixRun:
         with open(self.keys, "w") as f:
             json.dump(ds.keys, f)
         os.chmod(self.keys, 0o644)
+        bench.write_hosts(os.path.join(self.run, "hosts.bin"), ds)
 
     def __enter__(self):
         self.api = bench.FakeApiServer(self.run, self.seed)

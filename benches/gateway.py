@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ class Dataset:
     def __init__(self, regular, per_service, huge, extra=()):
         self.objects = []
         self.keys = []           # [name, node count] of the regular services
+        self.key_hosts = []      # the hosts of each key, in the order of `keys`
         self.regular_hosts = {}  # service -> hosts
         self.single_slice = []   # regular services held in one slice (the ones churn and probes rewrite)
         for s in range(regular):
@@ -112,12 +114,24 @@ class Dataset:
             if s % 5 != 4:
                 self.single_slice.append(svc)
             self.keys.append([f"bench/{svc}:http", per_service])
+            self.key_hosts.append(hosts)
         for h, n in enumerate(huge):
             self.objects += slices_of("bench", f"huge{h}", [huge_host(h, i) for i in range(n)])
         for svc, hosts in extra:
             self.objects += slices_of("bench", svc, hosts)
         self.endpoints = regular * per_service + sum(huge) + sum(len(h) for _, h in extra)
         self.services = regular + len(huge) + len(extra)
+
+
+def write_hosts(path, ds, copies=1):
+    """Every key's nodes as bytes, beside keys.json, for the floor (alloc_floor) to make its host strings from as
+    nodes() makes them from its lookup: per node [u16 port LE][u8 host length][host], the keys in the order of
+    keys.json (`copies` times over: once per cluster)."""
+    with open(path, "wb") as f:
+        for _ in range(copies):
+            for hosts in ds.key_hosts:
+                f.write(b"".join(struct.pack("<HB", PORT, len(h)) + h.encode() for h in hosts))
+    os.chmod(path, 0o644)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -598,6 +612,7 @@ class Gateway:
         keys = [[f"{c}/{k}", n] for c in self.clusters for k, n in ds.keys] if self.clusters else ds.keys
         with open(os.path.join(self.run, "keys.json"), "w") as f:
             json.dump(keys, f)
+        write_hosts(os.path.join(self.run, "hosts.bin"), ds, len(self.clusters) or 1)
         self.backend_port = backend_port or free_port()
 
     def __enter__(self):

@@ -211,10 +211,13 @@ function _M.nodes(name)
             local nodes, own = decode.nodes(S.buf, rc, weight_of(name), prev, spare)
             -- Plain numbers, not boxed uint64 cdata: versions and hints stay far below 2^53, and numbers cost no
             -- allocation.
-            cache[name] = {
-                ver = tonumber(version_box[0]), hint = tonumber(hint_box[0]), nodes = nodes, own = own,
-                spare = own and prev or nil,
-            }
+            local ver, hint = tonumber(version_box[0]), tonumber(hint_box[0])
+            if own then
+                cache[name] = { ver = ver, hint = hint, nodes = nodes, own = own, spare = prev }
+            else
+                -- Only the fields in use: an entry per service name, so its size is what a first walk allocates.
+                cache[name] = { ver = ver, hint = hint, nodes = nodes }
+            end
             return nodes
         end
         if rc == NOT_FOUND then
