@@ -528,17 +528,23 @@ fn a_pause_of_over_5_s_in_a_streaming_list_is_listed_with_pages_once_and_streame
     assert_eq!(requests(&s, "sendInitialEvents").len(), 1);
     assert!(s.stats().lists >= 1, "this sync was paged");
     // A 410 makes it relist: with a streaming list again, which now goes through.
+    relists_with_a_streaming_list(&s, &inst, 2);
+}
+
+/// Forces a relist (a 410 on the watch) and checks that it is a streaming list, the `streaming`-th request with
+/// `sendInitialEvents` so far, and that the gateway then watches with no paged list.
+fn relists_with_a_streaming_list(s: &FakeApiServer, inst: &Instance, streaming: usize) {
     assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
     s.reset_watches();
     s.delete(Kind::Endpoints, "ns", "svc0000");
     s.compact();
-    eventually("relisted", || served(&inst, 0).is_none());
+    eventually("relisted", || served(inst, 0).is_none());
     eventually("a streaming list again", || {
-        requests(&s, "sendInitialEvents").len() == 2
+        requests(s, "sendInitialEvents").len() == streaming
     });
     let lists = s.stats().lists;
     s.apply(endpoints("ns", "svc0001", "10.99.0.1"));
-    eventually("watching", || served(&inst, 1) == Some(node("10.99.0.1")));
+    eventually("watching", || served(inst, 1) == Some(node("10.99.0.1")));
     assert_eq!(s.stats().lists, lists, "no paged list since");
 }
 
@@ -624,18 +630,7 @@ fn a_proxy_that_answers_400_to_every_streaming_list_is_listed_with_pages_and_str
     assert_eq!(status(&inst).last_error, "");
     // The proxy is fixed; a 410 makes the gateway relist, with a streaming list again.
     s.clear_faults();
-    assert!(s.wait_for_active_watches(1, Duration::from_secs(5)));
-    s.reset_watches();
-    s.delete(Kind::Endpoints, "ns", "svc0000");
-    s.compact();
-    eventually("relisted", || served(&inst, 0).is_none());
-    eventually("a streaming list again", || {
-        requests(&s, "sendInitialEvents").len() == 4
-    });
-    let lists = s.stats().lists;
-    s.apply(endpoints("ns", "svc0001", "10.99.0.1"));
-    eventually("watching", || served(&inst, 1) == Some(node("10.99.0.1")));
-    assert_eq!(s.stats().lists, lists, "no paged list since");
+    relists_with_a_streaming_list(&s, &inst, 4);
 }
 
 #[test]
