@@ -96,7 +96,7 @@ add_block_preprocessor(sub {
 _EOC_
 });
 
-plan tests => 38;
+plan tests => 41;
 
 run_tests();
 
@@ -490,5 +490,59 @@ connect() failed (111: Connection refused)
  "10.1.0.1=0 10.1.0.2=0 10.2.0.1=-1 10.3.0.1=-1\n",
  "reload to off: true\n",
  "10.1.0.1=nil 10.1.0.2=nil 10.2.0.1=nil 10.3.0.1=nil\n"]
+--- no_error_log
+[error]
+
+
+
+=== TEST 11: a service of 32 nodes or more: after one node changes priority, every other node keeps its table
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require("k8s_test")
+            local k8s_disc = require("resty.k8s_disc")
+            local port = $TEST_NGINX_FAKE_API_PORT
+            assert(t.wait_ready(5), "discovery not ready")
+            local name = "pz/ns-t/big:http"
+            -- 40 endpoints, alternately in za and zb; the second one moves from zb to za later.
+            local function slice(moved)
+                local endpoints = {}
+                for i = 1, 40 do
+                    local zone = (i % 2 == 1 or (moved and i == 2)) and "za" or "zb"
+                    endpoints[i] = { addresses = { "10.9.0." .. i }, zone = zone, conditions = { ready = true } }
+                end
+                return { apiVersion = "discovery.k8s.io/v1", kind = "EndpointSlice",
+                         metadata = { name = "big-1", namespace = "ns-t",
+                                      labels = { ["kubernetes.io/service-name"] = "big" } },
+                         addressType = "IPv4", endpoints = endpoints, ports = { { name = "http", port = 80 } } }
+            end
+            local function by_host()
+                local m = {}
+                for _, n in ipairs(k8s_disc.nodes(name) or {}) do m[n.host] = n end
+                return m
+            end
+            t.apply(port, slice(false))
+            assert(t.wait_until(function() local n = k8s_disc.nodes(name) return n and #n == 40 end, 5), "40 nodes")
+            local before = by_host()
+            ngx.say("10.9.0.2 before: ", before["10.9.0.2"].priority)
+            t.apply(port, slice(true))
+            assert(t.wait_until(function() return by_host()["10.9.0.2"].priority == 0 end, 5), "moved")
+            local after = by_host()
+            local kept, renewed, wrong = 0, 0, 0
+            for host, n in pairs(after) do
+                if n == before[host] then kept = kept + 1 else renewed = renewed + 1 end
+                local want = (host == "10.9.0.2" or tonumber(host:match("%d+$")) % 2 == 1) and 0 or -1
+                if n.priority ~= want then wrong = wrong + 1 end
+            end
+            ngx.say("10.9.0.2 after: ", after["10.9.0.2"].priority, ", a new table: ", after["10.9.0.2"] ~= before["10.9.0.2"])
+            ngx.say("tables kept: ", kept, ", renewed: ", renewed, ", wrong priorities: ", wrong)
+        }
+    }
+--- request
+GET /t
+--- response_body
+10.9.0.2 before: -1
+10.9.0.2 after: 0, a new table: true
+tables kept: 39, renewed: 1, wrong priorities: 0
 --- no_error_log
 [error]
