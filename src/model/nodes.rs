@@ -86,22 +86,28 @@ pub fn slices_ports_with<'a, S: AsRef<Slice> + 'a>(
     ordered.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Every copy, in slice-name order; sorted stably by node below, so copies of one node keep that order.
-    let mut acc: BTreeMap<&str, Vec<Copy>> = BTreeMap::new();
+    let mut acc: BTreeMap<&str, Vec<EndpointCopy>> = BTreeMap::new();
     for (s, slice) in ordered.iter().enumerate() {
         for p in slice.ports.iter() {
             let copies = acc.entry(&p.key).or_default();
-            copies.extend(slice.endpoints.iter().enumerate().map(|(e, ep)| Copy {
-                node: Node::new(ep.address.to_host(), p.number),
-                state: Candidate::of(ep.flags),
-                origin: (s, e),
-            }));
+            copies.extend(
+                slice
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(e, ep)| EndpointCopy {
+                        node: Node::new(ep.address.to_host(), p.number),
+                        state: Candidate::of(ep.flags),
+                        origin: (s, e),
+                    }),
+            );
         }
     }
     let placed = Placed::new(&ordered, topology);
     acc.into_iter()
         .map(|(key, mut copies)| {
             copies.sort_by(|a, b| a.node.cmp(&b.node));
-            let mut chosen: Vec<Copy> = Vec::with_capacity(copies.len());
+            let mut chosen: Vec<EndpointCopy> = Vec::with_capacity(copies.len());
             for copy in copies {
                 match chosen.last_mut() {
                     Some(last) if last.node == copy.node => {
@@ -131,7 +137,7 @@ pub fn slices_ports_with<'a, S: AsRef<Slice> + 'a>(
 
 /// One copy of an endpoint for one port: the node it makes, its state, and where it came from (slice and endpoint
 /// index), for its placement.
-struct Copy {
+struct EndpointCopy {
     node: Node,
     state: Candidate,
     origin: (usize, usize),
@@ -175,7 +181,7 @@ impl<'a> Placed<'a> {
 
     /// The served nodes of one port with their zone and priority (`any_ready`: whether they are ready ones, not
     /// the terminating fallback).
-    fn prioritise(&self, served: Vec<Copy>, any_ready: bool) -> Vec<Node> {
+    fn prioritise(&self, served: Vec<EndpointCopy>, any_ready: bool) -> Vec<Node> {
         let placements: Vec<Placement<'_>> =
             served.iter().map(|c| self.placement(c.origin)).collect();
         let mode = topology::mode_for(self.topology.mode, any_ready);
