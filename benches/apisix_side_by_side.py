@@ -187,19 +187,11 @@ def measure_module(args, size, module):
         probe = "svc1"
         out["propagation_idle"] = bench.propagation(run.api, run.port, ds, probe, args.apisix_samples, 0, workers)
         churn = bench.Churn(run.api.port, ds, args.churn_rate, probe)
-        cpu0, t0 = process_cpu_s(agent), time.monotonic()
-        churn.start()
-        out["propagation_churn"] = bench.propagation(run.api, run.port, ds, probe, args.apisix_samples, 100000,
-                                                     workers)
-        time.sleep(max(0.0, args.churn_seconds - (time.monotonic() - t0)))
-        churn.stop_flag.set()
-        churn.join()
-        elapsed = time.monotonic() - t0
-        cpu = process_cpu_s(agent) - cpu0
-        events = churn.writes + args.apisix_samples
-        out["churn_events_per_s"] = events / elapsed
-        out["watcher_cpu_pct"] = 100 * cpu / elapsed
-        out["watcher_cpu_us_per_event"] = 1e6 * cpu / events
+        out["propagation_churn"], figures = bench.under_churn(
+            [churn], lambda: process_cpu_s(agent),
+            lambda: bench.propagation(run.api, run.port, ds, probe, args.apisix_samples, 100000, workers),
+            args.apisix_samples, args.churn_seconds)
+        out.update(figures)
         time.sleep(0.5)
         out["pss_churn_mib"] = run.pss_mib()
         errors = [line for line in run.ax.log_text().splitlines() if "[error]" in line or "[emerg]" in line]

@@ -514,6 +514,26 @@ def set_nice(pids, nice):
             pass
 
 
+def under_churn(churns, cpu_s, propagate, samples, seconds):
+    """Runs `propagate()` while `churns` write, for at least `seconds` in all, and measures the watcher's CPU with
+    `cpu_s()` over that time. Returns the propagation figures and the churn figures (events include the probe's
+    `samples` writes)."""
+    cpu0, t0 = cpu_s(), time.monotonic()
+    for c in churns:
+        c.start()
+    measured = propagate()
+    time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
+    for c in churns:
+        c.stop_flag.set()
+    for c in churns:
+        c.join()
+    elapsed = time.monotonic() - t0
+    cpu = cpu_s() - cpu0
+    events = sum(c.writes for c in churns) + samples
+    return measured, {"churn_events_per_s": events / elapsed, "watcher_cpu_pct": 100 * cpu / elapsed,
+                      "watcher_cpu_us_per_event": 1e6 * cpu / events}
+
+
 def propagation(api, http_port, ds, key_svc, samples, seq_base, workers=(), prefix=""):
     """Latency from an API write to the change being seen by nodes() in a worker, and to a raw watch client.
 
@@ -776,18 +796,11 @@ def measure_size(args, name):
         workers = worker_pids(gw.nginx)
         out["propagation_idle"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 0, workers)
         churn = Churn(gw.api.port, ds, args.churn_rate, probe)
-        cpu0, t0 = watcher_thread_cpu_s(writer), time.monotonic()
-        churn.start()
-        out["propagation_churn"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 100000, workers)
-        time.sleep(max(0.0, args.churn_seconds - (time.monotonic() - t0)))
-        churn.stop_flag.set()
-        churn.join()
-        elapsed = time.monotonic() - t0
-        cpu = watcher_thread_cpu_s(writer) - cpu0
-        events = churn.writes + args.samples
-        out["churn_events_per_s"] = events / elapsed
-        out["watcher_cpu_pct"] = 100 * cpu / elapsed
-        out["watcher_cpu_us_per_event"] = 1e6 * cpu / events
+        out["propagation_churn"], figures = under_churn(
+            [churn], lambda: watcher_thread_cpu_s(writer),
+            lambda: propagation(gw.api, gw.http_port, ds, probe, args.samples, 100000, workers),
+            args.samples, args.churn_seconds)
+        out.update(figures)
         lookups = get_json(gw.http_port, f"/bench/lookups?n={args.lookups}")
         out["worker_rss_growth_kib"] = lookups["rss_anon_kib_after"] - lookups["rss_anon_kib_before"]
         out["lookup_cycle_ns"] = lookups["ns"] / lookups["calls"]
@@ -833,21 +846,13 @@ def measure_scale(args):
         # Churn spread over the clusters at the single-cluster rate in total; the probe is in the first cluster.
         probe, workers = "svc1", worker_pids(gw.nginx)
         churns = [Churn(api.port, ds, args.churn_rate / len(ids), probe) for api in gw.apis]
-        cpu0, t0 = watcher_thread_cpu_s(writer), time.monotonic()
-        for c in churns:
-            c.start()
-        out["propagation_churn"] = propagation(gw.api, gw.http_port, ds, probe, args.samples, 100000, workers,
-                                               prefix=f"{ids[0]}/")
-        time.sleep(max(0.0, args.churn_seconds - (time.monotonic() - t0)))
-        for c in churns:
-            c.stop_flag.set()
-        for c in churns:
-            c.join()
-        elapsed = time.monotonic() - t0
-        cpu = watcher_thread_cpu_s(writer) - cpu0
-        events = sum(c.writes for c in churns) + args.samples
-        out["churn_events_per_s"] = events / elapsed
-        out["watcher_cpu_us_per_event"] = 1e6 * cpu / events
+        out["propagation_churn"], figures = under_churn(
+            churns, lambda: watcher_thread_cpu_s(writer),
+            lambda: propagation(gw.api, gw.http_port, ds, probe, args.samples, 100000, workers,
+                                prefix=f"{ids[0]}/"),
+            args.samples, args.churn_seconds)
+        out["churn_events_per_s"] = figures["churn_events_per_s"]
+        out["watcher_cpu_us_per_event"] = figures["watcher_cpu_us_per_event"]
         out["gateway_pss_after_churn_kib"] = gw.pss_kib()
     # One big service, beside a small one of the regular size, in a gateway of their own.
     big = Dataset(1, per, [args.scale_service])
